@@ -1,0 +1,155 @@
+"""Child processes that die with their parent and stop cleanly.
+
+Each child runs in its own process group (so stopping it stops everything it spawned) and gets
+`PR_SET_PDEATHSIG`, so even a `kill -9` of the supervisor leaves no orphan behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+from voice_agent.exceptions import DevStackError
+from voice_agent.logging import get_logger
+
+log = get_logger("devstack")
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Run in the child between fork and exec: SIGTERM it when its parent dies (Linux)."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on `host` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+ReadyCheck = Callable[[], Awaitable[bool]]
+
+
+class ManagedProcess:
+    """One supervised child: started, awaited until ready, stopped with its whole group."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        ready: ReadyCheck,
+        log_file: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.env = dict(env) if env is not None else None
+        self.cwd = cwd
+        self._ready = ready
+        self._log_file = log_file
+        self._log_handle: IO[bytes] | None = None
+        self.proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    async def start(self) -> None:
+        """Spawn the child; output goes to its log file (or is inherited)."""
+        stdout: int | IO[bytes] | None = None
+        if self._log_file is not None:
+            self._log_file.parent.mkdir(parents=True, exist_ok=True)
+            self._log_handle = self._log_file.open("ab")
+            stdout = self._log_handle
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.argv,
+            env=self.env,
+            cwd=self.cwd,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=asyncio.subprocess.STDOUT if stdout is not None else None,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        log.info("child.started", child=self.name, pid=self.proc.pid)
+
+    async def wait_ready(self, timeout_s: float) -> None:
+        """Poll the readiness check until it passes, the child dies, or time runs out."""
+        deadline = time.monotonic() + timeout_s
+        delay = 0.05
+        while True:
+            if not self.running:
+                raise DevStackError(
+                    f"{self.name} exited with code {self.returncode} before it was ready"
+                    + (f"; see {self._log_file}" if self._log_file else "")
+                )
+            with contextlib.suppress(Exception):  # any failure of the probe means "not yet"
+                if await asyncio.wait_for(self._ready(), timeout=1.0):
+                    log.info("child.ready", child=self.name, pid=self.pid)
+                    return
+            if time.monotonic() >= deadline:
+                raise DevStackError(f"{self.name} was not ready after {timeout_s:.0f} s")
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode if self.proc else None
+
+    async def wait(self) -> int:
+        """Wait for the child to exit; its exit code."""
+        assert self.proc is not None, "start() first"
+        return await self.proc.wait()
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """SIGTERM the child's process group, then SIGKILL what is left after `grace_s`."""
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.returncode is None:
+            self._signal_group(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), timeout=grace_s)
+            except TimeoutError:
+                log.warning("child.kill", child=self.name, pid=proc.pid, grace_s=grace_s)
+                self._signal_group(signal.SIGKILL)
+                await proc.wait()
+        # Anything the child left in its group goes too.
+        self._signal_group(signal.SIGKILL)
+        log.info("child.stopped", child=self.name, pid=proc.pid, returncode=proc.returncode)
+        if self._log_handle is not None:
+            self._log_handle.close()
+            self._log_handle = None
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, sig)
+
+
+async def tcp_open(host: str, port: int) -> bool:
+    """True when something accepts TCP connections on host:port."""
+    _, writer = await asyncio.open_connection(host, port)
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True

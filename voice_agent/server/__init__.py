@@ -1,0 +1,1 @@
+"""The token service: voice tokens, health, metrics and the web client."""
