@@ -85,16 +85,17 @@ def configure_logging(settings: Settings, *, stream: Any = None) -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(stream),
-        cache_logger_on_first_use=True,
+        # Not cached: tests and the CLI reconfigure after modules have made their loggers.
+        cache_logger_on_first_use=False,
     )
     # Libraries that use the standard library log through the same stream, quieter.
     logging.basicConfig(stream=stream, level=max(level, logging.WARNING), force=True)
 
 
 def get_logger(name: str | None = None) -> Any:
-    """A structlog logger; `name` becomes the `logger` field."""
-    log = structlog.get_logger()
-    return log.bind(logger=name) if name else log
+    """A structlog logger; `name` becomes the `component` field."""
+    # Stays a lazy proxy, so module-level loggers follow a later configure_logging().
+    return structlog.get_logger(component=name) if name else structlog.get_logger()
 
 
 def bind_context(**values: Any) -> None:

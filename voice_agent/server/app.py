@@ -70,8 +70,8 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[
-            middleware.request_context,
             middleware.security_headers(settings.browser_rtc_url),
+            middleware.request_context,
             middleware.cors(settings.cors_origins),
         ],
     )

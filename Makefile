@@ -1,0 +1,22 @@
+# The product's everyday commands. `make run` and `make test` set up what they need first.
+.PHONY: setup run test test-unit lint bench
+
+setup:
+	@scripts/setup.sh
+
+run: setup
+	.venv/bin/voice-agent dev
+
+test: setup lint
+	.venv/bin/pytest
+
+test-unit: setup
+	.venv/bin/pytest tests/unit
+
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+
+bench: setup
+	.venv/bin/python benchmarks/token_throughput.py

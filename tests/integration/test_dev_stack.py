@@ -1,0 +1,152 @@
+"""`voice-agent dev`: starts the real stack, reports ready, and leaves nothing behind."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.helpers import strip_project_env
+from voice_agent.devstack.processes import free_port
+
+pytestmark = pytest.mark.integration
+
+READY_LINE = "Voice agent ready"
+
+
+def _descendants(root: int) -> set[int]:
+    """Every live process whose parent chain leads to `root`."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            # The command name may hold spaces; fields resume after the last ')'.
+            fields = stat.rsplit(")", 1)[1].split()
+            if fields[0] != "Z":
+                parents[int(entry)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {root}
+    while frontier:
+        children = {pid for pid, ppid in parents.items() if ppid in frontier}
+        frontier = children - found
+        found |= children
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    alive = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.add(pid)
+    return alive
+
+
+@dataclass
+class DevRun:
+    proc: asyncio.subprocess.Process
+    url: str
+    stderr: list[str]
+
+
+async def _collect(stream: asyncio.StreamReader, sink: list[str]) -> None:
+    while line := await stream.readline():
+        sink.append(line.decode(errors="replace"))
+
+
+@pytest.fixture
+async def dev_stack(tmp_path: Path) -> AsyncIterator[DevRun]:
+    """`python -m voice_agent dev` on free ports, waited for until it prints its URL."""
+    port = free_port()
+    env = strip_project_env(dict(os.environ))
+    env.update(
+        VOICE_AGENT_PORT=str(port),
+        LIVEKIT_URL=f"ws://127.0.0.1:{free_port()}",
+        VOICE_AGENT_DATA_DIR=str(tmp_path / "data"),
+        VOICE_AGENT_LOG_FORMAT="json",
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "voice_agent",
+        "dev",
+        env=env,
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    stderr: list[str] = []
+    stderr_task = asyncio.create_task(_collect(proc.stderr, stderr))
+    stdout: list[str] = []
+    stdout_task: asyncio.Task[None] | None = None
+
+    async def until_ready() -> None:
+        assert proc.stdout is not None
+        while line := await proc.stdout.readline():
+            stdout.append(line.decode())
+            if READY_LINE in stdout[-1]:
+                return
+        raise AssertionError("dev exited before it was ready:\n" + "".join(stderr))
+
+    try:
+        await asyncio.wait_for(until_ready(), timeout=90)
+        stdout_task = asyncio.create_task(_collect(proc.stdout, stdout))
+        yield DevRun(proc=proc, url=f"http://127.0.0.1:{port}", stderr=stderr)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        stderr_task.cancel()
+        if stdout_task is not None:
+            stdout_task.cancel()
+
+
+async def test_dev_starts_ready_and_stops_clean_on_sigterm(dev_stack: DevRun) -> None:
+    """The stack answers /readyz and mints tokens; SIGTERM stops it with no process left."""
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{dev_stack.url}/readyz") as resp:
+            assert resp.status == 200
+            assert (await resp.json())["checks"] == {"livekit": "ok", "redis": "ok"}
+        async with http.post(f"{dev_stack.url}/api/voice-token") as resp:
+            assert resp.status == 200
+    children = _descendants(dev_stack.proc.pid)
+    assert len(children) >= 3, children  # livekit, redis, token service
+    dev_stack.proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(dev_stack.proc.wait(), timeout=30) == 0
+    assert _alive(children) == set()
+
+
+async def test_a_crashed_child_stops_the_whole_stack_loudly(dev_stack: DevRun) -> None:
+    """Killing one child (Redis) makes dev report the crash, stop everything and exit non-zero."""
+    children = _descendants(dev_stack.proc.pid)
+    redis_pids = [p for p in children if "redis-server" in Path(f"/proc/{p}/cmdline").read_text()]
+    assert len(redis_pids) == 1
+    os.kill(redis_pids[0], signal.SIGKILL)
+    assert await asyncio.wait_for(dev_stack.proc.wait(), timeout=30) == 1
+    assert any("dev.child_crashed" in line and "redis" in line for line in dev_stack.stderr)
+    assert _alive(children) == set()
+
+
+async def test_killing_the_supervisor_leaves_no_orphans(dev_stack: DevRun) -> None:
+    """Even `kill -9` of dev takes its children down with it (parent-death signal)."""
+    children = _descendants(dev_stack.proc.pid)
+    dev_stack.proc.kill()
+    await dev_stack.proc.wait()
+    deadline = asyncio.get_running_loop().time() + 20
+    while _alive(children):
+        assert asyncio.get_running_loop().time() < deadline, _alive(children)
+        await asyncio.sleep(0.1)

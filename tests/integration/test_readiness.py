@@ -1,0 +1,68 @@
+"""/readyz asks the real LiveKit server and Redis, and names whichever fails."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from tests.helpers import make_settings
+from voice_agent.devstack.livekit_server import LiveKitEndpoint
+from voice_agent.devstack.processes import free_port
+from voice_agent.server.app import create_app
+
+pytestmark = pytest.mark.integration
+
+
+async def _readyz(**overrides: Any) -> tuple[int, dict[str, Any]]:
+    async with TestClient(TestServer(create_app(make_settings(**overrides)))) as client:
+        resp = await client.get("/readyz")
+        return resp.status, await resp.json()
+
+
+def _live(endpoint: LiveKitEndpoint) -> dict[str, Any]:
+    return {
+        "livekit_url": endpoint.ws_url,
+        "livekit_api_key": endpoint.api_key,
+        "livekit_api_secret": endpoint.api_secret,
+        "readiness_timeout_s": 2.0,
+    }
+
+
+async def test_ready_when_livekit_and_redis_answer(
+    livekit_server: LiveKitEndpoint, redis_url: str
+) -> None:
+    """With both dependencies up, /readyz is 200 and says so for each."""
+    status, body = await _readyz(**_live(livekit_server), redis_url=redis_url)
+    assert status == 200
+    assert body["checks"] == {"livekit": "ok", "redis": "ok"}
+
+
+async def test_not_ready_names_redis_when_it_is_down(livekit_server: LiveKitEndpoint) -> None:
+    """Redis not answering: 503 naming redis, LiveKit still reported ok."""
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    status, body = await _readyz(**_live(livekit_server), redis_url=dead)
+    assert status == 503
+    assert body["error"] == "not_ready"
+    assert body["detail"]["failing"] == ["redis"]
+    assert body["detail"]["checks"]["livekit"] == "ok"
+
+
+async def test_not_ready_names_livekit_when_keys_are_wrong(
+    livekit_server: LiveKitEndpoint, redis_url: str
+) -> None:
+    """LiveKit reachable but refusing our keys is not ready either: 503 naming livekit."""
+    settings = _live(livekit_server) | {"livekit_api_secret": "wrong-secret-0123456789abcdefghijkl"}
+    status, body = await _readyz(**settings, redis_url=redis_url)
+    assert status == 503
+    assert body["detail"]["failing"] == ["livekit"]
+
+
+async def test_not_ready_names_livekit_when_it_is_unreachable(redis_url: str) -> None:
+    """Nothing listening at LIVEKIT_URL: 503 naming livekit."""
+    status, body = await _readyz(
+        livekit_url=f"ws://127.0.0.1:{free_port()}", redis_url=redis_url, readiness_timeout_s=1.0
+    )
+    assert status == 503
+    assert body["detail"]["failing"] == ["livekit"]
