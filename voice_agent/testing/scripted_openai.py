@@ -1,0 +1,344 @@
+"""A scripted OpenAI-compatible server on loopback, for tests of the real `openai` client path.
+
+    async with ScriptedOpenAI(chat=[ChatReply(text=["Hel", "lo"])]) as server:
+        connection = OpenAIConnection(api_key="test", base_url=server.base_url)
+        ...
+        assert server.requests_to(CHAT_PATH)[0].json["messages"][0]["content"] == "hi"
+
+Each endpoint answers from its own queue of scripted replies, in order. An empty queue falls back
+to a deterministic default: chat echoes the last user message, transcription returns
+`default_transcript`, speech returns a tone as long as the text would take to say. A reply may be
+an `ErrorReply` (an OpenAI-style error with its status) or a `Hang` (headers never come, so the
+client times out). A `Timeline` paces a reply: a delay before the first chunk, a delay between
+chunks, a stall after some chunks (until an `asyncio.Event` is set, or for good), or an abrupt
+disconnect. Every request is recorded, hangs and errors included, before it is answered. The
+reply types and their wire form live in `openai_script`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import itertools
+import json
+import socket
+import struct
+import wave
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
+
+from aiohttp import web
+
+from voice_agent.testing.openai_script import (
+    ChatReply,
+    ChatScript,
+    ErrorReply,
+    Hang,
+    SpeechReply,
+    SpeechScript,
+    Timeline,
+    TranscriptionReply,
+    TranscriptionScript,
+    chat_chunks,
+    chat_completion,
+    split_words,
+)
+from voice_agent.testing.tone import speech_duration_s, tone
+
+CHAT_PATH = "/v1/chat/completions"
+TRANSCRIPTIONS_PATH = "/v1/audio/transcriptions"
+SPEECH_PATH = "/v1/audio/speech"
+MODELS_PATH = "/v1/models"
+SPEECH_SAMPLE_RATE = 24_000
+DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o-mini-transcribe", "gpt-4o-mini-tts", "whisper-1")
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request as the server received it."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    json: Any = None  # the parsed body of a JSON request
+    form: Mapping[str, str] = field(default_factory=dict)  # text fields of a multipart request
+    files: Mapping[str, bytes] = field(default_factory=dict)  # file fields of a multipart request
+
+
+class ScriptedOpenAI:
+    """An aiohttp server speaking the OpenAI wire format from a script, on a free loopback port."""
+
+    def __init__(
+        self,
+        *,
+        chat: Iterable[ChatScript] = (),
+        transcriptions: Iterable[TranscriptionScript] = (),
+        speech: Iterable[SpeechScript] = (),
+        models: Sequence[str] = DEFAULT_MODELS,
+        default_transcript: str = "hello",
+    ) -> None:
+        self.chat: deque[ChatScript] = deque(chat)
+        self.transcriptions: deque[TranscriptionScript] = deque(transcriptions)
+        self.speech: deque[SpeechScript] = deque(speech)
+        self.models = tuple(models)
+        self.default_transcript = default_transcript
+        self.requests: list[RecordedRequest] = []
+        self._closing = asyncio.Event()
+        self._recorded = asyncio.Event()  # set, then replaced, on every request
+        self._runner: web.AppRunner | None = None
+        self._port: int | None = None
+        self._ids = itertools.count(1)
+
+    @property
+    def base_url(self) -> str:
+        """The URL to give the `openai` client, ending in /v1."""
+        if self._port is None:
+            raise RuntimeError("the scripted server is not running")
+        return f"http://127.0.0.1:{self._port}/v1"
+
+    def requests_to(self, path: str) -> list[RecordedRequest]:
+        """The requests received on `path`, e.g. `CHAT_PATH`, oldest first."""
+        return [r for r in self.requests if r.path == path]
+
+    async def wait_for_requests(self, path: str, count: int = 1) -> list[RecordedRequest]:
+        """Wait until `count` requests have reached `path`; bound the wait with a timeout."""
+        while len(self.requests_to(path)) < count:
+            await self._recorded.wait()
+        return self.requests_to(path)
+
+    async def start(self) -> None:
+        """Listen on a free port of 127.0.0.1."""
+        self._closing = asyncio.Event()
+        app = web.Application(client_max_size=32 * 1024 * 1024)
+        app.router.add_post(CHAT_PATH, self._handle_chat)
+        app.router.add_post(TRANSCRIPTIONS_PATH, self._handle_transcription)
+        app.router.add_post(SPEECH_PATH, self._handle_speech)
+        app.router.add_get(MODELS_PATH, self._handle_models)
+        app.router.add_route("*", "/{tail:.*}", self._handle_unknown)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+        await runner.setup()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))  # binding here, not in aiohttp, tells us the port race-free
+        self._port = sock.getsockname()[1]
+        await web.SockSite(runner, sock).start()
+        self._runner = runner
+
+    async def close(self) -> None:
+        """Release hung and stalled requests, then stop listening."""
+        self._closing.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        self._port = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # Endpoints
+
+    async def _handle_chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self._record(request, json_body=body)
+        reply = self.chat.popleft() if self.chat else _echo(body)
+        if not isinstance(reply, ChatReply):
+            return await self._fail(reply)
+        model = str(body.get("model", "scripted"))
+        completion_id = f"chatcmpl-scripted-{next(self._ids)}"
+        if not body.get("stream"):
+            await asyncio.sleep(reply.timeline.first_delay_s)
+            return web.json_response(chat_completion(reply, completion_id, model))
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        chunks = chat_chunks(reply, completion_id, model, include_usage=include_usage)
+        events = [_sse(chunk) for chunk in chunks]
+        return await self._stream(
+            request, reply.timeline, events, "text/event-stream", trailer=b"data: [DONE]\n\n"
+        )
+
+    async def _handle_transcription(self, request: web.Request) -> web.StreamResponse:
+        form, files = await _read_multipart(request)
+        self._record(request, form=form, files=files)
+        reply = self.transcriptions.popleft() if self.transcriptions else None
+        if isinstance(reply, ErrorReply | Hang):
+            return await self._fail(reply)
+        reply = reply or TranscriptionReply(text=self.default_transcript)
+        try:
+            duration_s = _wav_duration_s(files["file"])
+        except (KeyError, wave.Error, EOFError, struct.error):
+            return await self._fail(
+                ErrorReply(400, "Invalid file format.", "invalid_request_error")
+            )
+        if form.get("stream", "").lower() == "true":
+            events = [
+                _sse({"type": "transcript.text.delta", "delta": word})
+                for word in split_words(reply.text)
+            ]
+            done = {
+                "type": "transcript.text.done",
+                "text": reply.text,
+                "usage": _audio_usage(duration_s),
+            }
+            events.append(_sse(done))
+            return await self._stream(request, reply.timeline, events, "text/event-stream")
+        await asyncio.sleep(reply.timeline.first_delay_s)
+        response_format = form.get("response_format", "json")
+        if response_format == "text":
+            return web.Response(text=reply.text, content_type="text/plain")
+        if response_format == "verbose_json":
+            return web.json_response(
+                {
+                    "task": "transcribe",
+                    "language": reply.language,
+                    "duration": duration_s,
+                    "text": reply.text,
+                    "segments": [],
+                }
+            )
+        return web.json_response({"text": reply.text, "usage": _audio_usage(duration_s)})
+
+    async def _handle_speech(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self._record(request, json_body=body)
+        reply = self.speech.popleft() if self.speech else SpeechReply()
+        if not isinstance(reply, SpeechReply):
+            return await self._fail(reply)
+        text = body.get("input")
+        if not isinstance(text, str) or not text.strip():
+            return await self._fail(ErrorReply(400, "input is required", "invalid_request_error"))
+        if body.get("response_format") != "pcm" or body.get("stream_format", "audio") != "audio":
+            return await self._fail(
+                ErrorReply(400, "the scripted server speaks raw pcm only", "invalid_request_error")
+            )
+        duration_s = reply.duration_s if reply.duration_s is not None else speech_duration_s(text)
+        pcm = tone(duration_s, sample_rate=SPEECH_SAMPLE_RATE, frequency_hz=reply.frequency_hz)
+        size = max(1, reply.chunk_bytes)
+        chunks = [pcm[i : i + size] for i in range(0, len(pcm), size)]
+        return await self._stream(request, reply.timeline, chunks, "audio/pcm")
+
+    async def _handle_models(self, request: web.Request) -> web.StreamResponse:
+        self._record(request)
+        data = [
+            {"id": m, "object": "model", "created": 0, "owned_by": "scripted"} for m in self.models
+        ]
+        return web.json_response({"object": "list", "data": data})
+
+    async def _handle_unknown(self, request: web.Request) -> web.StreamResponse:
+        self._record(request)
+        return await self._fail(
+            ErrorReply(404, f"no route {request.path}", "invalid_request_error")
+        )
+
+    # Helpers
+
+    def _record(
+        self,
+        request: web.Request,
+        *,
+        json_body: Any = None,
+        form: Mapping[str, str] | None = None,
+        files: Mapping[str, bytes] | None = None,
+    ) -> None:
+        self.requests.append(
+            RecordedRequest(
+                method=request.method,
+                path=request.path,
+                headers=dict(request.headers),
+                json=json_body,
+                form=dict(form or {}),
+                files=dict(files or {}),
+            )
+        )
+        self._recorded.set()
+        self._recorded = asyncio.Event()
+
+    async def _fail(self, reply: ErrorReply | Hang) -> web.StreamResponse:
+        if isinstance(reply, Hang):
+            await self._closing.wait()
+            return web.Response(status=503)  # the client left long ago; this only ends the handler
+        headers = {}
+        if reply.retry_after_s is not None:
+            headers["Retry-After"] = f"{reply.retry_after_s:g}"
+        error = {"message": reply.message, "type": reply.type, "param": None, "code": None}
+        return web.json_response({"error": error}, status=reply.status, headers=headers)
+
+    async def _stream(
+        self,
+        request: web.Request,
+        timeline: Timeline,
+        chunks: Sequence[bytes],
+        content_type: str,
+        trailer: bytes = b"",
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": content_type})
+        await response.prepare(request)
+        try:
+            for sent, chunk in enumerate(chunks):
+                if sent == timeline.disconnect_after:
+                    if request.transport is not None:
+                        request.transport.abort()
+                    return response
+                if sent == timeline.stall_after:
+                    await self._stall(timeline.resume)
+                    if self._closing.is_set():
+                        return response
+                await asyncio.sleep(timeline.first_delay_s if sent == 0 else timeline.chunk_delay_s)
+                await response.write(chunk)
+            if trailer:
+                await response.write(trailer)
+            await response.write_eof()
+        except ConnectionResetError:
+            pass  # the client stopped listening (timeout or barge-in); nothing is owed
+        return response
+
+    async def _stall(self, resume: asyncio.Event | None) -> None:
+        waiters = [asyncio.ensure_future(self._closing.wait())]
+        if resume is not None:
+            waiters.append(asyncio.ensure_future(resume.wait()))
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+
+def _echo(body: Mapping[str, Any]) -> ChatReply:
+    said = next(
+        (m.get("content") for m in reversed(body.get("messages", [])) if m.get("role") == "user"),
+        None,
+    )
+    return ChatReply(text=f"You said: {said}" if said else "Hello.")
+
+
+def _sse(data: Mapping[str, Any]) -> bytes:
+    return f"data: {json.dumps(data)}\n\n".encode()
+
+
+def _audio_usage(duration_s: float) -> dict[str, Any]:
+    return {"type": "duration", "seconds": round(duration_s, 3)}
+
+
+def _wav_duration_s(data: bytes) -> float:
+    with wave.open(io.BytesIO(data), "rb") as wav:
+        return wav.getnframes() / wav.getframerate()
+
+
+async def _read_multipart(request: web.Request) -> tuple[dict[str, str], dict[str, bytes]]:
+    form: dict[str, str] = {}
+    files: dict[str, bytes] = {}
+    for name, value in (await request.post()).items():
+        if isinstance(value, web.FileField):
+            files[name] = value.file.read()
+        else:
+            form[name] = str(value)
+    return form, files
