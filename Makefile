@@ -20,3 +20,4 @@ lint: setup
 
 bench: setup
 	.venv/bin/python benchmarks/token_throughput.py
+	.venv/bin/python benchmarks/voice_pipeline.py

@@ -8,6 +8,8 @@ PYTHON="${PYTHON:-python3}"
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)  # load generator for `make bench`
+command -v espeak-ng >/dev/null 2>&1 || need_apt+=(espeak-ng)  # `voice-agent call --say`, test speech
+command -v sox >/dev/null 2>&1 || need_apt+=(sox)  # test speech conversion
 if ((${#need_apt[@]})); then
   echo "setup: installing ${need_apt[*]} from Debian packages"
   SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"

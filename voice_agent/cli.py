@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -32,6 +35,20 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the token service, web client and health endpoints")
     serve.add_argument("--host", help="bind address (VOICE_AGENT_HOST)")
     serve.add_argument("--port", type=int, help="port (VOICE_AGENT_PORT)")
+
+    sub.add_parser("worker", help="run the agent worker (joins calls dispatched by LiveKit)")
+
+    call = sub.add_parser(
+        "call", help="simulated caller: join like a browser, speak, print a JSON result"
+    )
+    call.add_argument("--url", default=None, help="token service URL (default: the local one)")
+    call.add_argument("--audio", type=Path, action="append", default=[], help="WAV to speak")
+    call.add_argument("--say", action="append", default=[], help="text to speak (espeak-ng)")
+    call.add_argument("--interrupt-after-ms", type=int, help="barge in this long into each reply")
+    call.add_argument("--record", type=Path, help="write the agent's audio to this WAV")
+    call.add_argument("--bearer", help="Bearer token for a token service in jwt mode")
+    call.add_argument("--no-greeting", action="store_true", help="do not wait for a greeting")
+    call.add_argument("--turn-timeout", type=float, default=30.0, help="seconds to wait per turn")
     return parser
 
 
@@ -64,6 +81,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             from voice_agent.devstack.supervisor import run_dev
 
             return asyncio.run(run_dev(settings))
+        if args.command == "worker":
+            from voice_agent.agent.runner import run_worker
+
+            asyncio.run(run_worker(settings))
+            return 0
+        if args.command == "call":
+            code = asyncio.run(_call(args, settings))
+            # LiveKit's native library can abort while the interpreter tears down its callbacks
+            # (seen under load); the call is over and its result printed, so leave at once.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
         if args.command == "serve":
             from voice_agent.server.app import serve
 
@@ -77,6 +106,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"configuration error: {e}", file=sys.stderr)
         return 2
     return 2
+
+
+async def _call(args: argparse.Namespace, settings: Settings) -> int:
+    from voice_agent.caller.audio import read_wav, synthesize
+    from voice_agent.caller.simulated_caller import CallerOptions, SimulatedCaller
+
+    utterances = [read_wav(p) for p in args.audio] + [await synthesize(t) for t in args.say]
+    options = CallerOptions(
+        url=args.url or f"http://{settings.host}:{settings.port}",
+        utterances=tuple(utterances),
+        interrupt_after_ms=args.interrupt_after_ms,
+        record=args.record,
+        bearer_token=args.bearer,
+        wait_for_greeting=not args.no_greeting,
+        turn_timeout_s=args.turn_timeout,
+    )
+    result = await SimulatedCaller(options=options).run()
+    print(json.dumps(result, indent=2))
+    return 0 if result["ok"] else 1
 
 
 async def _until_signal(main_coro: Any) -> None:

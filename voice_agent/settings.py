@@ -33,6 +33,24 @@ class LogFormat(StrEnum):
     CONSOLE = "console"
 
 
+class STTProviderKind(StrEnum):
+    """Which speech-to-text provider the agent uses."""
+
+    OPENAI = "openai"
+
+
+class LLMProviderKind(StrEnum):
+    """Which language model provider the agent uses."""
+
+    OPENAI = "openai"
+
+
+class TTSProviderKind(StrEnum):
+    """Which text-to-speech provider the agent uses."""
+
+    OPENAI = "openai"
+
+
 def _env(name: str) -> Any:
     """Bind a field to exactly one environment variable name."""
     return AliasChoices(name)
@@ -58,6 +76,69 @@ class Settings(BaseSettings):
     # Model providers (standard names; used by the agent worker)
     openai_api_key: SecretStr | None = Field(None, validation_alias=_env("OPENAI_API_KEY"))
     openai_base_url: str | None = Field(None, validation_alias=_env("OPENAI_BASE_URL"))
+    stt_provider: STTProviderKind = Field(
+        STTProviderKind.OPENAI, validation_alias=_env("VOICE_AGENT_STT")
+    )
+    llm_provider: LLMProviderKind = Field(
+        LLMProviderKind.OPENAI, validation_alias=_env("VOICE_AGENT_LLM")
+    )
+    tts_provider: TTSProviderKind = Field(
+        TTSProviderKind.OPENAI, validation_alias=_env("VOICE_AGENT_TTS")
+    )
+    stt_model: str = Field(
+        "gpt-4o-mini-transcribe", min_length=1, validation_alias=_env("VOICE_AGENT_STT_MODEL")
+    )
+    llm_model: str = Field(
+        "gpt-4o-mini", min_length=1, validation_alias=_env("VOICE_AGENT_LLM_MODEL")
+    )
+    tts_model: str = Field(
+        "gpt-4o-mini-tts", min_length=1, validation_alias=_env("VOICE_AGENT_TTS_MODEL")
+    )
+    tts_voice: str = Field("alloy", min_length=1, validation_alias=_env("VOICE_AGENT_TTS_VOICE"))
+    # How long a provider may stay silent (connecting, or between bytes of a stream).
+    provider_timeout_s: float = Field(
+        10.0, gt=0, le=300, validation_alias=_env("VOICE_AGENT_PROVIDER_TIMEOUT_S")
+    )
+
+    # Agent worker and call behaviour
+    agent_instructions: str = Field(
+        "You are a friendly, concise voice assistant for a customer support line. Answer in one "
+        "or two short spoken sentences, without lists, markdown or emoji.",
+        min_length=1,
+        max_length=20_000,
+        validation_alias=_env("VOICE_AGENT_INSTRUCTIONS"),
+    )
+    agent_greeting: str = Field(
+        "Hello! How can I help you today?",
+        min_length=1,
+        max_length=500,
+        validation_alias=_env("VOICE_AGENT_GREETING"),
+    )
+    eou_silence_ms: int = Field(
+        500, ge=100, le=5000, validation_alias=_env("VOICE_AGENT_EOU_SILENCE_MS")
+    )
+    min_interruption_ms: int = Field(
+        400, ge=100, le=5000, validation_alias=_env("VOICE_AGENT_MIN_INTERRUPTION_MS")
+    )
+    max_call_s: float = Field(
+        1800.0, gt=0, le=86_400, validation_alias=_env("VOICE_AGENT_MAX_CALL_S")
+    )
+    user_silence_timeout_s: float = Field(
+        60.0, gt=0, le=3600, validation_alias=_env("VOICE_AGENT_USER_SILENCE_TIMEOUT_S")
+    )
+    max_consecutive_failures: int = Field(
+        3, ge=1, le=20, validation_alias=_env("VOICE_AGENT_MAX_CONSECUTIVE_FAILURES")
+    )
+    context_token_budget: int = Field(
+        4000, ge=256, le=1_000_000, validation_alias=_env("VOICE_AGENT_CONTEXT_TOKEN_BUDGET")
+    )
+    max_jobs: int = Field(25, ge=1, le=1000, validation_alias=_env("VOICE_AGENT_MAX_JOBS"))
+    drain_timeout_s: float = Field(
+        600.0, gt=0, le=86_400, validation_alias=_env("VOICE_AGENT_DRAIN_TIMEOUT_S")
+    )
+    worker_metrics_port: int | None = Field(
+        None, ge=0, le=65535, validation_alias=_env("VOICE_AGENT_WORKER_METRICS_PORT")
+    )
 
     # Queue
     redis_url: str | None = Field(None, validation_alias=_env("REDIS_URL"))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import signal
 import sys
@@ -15,6 +17,8 @@ import pytest
 
 from tests.helpers import strip_project_env
 from voice_agent.devstack.processes import free_port
+from voice_agent.testing.openai_script import ChatReply, TranscriptionReply
+from voice_agent.testing.scripted_openai import ScriptedOpenAI
 
 pytestmark = pytest.mark.integration
 
@@ -67,8 +71,8 @@ async def _collect(stream: asyncio.StreamReader, sink: list[str]) -> None:
         sink.append(line.decode(errors="replace"))
 
 
-@pytest.fixture
-async def dev_stack(tmp_path: Path) -> AsyncIterator[DevRun]:
+@contextlib.asynccontextmanager
+async def _run_dev(tmp_path: Path, **extra_env: str) -> AsyncIterator[DevRun]:
     """`python -m voice_agent dev` on free ports, waited for until it prints its URL."""
     port = free_port()
     env = strip_project_env(dict(os.environ))
@@ -77,17 +81,13 @@ async def dev_stack(tmp_path: Path) -> AsyncIterator[DevRun]:
         LIVEKIT_URL=f"ws://127.0.0.1:{free_port()}",
         VOICE_AGENT_DATA_DIR=str(tmp_path / "data"),
         VOICE_AGENT_LOG_FORMAT="json",
+        **extra_env,
     )
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "voice_agent",
-        "dev",
-        env=env,
-        cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+        sys.executable, "-m", "voice_agent", "dev",
+        env=env, cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
     assert proc.stdout is not None and proc.stderr is not None
     stderr: list[str] = []
     stderr_task = asyncio.create_task(_collect(proc.stderr, stderr))
@@ -113,6 +113,13 @@ async def dev_stack(tmp_path: Path) -> AsyncIterator[DevRun]:
         stderr_task.cancel()
         if stdout_task is not None:
             stdout_task.cancel()
+
+
+@pytest.fixture
+async def dev_stack(tmp_path: Path) -> AsyncIterator[DevRun]:
+    """The dev stack with no model provider configured (no agent worker)."""
+    async with _run_dev(tmp_path) as run:
+        yield run
 
 
 async def test_dev_starts_ready_and_stops_clean_on_sigterm(dev_stack: DevRun) -> None:
@@ -150,3 +157,27 @@ async def test_killing_the_supervisor_leaves_no_orphans(dev_stack: DevRun) -> No
     while _alive(children):
         assert asyncio.get_running_loop().time() < deadline, _alive(children)
         await asyncio.sleep(0.1)
+
+
+async def test_dev_with_a_model_server_runs_a_whole_call(tmp_path: Path) -> None:
+    """With a model endpoint set, dev runs the agent worker too: `voice-agent call` gets answers."""
+    models = ScriptedOpenAI(
+        chat=[ChatReply(text="We open at nine.")],
+        transcriptions=[TranscriptionReply(text="When do you open?")],
+    )
+    async with models, _run_dev(tmp_path, OPENAI_BASE_URL=models.base_url) as dev:
+        children = _descendants(dev.proc.pid)
+        assert len(children) >= 4, children  # livekit, redis, token service, agent worker
+        env = strip_project_env(dict(os.environ)) | {"VOICE_AGENT_LOG_LEVEL": "warning"}
+        call = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "voice_agent", "call", "--url", dev.url,
+            "--say", "When do you open?",
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(call.communicate(), timeout=90)
+        assert call.returncode == 0, err.decode()[-2000:]
+        result = json.loads(out)
+        assert result["turns"][0]["agent_text"] == "We open at nine."
+        dev.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(dev.proc.wait(), timeout=60) == 0
+    assert _alive(children) == set()

@@ -43,6 +43,7 @@ class DevStack:
         self.settings = settings
         self.children: list[ManagedProcess] = []
         self.log_dir = settings.data_dir / "logs"
+        self.warnings: list[str] = []
 
     def _service_env(self, endpoint: LiveKitEndpoint, redis_url: str) -> dict[str, str]:
         return child_environment(
@@ -99,6 +100,21 @@ class DevStack:
                 ready=_http_ok(f"{service_url}/readyz"),
             )
         )
+        if reason := _no_model_provider(s):
+            log.warning("dev.worker_skipped", reason=reason)
+            self.warnings.append(f"agent worker not started: {reason}")
+        else:
+            worker_port = free_port()
+            env = self._service_env(endpoint, redis_url)
+            env["VOICE_AGENT_WORKER_METRICS_PORT"] = str(worker_port)
+            await self._start(
+                ManagedProcess(
+                    name="agent-worker",
+                    argv=[sys.executable, "-m", "voice_agent", "worker"],
+                    env=env,
+                    ready=_http_ok(f"http://{s.host}:{worker_port}/healthz"),
+                )
+            )
         return f"{service_url}/"
 
     async def wait_for_exit(self) -> ManagedProcess:
@@ -115,6 +131,13 @@ class DevStack:
         """Stop the children in reverse start order."""
         for child in reversed(self.children):
             await child.stop()
+
+
+def _no_model_provider(settings: Settings) -> str | None:
+    """Why the agent worker cannot run with these settings, or None when it can."""
+    if settings.openai_api_key is None and settings.openai_base_url is None:
+        return "no model provider: set OPENAI_API_KEY, or OPENAI_BASE_URL for a compatible server"
+    return None
 
 
 def _http_ok(url: str) -> ReadyCheck:
@@ -141,7 +164,8 @@ async def run_dev(settings: Settings) -> int:
             log.error("dev.start_failed", error=str(e))
             return 1
         log.info("dev.ready", url=url, logs=str(stack.log_dir))
-        print(f"\n  Voice agent ready: open {url}\n  Ctrl-C stops everything.\n", flush=True)
+        notes = "".join(f"  Note: {w}\n" for w in stack.warnings)
+        print(f"\n  Voice agent ready: open {url}\n{notes}  Ctrl-C stops everything.\n", flush=True)
         stop_wait = asyncio.ensure_future(stop.wait())
         crash_wait = asyncio.ensure_future(stack.wait_for_exit())
         done, _ = await asyncio.wait({stop_wait, crash_wait}, return_when=asyncio.FIRST_COMPLETED)

@@ -1,0 +1,259 @@
+"""Voice pipeline benchmark: pipeline overhead, barge-in latency and call density on one core.
+
+A real LiveKit server, the token service and the scripted OpenAI-compatible server run in this
+process's company on CPU 1; `voice-agent worker` runs pinned to CPU 0. Simulated callers (CPU 1)
+speak espeak-ng utterances in real time. The scripted models answer at once, so what remains of
+voice-to-voice beyond end-of-turn silence, STT, LLM first token and TTS first byte is our own
+pipeline's overhead. Figures are printed and written to docs/benchmarks.md.
+
+Targets (issue 3): overhead p95 <= 30 ms; barge-in (speech onset to agent audio stopped) p95
+<= 150 ms; >= 20 concurrent calls per worker core with voice-to-voice p95 within 20 % of a lone
+call; <= 25 MB resident memory per extra call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import aiohttp  # noqa: E402
+from aiohttp import web  # noqa: E402
+
+from benchmarks.report import write_section  # noqa: E402
+from voice_agent.caller.audio import Utterance, synthesize  # noqa: E402
+from voice_agent.caller.simulated_caller import CallerOptions, SimulatedCaller  # noqa: E402
+from voice_agent.devstack.livekit_server import (  # noqa: E402
+    LiveKitEndpoint,
+    find_livekit_server,
+    livekit_process,
+    new_key_pair,
+)
+from voice_agent.devstack.processes import ManagedProcess, ReadyCheck, free_port  # noqa: E402
+from voice_agent.server.app import create_app  # noqa: E402
+from voice_agent.settings import Settings  # noqa: E402
+from voice_agent.testing.scripted_openai import ScriptedOpenAI  # noqa: E402
+
+QUESTION = "What are your opening hours?"
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-th percentile (0..100) by nearest rank; nan when empty."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def run_calls(
+    url: str, utterance: Utterance, n: int, *, turns: int, interrupt_after_ms: int | None
+) -> list[dict[str, Any]]:
+    """`n` concurrent simulated calls, started 100 ms apart."""
+
+    async def one(i: int) -> dict[str, Any]:
+        await asyncio.sleep(i * 0.1)
+        opts = CallerOptions(
+            url=url,
+            utterances=(utterance,) * turns,
+            interrupt_after_ms=interrupt_after_ms,
+            turn_timeout_s=60,
+            agent_join_timeout_s=60,
+        )
+        return await SimulatedCaller(options=opts).run()
+
+    return await asyncio.gather(*(one(i) for i in range(n)))
+
+
+def turn_figures(results: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
+    """Voice-to-voice and pipeline overhead (ms) of every answered, uninterrupted turn."""
+    v2v, overhead = [], []
+    for result in results:
+        for turn in result["turns"]:
+            m = turn["metrics"]
+            stages = [m.get(k) for k in ("eou_delay_ms", "stt_ms", "llm_ttft_ms", "tts_ttfb_ms")]
+            if turn["interrupted"] or m.get("voice_to_voice_ms") is None or None in stages:
+                continue
+            v2v.append(m["voice_to_voice_ms"])
+            overhead.append(m["voice_to_voice_ms"] - sum(stages))  # type: ignore[arg-type]
+    return v2v, overhead
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 5, 10, 20, 25])
+    parser.add_argument("--turns", type=int, default=2)
+    parser.add_argument("--barge-in-calls", type=int, default=5)
+    args = parser.parse_args()
+    os.sched_setaffinity(0, {1})
+    tmp = Path(tempfile.mkdtemp(prefix="voice-bench-"))
+    key, secret = new_key_pair()
+    lk = LiveKitEndpoint(port=free_port(), api_key=key, api_secret=secret)
+    livekit = livekit_process(
+        binary=find_livekit_server(), endpoint=lk, udp_range=(46000, 46999),
+        log_file=tmp / "livekit.log",
+    )  # fmt: skip
+    await livekit.start()
+    await livekit.wait_ready(60)
+    worker: ManagedProcess | None = None
+    try:
+        async with ScriptedOpenAI(default_transcript=QUESTION) as models:
+            port = free_port()
+            settings = Settings(
+                _env_file=None,
+                livekit_url=lk.ws_url, livekit_api_key=key, livekit_api_secret=secret,
+                port=port, token_rate_limit="100000/minute", log_level="warning",
+            )  # fmt: skip
+            app = web.AppRunner(create_app(settings), access_log=None)
+            await app.setup()
+            await web.TCPSite(app, "127.0.0.1", port).start()
+            metrics_port = free_port()
+            env = dict(os.environ) | {
+                "LIVEKIT_URL": lk.ws_url, "LIVEKIT_API_KEY": key, "LIVEKIT_API_SECRET": secret,
+                "OPENAI_BASE_URL": models.base_url, "VOICE_AGENT_MAX_JOBS": "100",
+                "VOICE_AGENT_DATA_DIR": str(tmp / "worker"), "VOICE_AGENT_LOG_LEVEL": "warning",
+                "VOICE_AGENT_WORKER_METRICS_PORT": str(metrics_port),
+            }  # fmt: skip
+            worker = ManagedProcess(
+                name="worker",
+                argv=["taskset", "-c", "0", sys.executable, "-m", "voice_agent", "worker"],
+                env=env,
+                ready=_http_ok(f"http://127.0.0.1:{metrics_port}/healthz"),
+                log_file=tmp / "worker.log",
+            )
+            await worker.start()
+            await worker.wait_ready(60)
+            assert worker.pid is not None
+            pid = worker.pid
+            utterance = await synthesize(QUESTION)
+            url = f"http://127.0.0.1:{port}"
+            rows = []
+            base_rss = rss_mb(pid)
+            lone_p95 = None
+            for n in args.levels:
+                peak = [rss_mb(pid)]
+                sampler = asyncio.create_task(_sample_rss(pid, peak))
+                started = time.monotonic()
+                results = await run_calls(
+                    url, utterance, n, turns=args.turns, interrupt_after_ms=None
+                )
+                sampler.cancel()
+                v2v, overhead = turn_figures(results)
+                failed = sum(not r["ok"] for r in results)
+                p95 = pct(v2v, 95)
+                lone_p95 = lone_p95 or p95
+                rows.append(
+                    {
+                        "calls": n, "failed": failed, "turns": len(v2v),
+                        "v2v_p50": pct(v2v, 50), "v2v_p95": p95,
+                        "over_p50": pct(overhead, 50), "over_p95": pct(overhead, 95),
+                        "peak_rss": max(peak), "within": p95 <= 1.2 * lone_p95,
+                        "seconds": time.monotonic() - started,
+                    }
+                )  # fmt: skip
+                r = rows[-1]
+                print(
+                    f"calls={n:3d} failed={failed} turns={len(v2v):3d} v2v p50 {r['v2v_p50']:.0f}"
+                    f" p95 {p95:.0f} ms  overhead p50 {r['over_p50']:.1f} p95 {r['over_p95']:.1f}"
+                    f" ms  worker peak RSS {r['peak_rss']:.0f} MB", flush=True,
+                )  # fmt: skip
+            barge = await run_calls(
+                url, utterance, args.barge_in_calls, turns=1, interrupt_after_ms=800
+            )
+            await asyncio.sleep(2)  # the worker stores records as each call ends
+            stops = _barge_in_figures(tmp / "worker" / "records")
+            print(
+                f"barge-in: {len(stops)} interruptions, onset to audio stopped p50 "
+                f"{pct(stops, 50):.0f} ms p95 {pct(stops, 95):.0f} ms; "
+                f"{sum(not r['ok'] for r in barge)} calls failed"
+            )
+            await app.cleanup()
+    finally:
+        if worker is not None:
+            await worker.stop()
+        await livekit.stop()
+    _write(rows, stops, base_rss, args)
+    return 0
+
+
+def _http_ok(url: str) -> ReadyCheck:
+    async def ready() -> bool:
+        async with aiohttp.ClientSession() as http, http.get(url) as resp:
+            return resp.status == 200
+
+    return ready
+
+
+async def _sample_rss(pid: int, peak: list[float]) -> None:
+    while True:
+        peak.append(rss_mb(pid))
+        await asyncio.sleep(0.5)
+
+
+def _barge_in_figures(records: Path) -> list[float]:
+    stops = []
+    for path in records.glob("*.json"):
+        for event in json.loads(path.read_text())["events"]:
+            if event["event"] == "barge_in":
+                stops.append(event["data"]["onset_to_stop_ms"])
+    return stops
+
+
+def _write(rows: list[dict[str, Any]], stops: list[float], base_rss: float, args: Any) -> None:
+    table = [
+        "| calls | failed | turns | v2v p50 ms | v2v p95 ms | overhead p50 ms | overhead p95 ms "
+        "| worker peak RSS MB | p95 within 20 % of one call |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        table.append(
+            f"| {r['calls']} | {r['failed']} | {r['turns']} | {r['v2v_p50']:.0f} | "
+            f"{r['v2v_p95']:.0f} | {r['over_p50']:.1f} | {r['over_p95']:.1f} | "
+            f"{r['peak_rss']:.0f} | {'yes' if r['within'] else 'no'} |"
+        )
+    ok = [r for r in rows if r["within"] and not r["failed"]]
+    density = max((r["calls"] for r in ok), default=0)
+    one = next((r for r in rows if r["calls"] == 1), rows[0])
+    top = max(rows, key=lambda r: r["calls"])
+    per_call = (top["peak_rss"] - one["peak_rss"]) / max(top["calls"] - 1, 1)
+    summary = (
+        f"- Density: {density} concurrent calls on one worker core with voice-to-voice p95 within "
+        f"20 % of a lone call (target at least 20).\n"
+        f"- Memory: worker idle {base_rss:.0f} MB; {per_call:.1f} MB resident per extra call "
+        f"(peak at {top['calls']} calls vs one call; target at most 25 MB).\n"
+        f"- Pipeline overhead p95 over all levels: "
+        f"{max(r['over_p95'] for r in rows):.1f} ms worst level (target at most 30 ms).\n"
+        f"- Barge-in, speech onset to agent audio stopped (agent side, {len(stops)} "
+        f"interruptions): p50 {pct(stops, 50):.0f} ms, p95 {pct(stops, 95):.0f} ms "
+        f"(target at most 150 ms)."
+    )
+    write_section(
+        "Voice pipeline",
+        "`benchmarks/voice_pipeline.py`: real LiveKit server; `voice-agent worker` pinned to "
+        "CPU 0; token service, scripted OpenAI-compatible server (answers at once; a tone for "
+        "speech) and "
+        f"simulated callers on CPU 1; each call is a greeting then {args.turns} spoken questions "
+        "(espeak-ng, 1.7 s). Overhead = voice-to-voice - (end-of-turn silence + STT + LLM first "
+        "token + TTS first byte), measured by the agent per turn.",
+        "\n".join(table) + "\n\n" + summary,
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main()))

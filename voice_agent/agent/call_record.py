@@ -1,0 +1,176 @@
+"""The record of one call, journaled as it happens and handed to a post-call sink at the end.
+
+Every transcript turn, turn metric and notable event is appended (one JSON line, flushed) to the
+call's journal file as soon as it happens, so an agent crash keeps what happened so far; the
+post-call side can rebuild a partial `CallRecord` from the journal with `CallJournal.replay`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any, Literal, Protocol
+
+from pydantic import BaseModel, Field
+
+from voice_agent.logging import get_logger
+
+log = get_logger("agent.call_record")
+
+Speaker = Literal["user", "agent"]
+
+
+class TranscriptTurn(BaseModel):
+    """One thing said on the call."""
+
+    speaker: Speaker
+    text: str
+    started_at: float
+    ended_at: float
+    interrupted: bool = False
+    kind: Literal["greeting", "reply", "fallback", "goodbye", "user"] = "user"
+
+
+class TurnMetricsRecord(BaseModel):
+    """Latency of one agent turn, in milliseconds (None where a stage did not run)."""
+
+    turn: int
+    eou_delay_ms: float | None = None
+    stt_ms: float | None = None
+    llm_ttft_ms: float | None = None
+    tts_ttfb_ms: float | None = None
+    voice_to_voice_ms: float | None = None
+    interrupted: bool = False
+
+
+class CallEvent(BaseModel):
+    """A notable moment: a state change, a failure, a fallback, the end."""
+
+    at: float
+    event: str
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class CallRecord(BaseModel):
+    """Everything the post-call pipeline needs about one call."""
+
+    call_id: str
+    room: str
+    user_id: str | None = None
+    started_at: float
+    ended_at: float | None = None
+    end_reason: str | None = None
+    transcript: list[TranscriptTurn] = Field(default_factory=list)
+    metrics: list[TurnMetricsRecord] = Field(default_factory=list)
+    events: list[CallEvent] = Field(default_factory=list)
+    complete: bool = False
+    """False when rebuilt from a journal whose call never ended cleanly."""
+
+
+class CallRecordSink(Protocol):
+    """Where finished call records go (the post-call queue plugs in here)."""
+
+    async def submit(self, record: CallRecord) -> None:
+        """Accept one finished call record; must not lose it once this returns."""
+
+
+class CallJournal:
+    """An append-only JSON-lines journal of one call, flushed line by line."""
+
+    def __init__(self, *, directory: Path, call_id: str, room: str, user_id: str | None) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / f"{call_id}.jsonl"
+        self.record = CallRecord(
+            call_id=call_id, room=room, user_id=user_id, started_at=time.time()
+        )
+        self._file: IO[str] | None = self.path.open("a", encoding="utf-8")
+        header = {"call_id", "room", "user_id", "started_at"}
+        self._append("call", self.record.model_dump(include=header))
+
+    def add_turn(self, turn: TranscriptTurn) -> None:
+        """Append a transcript turn."""
+        self.record.transcript.append(turn)
+        self._append("turn", turn.model_dump())
+
+    def add_metrics(self, metrics: TurnMetricsRecord) -> None:
+        """Append one agent turn's latency figures."""
+        self.record.metrics.append(metrics)
+        self._append("metrics", metrics.model_dump())
+
+    def add_event(self, event: str, **data: Any) -> None:
+        """Append a notable event."""
+        entry = CallEvent(at=time.time(), event=event, data=data)
+        self.record.events.append(entry)
+        self._append("event", entry.model_dump())
+
+    def finish(self, reason: str) -> CallRecord:
+        """Close the journal; the complete record."""
+        self.record.ended_at = time.time()
+        self.record.end_reason = reason
+        self.record.complete = True
+        self._append("end", {"ended_at": self.record.ended_at, "end_reason": reason})
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        return self.record
+
+    def _append(self, kind: str, data: dict[str, Any]) -> None:
+        if self._file is None:
+            return
+        try:
+            self._file.write(json.dumps({"k": kind, "d": data}, separators=(",", ":")) + "\n")
+            self._file.flush()
+        except OSError as e:  # a full disk must not end the call; the log says what was lost
+            log.error("call_record.journal_write_failed", path=str(self.path), error=str(e))
+
+    @staticmethod
+    def replay(path: Path) -> CallRecord:
+        """Rebuild a record from a journal (complete or cut short by a crash)."""
+        record: CallRecord | None = None
+        for entry in _lines(path):
+            kind, data = entry.get("k"), entry.get("d", {})
+            if kind == "call":
+                record = CallRecord(**data)
+            elif record is None:
+                continue
+            elif kind == "turn":
+                record.transcript.append(TranscriptTurn(**data))
+            elif kind == "metrics":
+                record.metrics.append(TurnMetricsRecord(**data))
+            elif kind == "event":
+                record.events.append(CallEvent(**data))
+            elif kind == "end":
+                record.ended_at = data["ended_at"]
+                record.end_reason = data["end_reason"]
+                record.complete = True
+        if record is None:
+            raise ValueError(f"{path} holds no call")
+        return record
+
+
+def _lines(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            try:
+                yield json.loads(line)
+            except ValueError:  # the last line of a crashed writer may be cut short
+                continue
+
+
+class FileRecordSink:
+    """Writes each finished record as JSON under a directory (until the post-call queue lands)."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+
+    async def submit(self, record: CallRecord) -> None:
+        """Write `<call_id>.json` atomically."""
+        self._directory.mkdir(parents=True, exist_ok=True)
+        final = self._directory / f"{record.call_id}.json"
+        tmp = final.with_suffix(".json.tmp")
+        tmp.write_text(record.model_dump_json(indent=2), encoding="utf-8")
+        os.replace(tmp, final)
+        log.info("call_record.stored", call_id=record.call_id, path=str(final))

@@ -1,0 +1,62 @@
+"""Live captions on `lk.transcription`, following LiveKit's agent conventions.
+
+Each caption segment has an id; interim versions carry `lk.transcription_final=false` and the
+text so far, the last carries `true` and the final text, so a client keeps one line per segment
+id and replaces its text. User captions are sent on the user's behalf (`sender_identity`) and name
+the user's microphone track; agent captions name the agent's voice track.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from livekit import rtc
+
+from voice_agent.logging import get_logger
+from voice_agent.protocol import (
+    ATTR_TRANSCRIBED_TRACK_ID,
+    ATTR_TRANSCRIPTION_FINAL,
+    ATTR_TRANSCRIPTION_SEGMENT_ID,
+    TOPIC_TRANSCRIPTION,
+)
+
+log = get_logger("agent.captions")
+
+
+def new_segment_id() -> str:
+    """A fresh caption segment id."""
+    return f"SG_{secrets.token_hex(6)}"
+
+
+class CaptionPublisher:
+    """Publishes caption segments into the room; failures are logged, never raised."""
+
+    def __init__(self, participant: rtc.LocalParticipant) -> None:
+        self._participant = participant
+
+    async def publish(
+        self,
+        *,
+        text: str,
+        segment_id: str,
+        final: bool,
+        track_sid: str | None,
+        sender_identity: str | None = None,
+    ) -> None:
+        """Send one version of a caption segment."""
+        attributes = {
+            ATTR_TRANSCRIPTION_FINAL: "true" if final else "false",
+            ATTR_TRANSCRIPTION_SEGMENT_ID: segment_id,
+        }
+        if track_sid:
+            attributes[ATTR_TRANSCRIBED_TRACK_ID] = track_sid
+        try:
+            writer = await self._participant.stream_text(
+                topic=TOPIC_TRANSCRIPTION,
+                attributes=attributes,
+                sender_identity=sender_identity,
+            )
+            await writer.write(text)
+            await writer.aclose()
+        except Exception as e:  # a caption lost is logged; the call goes on
+            log.warning("captions.publish_failed", segment_id=segment_id, error=str(e))

@@ -1,0 +1,87 @@
+"""Per-turn latency: measured once, logged, exported to Prometheus, kept in the call record.
+
+All stamps are `time.monotonic()` seconds. Voice-to-voice runs from the end of the user's speech
+(the last voiced audio, not the moment the silence timer fired) to the first agent audio frame
+handed to the room; the stages inside it are end-of-utterance delay, STT, LLM time to first token
+and TTS time to first byte, and what is left over is our own pipeline overhead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from voice_agent.agent.call_record import TurnMetricsRecord
+
+_B = (0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+
+EOU_DELAY = Histogram("voice_agent_eou_delay_seconds", "End-of-utterance delay.", buckets=_B)
+STT_TIME = Histogram("voice_agent_stt_seconds", "Speech-to-text time per turn.", buckets=_B)
+LLM_TTFT = Histogram("voice_agent_llm_ttft_seconds", "LLM time to first token.", buckets=_B)
+TTS_TTFB = Histogram("voice_agent_tts_ttfb_seconds", "TTS time to first byte.", buckets=_B)
+VOICE_TO_VOICE = Histogram(
+    "voice_agent_voice_to_voice_seconds",
+    "End of user speech to first agent audio frame sent.",
+    buckets=_B,
+)
+INTERRUPTIONS = Counter("voice_agent_interruptions_total", "Agent turns cut short by the user.")
+FALSE_INTERRUPTIONS = Counter(
+    "voice_agent_false_interruptions_total", "Pauses for user sound that held no words (resumed)."
+)
+PROVIDER_FAILURES = Counter(
+    "voice_agent_provider_failures_total", "Provider calls that failed after retry.", ["stage"]
+)
+ACTIVE_CALLS = Gauge("voice_agent_active_calls", "Calls this worker is running.")
+CALLS = Counter("voice_agent_calls_total", "Finished calls by end reason.", ["reason"])
+
+
+def _ms(start: float | None, end: float | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return round((end - start) * 1000, 1)
+
+
+@dataclass
+class TurnTimer:
+    """The moments of one agent turn, stamped as they happen."""
+
+    turn: int
+    speech_ended: float | None = None
+    turn_committed: float | None = None
+    stt_started: float | None = None
+    stt_done: float | None = None
+    llm_started: float | None = None
+    llm_first_token: float | None = None
+    tts_started: float | None = None
+    tts_first_byte: float | None = None
+    first_audio: float | None = None
+    interrupted: bool = False
+
+    def record(self) -> TurnMetricsRecord:
+        """The turn's figures in milliseconds."""
+        return TurnMetricsRecord(
+            turn=self.turn,
+            eou_delay_ms=_ms(self.speech_ended, self.turn_committed),
+            stt_ms=_ms(self.stt_started, self.stt_done),
+            llm_ttft_ms=_ms(self.llm_started, self.llm_first_token),
+            tts_ttfb_ms=_ms(self.tts_started, self.tts_first_byte),
+            voice_to_voice_ms=_ms(self.speech_ended, self.first_audio),
+            interrupted=self.interrupted,
+        )
+
+    def export(self) -> TurnMetricsRecord:
+        """Observe the figures in the Prometheus histograms; the record."""
+        rec = self.record()
+        for hist, value in (
+            (EOU_DELAY, rec.eou_delay_ms),
+            (STT_TIME, rec.stt_ms),
+            (LLM_TTFT, rec.llm_ttft_ms),
+            (TTS_TTFB, rec.tts_ttfb_ms),
+            (VOICE_TO_VOICE, rec.voice_to_voice_ms),
+        ):
+            if value is not None:
+                hist.observe(value / 1000)
+        if rec.interrupted:
+            INTERRUPTIONS.inc()
+        return rec

@@ -1,0 +1,130 @@
+"""`voice-agent worker`: the agent worker process, from settings to running calls.
+
+One process serves many calls: the providers (and their HTTP connection pools) are shared, each
+call gets its own `CallSession`. SIGTERM drains: no new calls are accepted, running calls finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from voice_agent.agent.call_record import CallJournal, CallRecordSink, FileRecordSink
+from voice_agent.agent.job import JobContext
+from voice_agent.agent.session import CallSession, SessionOptions
+from voice_agent.agent.worker import AgentWorker, WorkerOptions
+from voice_agent.logging import bind_context, get_logger
+from voice_agent.providers.factory import Providers, build_providers
+from voice_agent.server.health import metrics_endpoint
+from voice_agent.settings import Settings
+
+log = get_logger("agent.runner")
+
+
+def session_options(settings: Settings) -> SessionOptions:
+    """The call behaviour the settings describe."""
+    return SessionOptions(
+        instructions=settings.agent_instructions,
+        greeting=settings.agent_greeting,
+        eou_silence_ms=settings.eou_silence_ms,
+        min_interruption_ms=settings.min_interruption_ms,
+        max_call_s=settings.max_call_s,
+        user_silence_timeout_s=settings.user_silence_timeout_s,
+        max_consecutive_failures=settings.max_consecutive_failures,
+        context_token_budget=settings.context_token_budget,
+        provider_timeout_s=settings.provider_timeout_s,
+    )
+
+
+class CallRunner:
+    """The worker's entrypoint: one `CallSession` per dispatched job."""
+
+    def __init__(
+        self, *, settings: Settings, providers: Providers, sink: CallRecordSink | None = None
+    ) -> None:
+        self._settings = settings
+        self._providers = providers
+        self._options = session_options(settings)
+        self._sink = sink or FileRecordSink(settings.data_dir / "records")
+        self._journal_dir = settings.data_dir / "calls"
+
+    async def __call__(self, job: JobContext) -> None:
+        bind_context(call_id=job.call_id)
+        journal = CallJournal(
+            directory=self._journal_dir,
+            call_id=job.call_id,
+            room=job.room_name,
+            user_id=job.user_id,
+        )
+        session = CallSession(
+            job=job,
+            options=self._options,
+            providers=self._providers,
+            sink=self._sink,
+            journal=journal,
+        )
+        await session.run()
+
+
+@contextlib.asynccontextmanager
+async def _health_server(settings: Settings, worker: AgentWorker) -> AsyncIterator[None]:
+    """`/metrics` and `/healthz` (200 once registered with LiveKit) on the worker metrics port."""
+    if settings.worker_metrics_port is None:
+        yield
+        return
+
+    async def healthz(request: web.Request) -> web.Response:
+        registered = worker.worker_id is not None and not worker.closed
+        body = {
+            "status": "ok" if registered else "not_registered",
+            "worker_id": worker.worker_id,
+            "active_jobs": worker.active_jobs,
+            "draining": worker.draining,
+        }
+        return web.json_response(body, status=200 if registered else 503)
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, settings.host, settings.worker_metrics_port).start()
+    try:
+        yield
+    finally:
+        await runner.cleanup()
+
+
+async def run_worker(settings: Settings) -> None:
+    """Run the worker until SIGTERM/SIGINT, then drain."""
+    providers = build_providers(settings)
+    runner = CallRunner(settings=settings, providers=providers)
+    options = WorkerOptions(max_jobs=settings.max_jobs)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with (
+            AgentWorker(settings=settings, entrypoint=runner, options=options) as worker,
+            _health_server(settings, worker),
+        ):
+            log.info("worker.started", agent_name=settings.agent_name, max_jobs=settings.max_jobs)
+            stopping = asyncio.ensure_future(stop.wait())
+            closed = asyncio.ensure_future(worker.wait_closed())
+            try:
+                await asyncio.wait({stopping, closed}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+            if closed.done():
+                closed.result()  # a fatal worker error (e.g. bad credentials) ends the process
+                return
+            closed.cancel()
+            log.info("worker.signal", action="draining", active_jobs=worker.active_jobs)
+            await worker.drain(timeout_s=settings.drain_timeout_s)
+    finally:
+        await providers.aclose()

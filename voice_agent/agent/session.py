@@ -1,0 +1,671 @@
+"""One call: the agent in the room, listening, thinking and speaking until the call ends.
+
+Listening: the user's microphone (48 kHz) is resampled to 16 kHz and fed to the VAD. The turn ends
+after `eou_silence_ms` of silence (the turn detector seam decides); the segment goes to STT, the
+text to the LLM, and the reply is spoken (see `reply.py`).
+
+Barge-in: user speech while the agent talks pauses the agent's audio at once. If the speech lasts
+past `min_interruption_ms`, the interruption is confirmed: pending LLM and TTS work is cancelled
+and the agent's turn is recorded as cut at what was actually played. Speech shorter than that (a
+cough, an "mm-hm") resumes the agent where it paused; a confirmed interruption whose transcript is
+empty also resumes, by saying the unheard rest of the interrupted reply.
+
+Failures: STT, LLM and TTS each get one retry where that is safe; then the agent says a fallback
+line synthesised at start (so it plays while TTS is down). After `max_consecutive_failures`
+failed turns, or at `max_call_s`, or after `user_silence_timeout_s` without a word, the agent says
+goodbye and hangs up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from livekit import rtc
+
+from voice_agent.agent import metrics
+from voice_agent.agent.call_record import CallJournal, CallRecordSink, TranscriptTurn
+from voice_agent.agent.captions import CaptionPublisher, new_segment_id
+from voice_agent.agent.job import JobContext
+from voice_agent.agent.metrics import TurnTimer
+from voice_agent.agent.reply import AgentReply, ReplyFailedError, to_chat_messages
+from voice_agent.agent.speaker import ROOM_RATE, AgentSpeaker
+from voice_agent.exceptions import ProviderError
+from voice_agent.pipeline.context import ConversationContext
+from voice_agent.pipeline.resample import StreamResampler
+from voice_agent.pipeline.turn import SilenceTurnDetector, TurnDetector, TurnEvidence
+from voice_agent.pipeline.vad import SAMPLE_RATE as VAD_RATE
+from voice_agent.pipeline.vad import VadConfig, VadEvent, VadEventType, VoiceActivityDetector
+from voice_agent.protocol import ATTR_AGENT_STATE, TOPIC_AGENT_TURNS, AgentState
+from voice_agent.providers.base import PcmAudio
+from voice_agent.providers.factory import Providers
+
+# How long ending a call (leaving the room, storing the record) may take.
+_FINISH_TIMEOUT_S = 5.0
+# Onset needed before the agent pauses for the user: short, so barge-in is fast.
+_PAUSE_ONSET_MS = 96
+
+
+@dataclass(frozen=True, slots=True)
+class _HeldSpeech:
+    """The caller's speech of a turn not yet committed (16 kHz PCM and monotonic times)."""
+
+    audio: bytes
+    started: float
+    ended: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionOptions:
+    """How the agent behaves on a call."""
+
+    instructions: str
+    greeting: str
+    fallback_line: str = "Sorry, I'm having trouble right now. Could you say that again?"
+    goodbye_line: str = "Thanks for calling. Goodbye!"
+    failure_goodbye_line: str = (
+        "I'm sorry, I'm having technical difficulties. Please try again later. Goodbye."
+    )
+    eou_silence_ms: int = 500
+    min_interruption_ms: int = 400
+    max_call_s: float = 1800.0
+    user_silence_timeout_s: float = 60.0
+    max_consecutive_failures: int = 3
+    context_token_budget: int = 4000
+    provider_timeout_s: float = 10.0
+    user_join_timeout_s: float = 30.0
+
+
+class _CallEnded(Exception):
+    """Internal: the call is over; `reason` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class CallSession:
+    """Runs one call in its room; `await run()` returns when the call is over."""
+
+    def __init__(
+        self,
+        *,
+        job: JobContext,
+        options: SessionOptions,
+        providers: Providers,
+        sink: CallRecordSink,
+        journal: CallJournal,
+        connect: Callable[[rtc.Room], Awaitable[None]] | None = None,
+        turn_detector: TurnDetector | None = None,
+    ) -> None:
+        self.job = job
+        self.opts = options
+        self.providers = providers
+        self.sink = sink
+        self.journal = journal
+        self.log = job.log
+        self.room = rtc.Room()
+        self._connect = connect
+        self.context = ConversationContext(
+            system_prompt=options.instructions, max_tokens=options.context_token_budget
+        )
+        self.speaker: AgentSpeaker | None = None
+        self.captions: CaptionPublisher | None = None
+        self.state = AgentState.INITIALIZING
+        self._user: rtc.RemoteParticipant | None = None
+        self._user_track_sid: str | None = None
+        self._agent_track_sid: str | None = None
+        self._user_joined = asyncio.Event()
+        self._ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._reply_task: asyncio.Task[None] | None = None
+        self._reply: AgentReply | None = None
+        self._paused_reply = False
+        self._confirmed_interruption: AgentReply | None = None
+        self._pause_started = 0.0
+        self._turn_counter = 0
+        self._failures = 0
+        self._last_user_activity = time.monotonic()
+        self._lines: dict[str, bytes] = {}
+        self._reply_segment = new_segment_id()
+        self._end_after_turn: str | None = None
+        self._held_speech: _HeldSpeech | None = None
+        self.turn_detector: TurnDetector = turn_detector or SilenceTurnDetector(
+            min_silence_ms=options.eou_silence_ms
+        )
+
+    # Lifecycle
+
+    async def run(self) -> None:
+        """Join, greet, converse until the call ends, then hand the record to the sink."""
+        reason = "error"
+        metrics.ACTIVE_CALLS.inc()
+        try:
+            reason = await self._converse()
+        except asyncio.CancelledError:
+            # LiveKit ended the job or the worker shut down; keep a reason the call already had.
+            reason = self._ended.result() if self._ended.done() else "cancelled"
+            raise
+        except Exception:
+            self.log.exception("call.failed")
+            reason = "error"
+        finally:
+            metrics.ACTIVE_CALLS.dec()
+            finish = asyncio.ensure_future(self._finish(reason))
+            try:
+                await asyncio.shield(finish)
+            except asyncio.CancelledError:
+                # Cancelled again while saving: the record still gets its (bounded) chance.
+                await asyncio.wait({finish}, timeout=_FINISH_TIMEOUT_S)
+                raise
+
+    async def _finish(self, reason: str) -> None:
+        metrics.CALLS.labels(reason=reason).inc()
+        try:
+            await asyncio.wait_for(self._shutdown(), timeout=_FINISH_TIMEOUT_S)
+        except TimeoutError:
+            self.log.error("call.shutdown_timeout", timeout_s=_FINISH_TIMEOUT_S)
+        record = self.journal.finish(reason)
+        self.log.info("call.ended", reason=reason, turns=len(record.transcript))
+        try:
+            await self.sink.submit(record)
+        except Exception:
+            self.log.exception("call.record_submit_failed")
+
+    async def _converse(self) -> str:
+        room = self.room
+        room.on("participant_connected", self._on_participant)
+        room.on("participant_disconnected", self._on_participant_left)
+        room.on("track_subscribed", self._on_track)
+        if self._connect is not None:
+            await self._connect(room)
+        else:
+            await room.connect(self.job.url, self.job.token)
+        self.log.info("call.joined", room=room.name)
+        await self._set_state(AgentState.INITIALIZING)
+        self.speaker, track = AgentSpeaker.create()
+        publication = await room.local_participant.publish_track(
+            track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        )
+        self._agent_track_sid = publication.sid
+        self.speaker.start()
+        self.captions = CaptionPublisher(room.local_participant)
+        for participant in list(room.remote_participants.values()):
+            self._on_participant(participant)
+            for pub in participant.track_publications.values():
+                if pub.track is not None:
+                    self._on_track(pub.track, pub, participant)
+        self._spawn(self._synthesize_lines())
+        try:
+            await asyncio.wait_for(self._user_joined.wait(), self.opts.user_join_timeout_s)
+        except TimeoutError:
+            return "no_user"
+        self._spawn(self._watchdog())
+        await self._start_reply(fixed_text=self.opts.greeting, kind="greeting", timer=None)
+        return await self._ended
+
+    async def _shutdown(self) -> None:
+        if self._reply_task is not None:
+            self._reply_task.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._reply_task is not None:
+            await asyncio.gather(self._reply_task, return_exceptions=True)
+        if self.speaker is not None:
+            await self.speaker.aclose()
+        with contextlib.suppress(Exception):
+            await self.room.disconnect()
+
+    def _end(self, reason: str) -> None:
+        if not self._ended.done():
+            self.log.info("call.ending", reason=reason)
+            self._ended.set_result(reason)
+
+    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            if isinstance(exc, _CallEnded):
+                self._end(exc.reason)
+                return
+            self.log.error("call.task_failed", error=repr(exc))
+            self._end("error")
+
+    # Room events
+
+    def _on_participant(self, participant: rtc.RemoteParticipant) -> None:
+        if participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
+            return
+        # The caller is the identity the token service dispatched us for; anyone else is ignored.
+        expected = self.job.user_id
+        if self._user is None and expected in (None, participant.identity):
+            self._user = participant
+            self.log.info("call.user_joined", identity=participant.identity)
+            self.journal.add_event("user_joined", identity=participant.identity)
+            self._user_joined.set()
+        elif self._user is None or participant.identity != self._user.identity:
+            self.log.warning("call.extra_participant_ignored", identity=participant.identity)
+            self.journal.add_event("extra_participant_ignored", identity=participant.identity)
+
+    def _on_participant_left(self, participant: rtc.RemoteParticipant) -> None:
+        if self._user is not None and participant.identity == self._user.identity:
+            self.journal.add_event("user_left")
+            self._end("user_left")
+
+    def _on_track(
+        self, track: rtc.Track, pub: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
+    ) -> None:
+        if (
+            self._user is not None
+            and participant.identity == self._user.identity
+            and track.kind == rtc.TrackKind.KIND_AUDIO
+            and self._user_track_sid is None
+        ):
+            self._user_track_sid = pub.sid
+            self._spawn(self._listen(track))
+
+    # Listening
+
+    async def _listen(self, track: rtc.Track) -> None:
+        vad = VoiceActivityDetector(
+            config=VadConfig(min_speech_ms=_PAUSE_ONSET_MS, min_silence_ms=self.opts.eou_silence_ms)
+        )
+        resampler = StreamResampler(input_rate=ROOM_RATE, output_rate=VAD_RATE)
+        stream = rtc.AudioStream(track, sample_rate=ROOM_RATE, num_channels=1)
+        # Wall-clock time of stream position 0, to turn VAD sample positions into moments.
+        origin: float | None = None
+        try:
+            async for event in stream:
+                pcm = resampler.push(event.frame.data.cast("B"))
+                now = time.monotonic()
+                for vad_event in vad.push(pcm):
+                    if origin is None:
+                        origin = now - vad.stream_time_s
+                    self._on_vad(vad_event, origin)
+                if origin is None:
+                    origin = now - vad.stream_time_s
+                self._check_interruption(vad)
+        finally:
+            await stream.aclose()
+
+    def _on_vad(self, event: VadEvent, origin: float) -> None:
+        self._last_user_activity = time.monotonic()
+        if event.type is VadEventType.SPEECH_START:
+            self.log.debug("vad.speech_start", at_s=round(event.start_s, 3))
+            if self.speaker is not None and self.speaker.speaking:
+                self.speaker.pause()
+                self._paused_reply = True
+                onset = origin + event.start_s
+                onset_to_stop_ms = round((time.monotonic() - onset) * 1000, 1)
+                self.log.info("call.barge_in_paused", onset_to_stop_ms=onset_to_stop_ms)
+                self.journal.add_event("barge_in", onset_to_stop_ms=onset_to_stop_ms)
+                self._spawn(self._set_state(AgentState.LISTENING))
+            return
+        assert event.end_s is not None
+        if self._paused_reply and self._confirmed_interruption is None:
+            # Too short to be an interruption: carry on where the agent paused.
+            self._paused_reply = False
+            metrics.FALSE_INTERRUPTIONS.inc()
+            speech_ms = round((event.end_s - event.start_s) * 1000)
+            self.log.info("call.barge_in_resumed", speech_ms=speech_ms)
+            self.journal.add_event("barge_in_resumed", speech_ms=speech_ms)
+            assert self.speaker is not None
+            self.speaker.resume()
+            self._spawn(self._set_state(AgentState.SPEAKING))
+            return
+        held = self._held_speech
+        audio = (held.audio if held else b"") + event.audio
+        started = held.started if held else origin + event.start_s
+        self._held_speech = _HeldSpeech(audio=audio, started=started, ended=origin + event.end_s)
+        self._spawn(self._decide_turn(TurnEvidence.from_speech_end(event), audio))
+
+    async def _decide_turn(self, evidence: TurnEvidence, audio: bytes) -> None:
+        """Ask the turn detector; commit the user's turn, or hold it for more speech."""
+        decision = await self.turn_detector.decide(replace(evidence, audio=audio))
+        if not decision.end_of_turn and decision.recheck_after_s is not None:
+            held = self._held_speech
+            await asyncio.sleep(decision.recheck_after_s)
+            if self._held_speech is not held:  # the caller spoke again: that segment decides
+                return
+        elif not decision.end_of_turn:
+            self.log.debug("turn.held", reason=decision.reason)
+            return
+        held = self._held_speech
+        if held is None:
+            return
+        self._held_speech = None
+        timer = TurnTimer(turn=self._turn_counter + 1)
+        timer.speech_ended = held.ended
+        timer.turn_committed = time.monotonic()
+        await self._user_turn(PcmAudio(held.audio, VAD_RATE), timer, held.started)
+
+    def _check_interruption(self, vad: VoiceActivityDetector) -> None:
+        if (
+            self._paused_reply
+            and self._confirmed_interruption is None
+            and vad.speech_duration_s * 1000 >= self.opts.min_interruption_ms
+        ):
+            self._confirm_interruption()
+
+    def _confirm_interruption(self) -> None:
+        reply = self._reply
+        self._confirmed_interruption = reply
+        self._paused_reply = False
+        assert self.speaker is not None
+        self.speaker.stop()
+        if self._reply_task is not None:
+            self._reply_task.cancel()
+        self.log.info("call.interrupted")
+        self.journal.add_event("interrupted")
+
+    async def _user_turn(self, audio: PcmAudio, timer: TurnTimer, started: float) -> None:
+        interrupted = self._confirmed_interruption
+        timer.stt_started = time.monotonic()
+        segment = new_segment_id()
+        text = await self._transcribe(audio, segment)
+        timer.stt_done = time.monotonic()
+        if text is None:
+            self._confirmed_interruption = None
+            line = await self._recover("stt")
+            await self._publish_turn(
+                "reply", "", line, False, timer.export().model_dump(), failed="stt"
+            )
+            if self._end_after_turn:
+                self._end(self._end_after_turn)
+            return
+        if not text.strip():
+            self._confirmed_interruption = None
+            if interrupted is not None:
+                await self._resume_after(interrupted)
+            else:
+                self.log.info("call.no_words", seconds=round(audio.duration_s, 2))
+            return
+        self._confirmed_interruption = None
+        self._turn_counter += 1
+        now = time.time()
+        self.journal.add_turn(
+            TranscriptTurn(
+                speaker="user",
+                text=text,
+                started_at=now - (time.monotonic() - started),
+                ended_at=now,
+            )
+        )
+        self.log.info("turn.user", text_chars=len(text))
+        self._caption_user(text, segment, final=True)
+        if self._reply_task is not None and not self._reply_task.done():
+            self._confirm_interruption()
+            await asyncio.gather(self._reply_task, return_exceptions=True)
+        self.context.add_user(text)
+        await self._start_reply(user_text=text, kind="reply", timer=timer)
+
+    def _caption_user(self, text: str, segment: str, *, final: bool) -> None:
+        if self.captions is None or self._user is None or not text:
+            return
+        self._spawn(
+            self.captions.publish(
+                text=text,
+                segment_id=segment,
+                final=final,
+                track_sid=self._user_track_sid,
+                sender_identity=self._user.identity,
+            )
+        )
+
+    async def _transcribe(self, audio: PcmAudio, segment: str) -> str | None:
+        """The segment's text, captioned as it comes; None when STT failed twice."""
+        for attempt in (1, 2):
+            try:
+                async with asyncio.timeout(self.opts.provider_timeout_s):
+                    stream = self.providers.stt.transcribe_stream(audio)
+                    async with contextlib.aclosing(stream):
+                        async for event in stream:
+                            if event.transcript is not None:
+                                return event.transcript.text.strip()
+                            self._caption_user(event.text, segment, final=False)
+                return ""
+            except (ProviderError, TimeoutError) as e:
+                retryable = isinstance(e, TimeoutError) or e.retryable
+                self.log.warning("stt.failed", attempt=attempt, error=str(e), retryable=retryable)
+                if attempt == 2 or not retryable:
+                    return None
+        return None
+
+    # Speaking
+
+    async def _start_reply(
+        self,
+        *,
+        kind: str,
+        timer: TurnTimer | None,
+        user_text: str = "",
+        fixed_text: str | None = None,
+    ) -> None:
+        assert self.speaker is not None
+        timer = timer or TurnTimer(turn=self._turn_counter)
+        reply = AgentReply(
+            speaker=self.speaker,
+            tts=self.providers.tts,
+            timer=timer,
+            provider_timeout_s=self.opts.provider_timeout_s,
+            llm=None if fixed_text is not None else self.providers.llm,
+            messages=to_chat_messages(self.context.messages()) if fixed_text is None else (),
+            fixed_text=fixed_text,
+            on_first_audio=self._on_first_audio,
+            on_chunk=self._on_reply_chunk,
+        )
+        self._reply_segment = new_segment_id()
+        self._reply = reply
+        if fixed_text is None:
+            await self._set_state(AgentState.THINKING)
+        self._reply_task = asyncio.ensure_future(self._run_reply(reply, kind, user_text, timer))
+
+    def _on_reply_chunk(self, _chunk: str) -> None:
+        """Caption the reply as it is spoken: the text so far, not yet final."""
+        if self.captions is None or self._reply is None:
+            return
+        self._spawn(
+            self.captions.publish(
+                text=" ".join(self._reply.chunks),
+                segment_id=self._reply_segment,
+                final=False,
+                track_sid=self._agent_track_sid,
+            )
+        )
+
+    def _on_first_audio(self, at: float) -> None:
+        self._spawn(self._set_state(AgentState.SPEAKING))
+
+    async def _run_reply(
+        self, reply: AgentReply, kind: str, user_text: str, timer: TurnTimer
+    ) -> None:
+        started = time.time()
+        segment = self._reply_segment
+        interrupted = False
+        failed: str | None = None
+        try:
+            outcome = await reply.run()
+            heard = outcome.heard
+            self._failures = 0
+        except asyncio.CancelledError:
+            interrupted = True
+            heard = reply.heard_text()
+        except ReplyFailedError as e:
+            failed = e.stage
+            heard = reply.heard_text()
+            self.log.warning("reply.failed", stage=failed, error=str(e))
+        timer.interrupted = interrupted
+        if heard or interrupted:
+            self.context.add_assistant(heard)
+        self.journal.add_turn(
+            TranscriptTurn(
+                speaker="agent",
+                text=heard,
+                started_at=started,
+                ended_at=time.time(),
+                interrupted=interrupted,
+                kind=kind,
+            )
+        )
+        record = timer.export()
+        if kind == "reply":
+            self.journal.add_metrics(record)
+        figures = record.model_dump(exclude={"turn", "interrupted"})
+        self.log.info(
+            "turn.agent", kind=kind, interrupted=interrupted, heard_chars=len(heard), **figures
+        )
+        if failed is None and not interrupted and not self._ended.done():
+            await self._set_state(AgentState.LISTENING)
+        if self.captions is not None and heard:
+            await self.captions.publish(
+                text=heard, segment_id=segment, final=True, track_sid=self._agent_track_sid
+            )
+        if failed is not None:
+            heard = f"{heard} {await self._recover(failed)}".strip()
+        await self._publish_turn(
+            kind, user_text, heard, interrupted, record.model_dump(), failed=failed
+        )
+        if self._end_after_turn:
+            self._end(self._end_after_turn)
+
+    async def _resume_after(self, reply: AgentReply) -> None:
+        """An interruption held no words: say the part of the reply the user did not hear."""
+        heard = reply.heard_text()
+        full = " ".join(reply.chunks)
+        rest = full[len(heard) :].strip() if full.startswith(heard) else full
+        metrics.FALSE_INTERRUPTIONS.inc()
+        self.log.info("call.resume_after_interruption", rest_chars=len(rest))
+        if rest:
+            await self._start_reply(fixed_text=rest, kind="reply", timer=None)
+
+    async def _say_line(self, name: str) -> str:
+        """Say a pre-synthesised line (works while TTS is down); the text, or "" if unavailable."""
+        assert self.speaker is not None
+        pcm = self._lines.get(name)
+        text = self._line_texts[name]
+        self.journal.add_event("line_spoken", line=name, presynthesised=pcm is not None)
+        if pcm is None:
+            self.log.error("call.line_unavailable", line=name)
+            return ""
+        started = time.time()
+        await self._set_state(AgentState.SPEAKING)
+        self.speaker.begin_reply()
+        self.speaker.push_frames(pcm, segment=0)
+        await self.speaker.wait_idle()
+        kind = "fallback" if name == "fallback" else "goodbye"
+        self.journal.add_turn(
+            TranscriptTurn(
+                speaker="agent", text=text, started_at=started, ended_at=time.time(), kind=kind
+            )
+        )
+        if self.captions is not None:
+            await self.captions.publish(
+                text=text, segment_id=new_segment_id(), final=True, track_sid=self._agent_track_sid
+            )
+        if not self._ended.done():
+            await self._set_state(AgentState.LISTENING)
+        return text
+
+    @property
+    def _line_texts(self) -> dict[str, str]:
+        return {
+            "fallback": self.opts.fallback_line,
+            "goodbye": self.opts.goodbye_line,
+            "failure_goodbye": self.opts.failure_goodbye_line,
+        }
+
+    async def _synthesize_lines(self) -> None:
+        for name, text in self._line_texts.items():
+            try:
+                chunks = []
+                async with asyncio.timeout(self.opts.provider_timeout_s):
+                    async for audio in self.providers.tts.synthesize(text):
+                        chunks.append(audio)
+                rate = chunks[0].sample_rate if chunks else ROOM_RATE
+                resampler = StreamResampler(input_rate=rate, output_rate=ROOM_RATE)
+                pcm = b"".join(resampler.push(c.data) for c in chunks) + resampler.flush()
+                self._lines[name] = pcm
+            except (ProviderError, TimeoutError) as e:
+                self.log.error("call.line_synthesis_failed", line=name, error=str(e))
+
+    async def _recover(self, stage: str) -> str:
+        """A stage failed after its retry: say the fallback line, or, after too many failed
+        turns in a row, apologise and end the call. The line said."""
+        metrics.PROVIDER_FAILURES.labels(stage=stage).inc()
+        self._failures += 1
+        self.journal.add_event("stage_failed", stage=stage, consecutive=self._failures)
+        if self._failures < self.opts.max_consecutive_failures:
+            return await self._say_line("fallback")
+        self._end_after_turn = "repeated_failures"  # once the turn is published
+        return await self._say_line("failure_goodbye")
+
+    async def _hang_up(self, line: str, reason: str) -> None:
+        if self._reply_task is not None and not self._reply_task.done():
+            self._confirm_interruption()
+            await asyncio.gather(self._reply_task, return_exceptions=True)
+        text = await self._say_line(line)
+        await self._publish_turn("goodbye", "", text, False, {})
+        self._end(reason)
+
+    async def _watchdog(self) -> None:
+        started = time.monotonic()
+        while not self._ended.done():
+            await asyncio.sleep(0.5)
+            now = time.monotonic()
+            if now - started >= self.opts.max_call_s:
+                await self._hang_up("goodbye", "max_duration")
+                return
+            idle = self.state is AgentState.LISTENING and (
+                self._reply_task is None or self._reply_task.done()
+            )
+            if idle and now - self._last_user_activity >= self.opts.user_silence_timeout_s:
+                await self._hang_up("goodbye", "user_silent")
+                return
+
+    # Room output
+
+    async def _set_state(self, state: AgentState) -> None:
+        if state is self.state and state is not AgentState.INITIALIZING:
+            return
+        previous, self.state = self.state, state
+        self.log.info("agent.state", state=state.value, previous=previous.value)
+        if state is AgentState.LISTENING:
+            self._last_user_activity = max(self._last_user_activity, time.monotonic())
+        with contextlib.suppress(Exception):
+            await self.room.local_participant.set_attributes({ATTR_AGENT_STATE: state.value})
+
+    async def _publish_turn(
+        self,
+        kind: str,
+        user_text: str,
+        agent_text: str,
+        interrupted: bool,
+        figures: dict[str, Any],
+        *,
+        failed: str | None = None,
+    ) -> None:
+        message = {
+            "failed": failed,
+            "type": "turn",
+            "v": 1,
+            "kind": kind,
+            "user_text": user_text,
+            "agent_text": agent_text,
+            "interrupted": interrupted,
+            "metrics": {k: v for k, v in figures.items() if k not in ("turn", "interrupted")},
+        }
+        with contextlib.suppress(Exception):
+            await self.room.local_participant.publish_data(
+                json.dumps(message), reliable=True, topic=TOPIC_AGENT_TURNS
+            )

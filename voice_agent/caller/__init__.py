@@ -1,0 +1,1 @@
+"""The simulated caller behind `voice-agent call`."""

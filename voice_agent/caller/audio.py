@@ -1,0 +1,100 @@
+"""Audio for the simulated caller: WAV files in and out, and speech from a local synthesiser."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from livekit import rtc
+
+from voice_agent.exceptions import ConfigError
+
+ROOM_RATE = 48_000
+FRAME_MS = 10
+SAMPLES_PER_FRAME = ROOM_RATE * FRAME_MS // 1000
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """Mono 16-bit speech at the room rate, cut into 10 ms frames."""
+
+    label: str
+    pcm: bytes
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.pcm) / 2 / ROOM_RATE
+
+    def frames(self) -> list[bytes]:
+        """The speech as 10 ms frames (the last one padded with silence)."""
+        size = SAMPLES_PER_FRAME * 2
+        padded = self.pcm + b"\0" * (-len(self.pcm) % size)
+        return [padded[i : i + size] for i in range(0, len(padded), size)]
+
+
+def read_wav(path: Path) -> Utterance:
+    """A WAV file (16-bit PCM, any rate, mono or stereo) as an utterance at 48 kHz mono."""
+    try:
+        with wave.open(str(path), "rb") as wav:
+            if wav.getsampwidth() != 2:
+                raise ConfigError(f"{path}: only 16-bit PCM WAV is supported")
+            channels, rate = wav.getnchannels(), wav.getframerate()
+            raw = wav.readframes(wav.getnframes())
+    except (OSError, wave.Error, EOFError) as e:
+        raise ConfigError(f"cannot read WAV file {path}: {e}") from e
+    samples = np.frombuffer(raw, dtype=np.int16)
+    if channels > 1:
+        samples = samples.reshape(-1, channels).mean(axis=1).astype(np.int16)
+    return Utterance(label=path.name, pcm=resample(samples.tobytes(), rate, ROOM_RATE))
+
+
+def resample(pcm: bytes, from_rate: int, to_rate: int) -> bytes:
+    """Resample mono 16-bit PCM with LiveKit's (libsoxr-based) resampler."""
+    if from_rate == to_rate or not pcm:
+        return pcm
+    resampler = rtc.AudioResampler(from_rate, to_rate, num_channels=1)
+    frames = resampler.push(bytearray(pcm))
+    frames += resampler.flush()
+    return b"".join(bytes(f.data) for f in frames)
+
+
+async def synthesize(text: str) -> Utterance:
+    """Speech for `text` from espeak-ng (Debian package), the local synthesiser for `--say`."""
+    espeak = shutil.which("espeak-ng")
+    if espeak is None:
+        raise ConfigError("--say needs espeak-ng (apt-get install espeak-ng); or pass --audio")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "say.wav"
+        proc = await asyncio.create_subprocess_exec(
+            espeak, "-v", "en-us", "-s", "160", "-w", str(out), text,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await proc.communicate()
+        if proc.returncode != 0:
+            raise ConfigError(f"espeak-ng failed: {err.decode(errors='replace').strip()}")
+        utterance = read_wav(out)
+    return Utterance(label=text, pcm=utterance.pcm)
+
+
+def write_wav(path: Path, pcm: bytes, rate: int = ROOM_RATE) -> None:
+    """Write mono 16-bit PCM to a WAV file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(pcm)
+
+
+def rms_dbfs(pcm: bytes | memoryview) -> float:
+    """Loudness of a 16-bit PCM block in dBFS (-inf for digital silence)."""
+    samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float32)
+    if samples.size == 0:
+        return float("-inf")
+    rms = float(np.sqrt(np.mean(samples * samples)))
+    return 20 * float(np.log10(rms / 32768)) if rms > 0 else float("-inf")

@@ -1,0 +1,341 @@
+"""`voice-agent call`: a caller that joins like a browser, speaks, listens and reports.
+
+It asks the token service for a token exactly as the web client does, joins the room, publishes a
+microphone track fed in real time (speech from WAV files or a local synthesiser, silence between),
+records the agent's audio, follows `lk.agent.state`, captions and the agent's per-turn summaries,
+and returns one JSON-ready result. It is a developer tool and the end-to-end test driver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from livekit import rtc
+
+from voice_agent.caller.audio import (
+    FRAME_MS,
+    ROOM_RATE,
+    SAMPLES_PER_FRAME,
+    Utterance,
+    rms_dbfs,
+    write_wav,
+)
+from voice_agent.logging import get_logger
+from voice_agent.protocol import (
+    ATTR_AGENT_STATE,
+    ATTR_TRANSCRIPTION_FINAL,
+    ATTR_TRANSCRIPTION_SEGMENT_ID,
+    TOPIC_AGENT_TURNS,
+    TOPIC_TRANSCRIPTION,
+)
+
+log = get_logger("caller")
+
+_SILENCE = b"\0" * (SAMPLES_PER_FRAME * 2)
+
+
+class CallFailedError(Exception):
+    """The call could not be made or did not go as a call should."""
+
+
+@dataclass(frozen=True)
+class CallerOptions:
+    """What the simulated caller does."""
+
+    url: str = "http://127.0.0.1:8080"
+    utterances: tuple[Utterance, ...] = ()
+    interrupt_after_ms: int | None = None
+    hang_up_after_ms: int | None = None
+    """After the last utterance, hang up this long into the agent's answer (leaving mid-reply)."""
+    record: Path | None = None
+    bearer_token: str | None = None
+    wait_for_greeting: bool = True
+    agent_join_timeout_s: float = 20.0
+    turn_timeout_s: float = 30.0
+    trailing_silence_s: float = 0.0
+    silence_dbfs: float = -55.0
+
+
+@dataclass
+class _Listening:
+    """What the caller heard and saw, filled in by room events."""
+
+    states: list[str] = field(default_factory=list)
+    turns: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
+    captions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    recording: bytearray = field(default_factory=bytearray)
+    agent_audio_s: float = 0.0
+    first_audio_after: float | None = None
+    audio_heard_at: float = 0.0
+    audio_heard: asyncio.Event = field(default_factory=asyncio.Event)
+    agent_joined: asyncio.Event = field(default_factory=asyncio.Event)
+    agent_left: asyncio.Event = field(default_factory=asyncio.Event)
+    agent_identity: str | None = None
+
+
+class SimulatedCaller:
+    """One simulated call; `await run()` returns the result dictionary."""
+
+    def __init__(self, *, options: CallerOptions) -> None:
+        self._opts = options
+        self._heard = _Listening()
+        self._speech: collections.deque[bytes] = collections.deque()
+        self._speech_done = asyncio.Event()
+        self._speech_ended_at = 0.0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._room = rtc.Room()
+        self._grant: dict[str, Any] = {}
+
+    async def run(self) -> dict[str, Any]:
+        """Make the call; never raises for call failures (they go in `ok`/`error`)."""
+        error: str | None = None
+        turns: list[dict[str, Any]] = []
+        greeting: str | None = None
+        try:
+            self._grant = await self._fetch_token()
+            await self._join()
+            if self._opts.wait_for_greeting:
+                greeting = (await self._next_turn("greeting"))["agent_text"]
+            for i, utterance in enumerate(self._opts.utterances):
+                last = i == len(self._opts.utterances) - 1
+                if last and self._opts.hang_up_after_ms is not None:
+                    await self._say(utterance)
+                    await asyncio.sleep(self._opts.hang_up_after_ms / 1000)  # scripted hang-up
+                    break
+                turns += await self._speak_turn(utterance)
+            if self._opts.trailing_silence_s > 0:
+                # Stay on the line, quietly, until the time is up or the agent hangs up.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._heard.agent_left.wait(), self._opts.trailing_silence_s
+                    )
+        except CallFailedError as e:
+            error = str(e)
+        except (aiohttp.ClientError, rtc.ConnectError, OSError) as e:
+            error = f"{type(e).__name__}: {e}"
+        finally:
+            await self._hang_up()
+        if self._opts.record is not None:
+            write_wav(self._opts.record, bytes(self._heard.recording))
+        room = self._grant.get("room", "")
+        return {
+            "call_id": room.removeprefix("call-") if room else None,
+            "room": room or None,
+            "ok": error is None,
+            "error": error,
+            "states": self._heard.states,
+            "agent_audio_seconds": round(self._heard.agent_audio_s, 3),
+            "greeting": greeting,
+            "turns": turns,
+            "captions": [
+                {"speaker": c["speaker"], "text": c["text"], "final": c["final"]}
+                for c in self._heard.captions.values()
+            ],
+        }
+
+    async def _fetch_token(self) -> dict[str, Any]:
+        headers = {}
+        if self._opts.bearer_token:
+            headers["Authorization"] = f"Bearer {self._opts.bearer_token}"
+        timeout = aiohttp.ClientTimeout(total=10)
+        url = self._opts.url.rstrip("/") + "/api/voice-token"
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as http,
+            http.post(url, json={"display_name": "simulated caller"}, headers=headers) as resp,
+        ):
+            body = await resp.json(content_type=None)
+            if resp.status != 200:
+                raise CallFailedError(f"token service answered {resp.status}: {body}")
+            return dict(body)
+
+    async def _join(self) -> None:
+        room = self._room
+        room.on("participant_attributes_changed", self._on_attributes)
+        room.on("participant_connected", self._on_participant)
+        room.on("participant_disconnected", self._on_participant_left)
+        room.on("track_subscribed", self._on_track)
+        room.on("data_received", self._on_data)
+        room.register_text_stream_handler(TOPIC_TRANSCRIPTION, self._on_caption)
+        await room.connect(self._grant["rtc_url"], self._grant["token"])
+        log.info("caller.joined", room=room.name, identity=room.local_participant.identity)
+        for participant in room.remote_participants.values():
+            self._on_participant(participant)
+            for pub in participant.track_publications.values():
+                if pub.track is not None:
+                    self._on_track(pub.track, pub, participant)
+        source = rtc.AudioSource(ROOM_RATE, 1, queue_size_ms=50)
+        track = rtc.LocalAudioTrack.create_audio_track("microphone", source)
+        options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        await room.local_participant.publish_track(track, options)
+        self._spawn(self._microphone(source))
+        try:
+            await asyncio.wait_for(
+                self._heard.agent_joined.wait(), timeout=self._opts.agent_join_timeout_s
+            )
+        except TimeoutError:
+            raise CallFailedError(
+                f"no agent joined within {self._opts.agent_join_timeout_s:g} s"
+            ) from None
+
+    async def _speak_turn(self, utterance: Utterance) -> list[dict[str, Any]]:
+        v2v = [await self._say(utterance)]
+        expected = 1
+        if self._opts.interrupt_after_ms is not None:
+            await asyncio.sleep(self._opts.interrupt_after_ms / 1000)  # scripted barge-in point
+            v2v.append(await self._say(utterance))
+            expected = 2
+        turns = []
+        for i in range(expected):
+            turn = await self._next_turn("reply")
+            turn["caller_voice_to_voice_ms"] = v2v[i] if i < len(v2v) else None
+            turns.append(turn)
+        return turns
+
+    async def _say(self, utterance: Utterance) -> float | None:
+        """Speak one utterance; ms from its end to the agent's first audible answer."""
+        self._speech_done.clear()
+        self._heard.audio_heard.clear()
+        self._speech.extend(utterance.frames())
+        log.info(
+            "caller.speaking", utterance=utterance.label, seconds=round(utterance.duration_s, 2)
+        )
+        await self._speech_done.wait()
+        ended = self._speech_ended_at
+        self._heard.first_audio_after = ended
+        self._heard.audio_heard.clear()
+        try:
+            await asyncio.wait_for(self._heard.audio_heard.wait(), self._opts.turn_timeout_s)
+        except TimeoutError:
+            return None
+        return round((self._heard.audio_heard_at - ended) * 1000, 1)
+
+    async def _next_turn(self, kind: str) -> dict[str, Any]:
+        deadline = time.monotonic() + self._opts.turn_timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            if self._heard.agent_left.is_set() and self._heard.turns.empty():
+                raise CallFailedError(f"the agent left before its {kind} turn")
+            try:
+                turn = await asyncio.wait_for(self._heard.turns.get(), max(remaining, 0.001))
+            except TimeoutError:
+                raise CallFailedError(
+                    f"no {kind} turn from the agent within {self._opts.turn_timeout_s:g} s"
+                ) from None
+            if turn.get("kind") == kind:
+                return {
+                    "user_text": turn.get("user_text", ""),
+                    "agent_text": turn.get("agent_text", ""),
+                    "interrupted": bool(turn.get("interrupted", False)),
+                    "metrics": turn.get("metrics", {}),
+                }
+
+    async def _microphone(self, source: rtc.AudioSource) -> None:
+        """Feed the microphone in real time: queued speech, else silence."""
+        next_at = time.monotonic()
+        speaking = False
+        while True:
+            frame = self._speech.popleft() if self._speech else None
+            if frame is None and speaking:
+                speaking = False
+                self._speech_ended_at = time.monotonic()
+                self._speech_done.set()
+            speaking = speaking or frame is not None
+            await source.capture_frame(
+                rtc.AudioFrame(frame or _SILENCE, ROOM_RATE, 1, SAMPLES_PER_FRAME)
+            )
+            next_at += FRAME_MS / 1000
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif delay < -0.2:  # fell far behind (a stalled loop): resynchronise
+                next_at = time.monotonic()
+
+    async def _listen(self, track: rtc.Track) -> None:
+        stream = rtc.AudioStream(track, sample_rate=ROOM_RATE, num_channels=1)
+        try:
+            async for event in stream:
+                frame = event.frame
+                data = frame.data.cast("B")
+                if self._opts.record is not None:
+                    self._heard.recording += data
+                if rms_dbfs(data) > self._opts.silence_dbfs:
+                    self._heard.agent_audio_s += frame.duration
+                    if not self._heard.audio_heard.is_set() and self._heard.first_audio_after:
+                        self._heard.audio_heard_at = time.monotonic()
+                        self._heard.audio_heard.set()
+        finally:
+            await stream.aclose()
+
+    def _is_agent(self, participant: rtc.RemoteParticipant) -> bool:
+        return bool(participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT)
+
+    def _on_participant(self, participant: rtc.RemoteParticipant) -> None:
+        if self._is_agent(participant):
+            self._heard.agent_identity = participant.identity
+            self._heard.agent_joined.set()
+            state = participant.attributes.get(ATTR_AGENT_STATE)
+            if state:
+                self._record_state(state)
+
+    def _on_participant_left(self, participant: rtc.RemoteParticipant) -> None:
+        if participant.identity == self._heard.agent_identity:
+            self._heard.agent_left.set()
+
+    def _on_attributes(self, changed: dict[str, str], participant: rtc.Participant) -> None:
+        if participant.identity == self._heard.agent_identity and ATTR_AGENT_STATE in changed:
+            self._record_state(changed[ATTR_AGENT_STATE])
+
+    def _record_state(self, state: str) -> None:
+        if not self._heard.states or self._heard.states[-1] != state:
+            self._heard.states.append(state)
+
+    def _on_track(
+        self, track: rtc.Track, pub: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
+    ) -> None:
+        if track.kind == rtc.TrackKind.KIND_AUDIO and self._is_agent(participant):
+            self._spawn(self._listen(track))
+
+    def _on_data(self, packet: rtc.DataPacket) -> None:
+        if packet.topic != TOPIC_AGENT_TURNS:
+            return
+        with contextlib.suppress(ValueError, UnicodeDecodeError):
+            message = json.loads(packet.data)
+            if isinstance(message, dict) and message.get("type") == "turn":
+                self._heard.turns.put_nowait(message)
+
+    def _on_caption(self, reader: rtc.TextStreamReader, sender: str) -> None:
+        self._spawn(self._read_caption(reader, sender))
+
+    async def _read_caption(self, reader: rtc.TextStreamReader, sender: str) -> None:
+        attrs = reader.info.attributes or {}
+        segment = attrs.get(ATTR_TRANSCRIPTION_SEGMENT_ID) or reader.info.stream_id
+        try:
+            text = await reader.read_all()
+        except rtc.StreamError:  # the room closed mid-caption
+            return
+        speaker = "agent" if sender == self._heard.agent_identity else "user"
+        entry = self._heard.captions.setdefault(segment, {"speaker": speaker, "text": ""})
+        entry["text"] = text
+        entry["final"] = attrs.get(ATTR_TRANSCRIPTION_FINAL) == "true"
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _hang_up(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        with contextlib.suppress(Exception):
+            await self._room.disconnect()
