@@ -302,7 +302,7 @@ def test_reset_clears_state_and_model() -> None:
     """reset() forgets ongoing speech and resets the model's recurrent state."""
     model = ScriptedModel([0.9] * 20)
     vad = VoiceActivityDetector(model=model)
-    vad.push(bytes(20 * W * 2))
+    vad.push((np.arange(20 * W) % 30000).astype(np.int16).tobytes())
     assert vad.speaking
     vad.reset()
     assert not vad.speaking and vad.stream_time_s == 0.0 and model.resets == 1
@@ -322,3 +322,19 @@ def test_invalid_config_is_rejected(kwargs: dict[str, Any]) -> None:
     """Inconsistent thresholds or durations raise ValueError at construction."""
     with pytest.raises(ValueError):
         VadConfig(**kwargs)
+
+
+def test_windows_below_the_silence_floor_skip_the_model() -> None:
+    """Digital silence is scored 0 without the model; audio above the floor is scored by it."""
+    model = ScriptedModel([0.9] * 40)
+    vad = VoiceActivityDetector(model=model)
+    vad.push(bytes(10 * W * 2))
+    assert model.calls == 0
+    hiss = (np.random.default_rng(1).normal(0, 100, 10 * W)).astype(np.int16)  # about -50 dBFS
+    vad.push(hiss.tobytes())
+    assert model.calls == 10
+    ungated = VoiceActivityDetector(
+        model=ScriptedModel([0.9] * 40), config=VadConfig(silence_floor_dbfs=None)
+    )
+    ungated.push(bytes(10 * W * 2))
+    assert ungated.speaking

@@ -29,6 +29,7 @@ from typing import Any
 from livekit import rtc
 
 from voice_agent.agent import metrics
+from voice_agent.agent.arrival_clock import ArrivalClock
 from voice_agent.agent.call_record import CallJournal, CallRecordSink, TranscriptTurn
 from voice_agent.agent.captions import CaptionPublisher, new_segment_id
 from voice_agent.agent.job import JobContext
@@ -210,17 +211,16 @@ class CallSession:
         return await self._ended
 
     async def _shutdown(self) -> None:
-        if self._reply_task is not None:
-            self._reply_task.cancel()
-        for task in list(self._tasks):
+        pending = [*self._tasks, *([self._reply_task] if self._reply_task else [])]
+        for task in pending:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._reply_task is not None:
-            await asyncio.gather(self._reply_task, return_exceptions=True)
+        if pending:
+            await asyncio.wait(pending, timeout=_FINISH_TIMEOUT_S / 2)
         if self.speaker is not None:
             await self.speaker.aclose()
         with contextlib.suppress(Exception):
-            await self.room.disconnect()
+            async with asyncio.timeout(_FINISH_TIMEOUT_S / 2):
+                await self.room.disconnect()
 
     def _end(self, reason: str) -> None:
         if not self._ended.done():
@@ -278,35 +278,32 @@ class CallSession:
     # Listening
 
     async def _listen(self, track: rtc.Track) -> None:
-        vad = VoiceActivityDetector(
-            config=VadConfig(min_speech_ms=_PAUSE_ONSET_MS, min_silence_ms=self.opts.eou_silence_ms)
-        )
+        config = VadConfig(min_speech_ms=_PAUSE_ONSET_MS, min_silence_ms=self.opts.eou_silence_ms)
+        # Loading the model takes ~50 ms: off the event loop, so other calls do not stutter.
+        vad = await asyncio.to_thread(VoiceActivityDetector, config=config)
         resampler = StreamResampler(input_rate=ROOM_RATE, output_rate=VAD_RATE)
-        stream = rtc.AudioStream(track, sample_rate=ROOM_RATE, num_channels=1)
-        # Wall-clock time of stream position 0, to turn VAD sample positions into moments.
-        origin: float | None = None
+        stream = rtc.AudioStream(track, sample_rate=ROOM_RATE, num_channels=1, frame_size_ms=20)
+        clock = ArrivalClock()
+        received = 0  # 16 kHz samples handed to the VAD so far
         try:
             async for event in stream:
                 pcm = resampler.push(event.frame.data.cast("B"))
-                now = time.monotonic()
+                received += len(pcm) // 2
+                clock.mark(received, time.monotonic())
                 for vad_event in vad.push(pcm):
-                    if origin is None:
-                        origin = now - vad.stream_time_s
-                    self._on_vad(vad_event, origin)
-                if origin is None:
-                    origin = now - vad.stream_time_s
+                    self._on_vad(vad_event, clock)
                 self._check_interruption(vad)
         finally:
             await stream.aclose()
 
-    def _on_vad(self, event: VadEvent, origin: float) -> None:
+    def _on_vad(self, event: VadEvent, clock: ArrivalClock) -> None:
         self._last_user_activity = time.monotonic()
         if event.type is VadEventType.SPEECH_START:
             self.log.debug("vad.speech_start", at_s=round(event.start_s, 3))
             if self.speaker is not None and self.speaker.speaking:
                 self.speaker.pause()
                 self._paused_reply = True
-                onset = origin + event.start_s
+                onset = clock.at(event.speech_start_sample)
                 onset_to_stop_ms = round((time.monotonic() - onset) * 1000, 1)
                 self.log.info("call.barge_in_paused", onset_to_stop_ms=onset_to_stop_ms)
                 self.journal.add_event("barge_in", onset_to_stop_ms=onset_to_stop_ms)
@@ -326,8 +323,10 @@ class CallSession:
             return
         held = self._held_speech
         audio = (held.audio if held else b"") + event.audio
-        started = held.started if held else origin + event.start_s
-        self._held_speech = _HeldSpeech(audio=audio, started=started, ended=origin + event.end_s)
+        started = held.started if held else clock.at(event.speech_start_sample)
+        assert event.speech_end_sample is not None
+        ended = clock.at(event.speech_end_sample - 1)
+        self._held_speech = _HeldSpeech(audio=audio, started=started, ended=ended)
         self._spawn(self._decide_turn(TurnEvidence.from_speech_end(event), audio))
 
     async def _decide_turn(self, evidence: TurnEvidence, audio: bytes) -> None:

@@ -15,13 +15,13 @@ from livekit import rtc
 from voice_agent.exceptions import ConfigError
 
 ROOM_RATE = 48_000
-FRAME_MS = 10
+FRAME_MS = 20
 SAMPLES_PER_FRAME = ROOM_RATE * FRAME_MS // 1000
 
 
 @dataclass(frozen=True)
 class Utterance:
-    """Mono 16-bit speech at the room rate, cut into 10 ms frames."""
+    """Mono 16-bit speech at the room rate, cut into 20 ms frames."""
 
     label: str
     pcm: bytes
@@ -31,7 +31,7 @@ class Utterance:
         return len(self.pcm) / 2 / ROOM_RATE
 
     def frames(self) -> list[bytes]:
-        """The speech as 10 ms frames (the last one padded with silence)."""
+        """The speech as 20 ms frames (the last one padded with silence)."""
         size = SAMPLES_PER_FRAME * 2
         padded = self.pcm + b"\0" * (-len(self.pcm) % size)
         return [padded[i : i + size] for i in range(0, len(padded), size)]

@@ -62,6 +62,9 @@ class CallerOptions:
     turn_timeout_s: float = 30.0
     trailing_silence_s: float = 0.0
     silence_dbfs: float = -55.0
+    listen_audio: bool = True
+    """Subscribe to the agent's audio (needed for `record` and caller-side voice-to-voice);
+    load tests turn it off to spare the caller's CPU."""
 
 
 @dataclass
@@ -164,7 +167,11 @@ class SimulatedCaller:
         room.on("track_subscribed", self._on_track)
         room.on("data_received", self._on_data)
         room.register_text_stream_handler(TOPIC_TRANSCRIPTION, self._on_caption)
-        await room.connect(self._grant["rtc_url"], self._grant["token"])
+        await room.connect(
+            self._grant["rtc_url"],
+            self._grant["token"],
+            options=rtc.RoomOptions(auto_subscribe=self._opts.listen_audio),
+        )
         log.info("caller.joined", room=room.name, identity=room.local_participant.identity)
         for participant in room.remote_participants.values():
             self._on_participant(participant)
@@ -209,6 +216,8 @@ class SimulatedCaller:
         )
         await self._speech_done.wait()
         ended = self._speech_ended_at
+        if not self._opts.listen_audio:
+            return None
         self._heard.first_audio_after = ended
         self._heard.audio_heard.clear()
         try:

@@ -60,6 +60,9 @@ class VadConfig:
     """Audio kept after the last voiced window in the segment (at most `min_silence_ms`)."""
     max_segment_ms: int = 60_000
     """Longest segment kept in memory; older audio of a longer utterance is dropped."""
+    silence_floor_dbfs: float | None = -70.0
+    """Windows quieter than this are silence without asking the model (saves most of its cost
+    while nobody speaks: digital silence, noise-suppressed microphones). None: always ask."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.deactivation_threshold <= self.activation_threshold < 1.0:
@@ -147,6 +150,9 @@ class VoiceActivityDetector:
         self._post_roll = _ms_to_samples(self._config.post_roll_ms)
         self._max_segment = _ms_to_samples(self._config.max_segment_ms)
         self._onset_gap = _ms_to_samples(_ONSET_GAP_TOLERANCE_MS)
+        floor_dbfs = self._config.silence_floor_dbfs
+        # Mean power of a full-scale-normalised window at the floor.
+        self._floor_power = None if floor_dbfs is None else 10 ** (floor_dbfs / 10)
         self._clear()
 
     def _clear(self) -> None:
@@ -225,7 +231,11 @@ class VoiceActivityDetector:
     def _score(self, window: npt.NDArray[np.float32], chunk: bytes) -> VadEvent | None:
         start = self._position
         end = start + self._window
-        prob = self._model.probability(window)
+        floor = self._floor_power
+        if floor is not None and float(np.dot(window, window)) < floor * len(window):
+            prob = 0.0
+        else:
+            prob = self._model.probability(window)
         self._probability = prob
         self._audio += chunk
         self._position = end
