@@ -33,6 +33,7 @@ from voice_agent.agent.arrival_clock import ArrivalClock
 from voice_agent.agent.call_record import CallJournal, CallRecordSink, TranscriptTurn
 from voice_agent.agent.captions import CaptionPublisher, new_segment_id
 from voice_agent.agent.job import JobContext
+from voice_agent.agent.lines import SpokenLines
 from voice_agent.agent.metrics import TurnTimer
 from voice_agent.agent.reply import AgentReply, ReplyFailedError, to_chat_messages
 from voice_agent.agent.speaker import ROOM_RATE, AgentSpeaker
@@ -48,6 +49,9 @@ from voice_agent.providers.factory import Providers
 
 # How long ending a call (leaving the room, storing the record) may take.
 _FINISH_TIMEOUT_S = 5.0
+# Microphone audio is handled in 40 ms frames: half the per-frame work of 20 ms, at a cost of
+# at most 40 ms more delay in noticing speech (barge-in stays well under 150 ms).
+_LISTEN_FRAME_MS = 40
 # Onset needed before the agent pauses for the user: short, so barge-in is fast.
 _PAUSE_ONSET_MS = 96
 
@@ -80,14 +84,6 @@ class SessionOptions:
     context_token_budget: int = 4000
     provider_timeout_s: float = 10.0
     user_join_timeout_s: float = 30.0
-
-
-class _CallEnded(Exception):
-    """Internal: the call is over; `reason` says why."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class CallSession:
@@ -132,7 +128,13 @@ class CallSession:
         self._turn_counter = 0
         self._failures = 0
         self._last_user_activity = time.monotonic()
-        self._lines: dict[str, bytes] = {}
+        self._lines = SpokenLines(
+            texts={
+                "fallback": options.fallback_line,
+                "goodbye": options.goodbye_line,
+                "failure_goodbye": options.failure_goodbye_line,
+            }
+        )
         self._reply_segment = new_segment_id()
         self._end_after_turn: str | None = None
         self._held_speech: _HeldSpeech | None = None
@@ -201,7 +203,9 @@ class CallSession:
             for pub in participant.track_publications.values():
                 if pub.track is not None:
                     self._on_track(pub.track, pub, participant)
-        self._spawn(self._synthesize_lines())
+        self._spawn(
+            self._lines.synthesize(self.providers.tts, timeout_s=self.opts.provider_timeout_s)
+        )
         try:
             await asyncio.wait_for(self._user_joined.wait(), self.opts.user_join_timeout_s)
         except TimeoutError:
@@ -236,9 +240,6 @@ class CallSession:
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
-            if isinstance(exc, _CallEnded):
-                self._end(exc.reason)
-                return
             self.log.error("call.task_failed", error=repr(exc))
             self._end("error")
 
@@ -282,7 +283,9 @@ class CallSession:
         # Loading the model takes ~50 ms: off the event loop, so other calls do not stutter.
         vad = await asyncio.to_thread(VoiceActivityDetector, config=config)
         resampler = StreamResampler(input_rate=ROOM_RATE, output_rate=VAD_RATE)
-        stream = rtc.AudioStream(track, sample_rate=ROOM_RATE, num_channels=1, frame_size_ms=20)
+        stream = rtc.AudioStream(
+            track, sample_rate=ROOM_RATE, num_channels=1, frame_size_ms=_LISTEN_FRAME_MS
+        )
         clock = ArrivalClock()
         received = 0  # 16 kHz samples handed to the VAD so far
         try:
@@ -551,8 +554,8 @@ class CallSession:
     async def _say_line(self, name: str) -> str:
         """Say a pre-synthesised line (works while TTS is down); the text, or "" if unavailable."""
         assert self.speaker is not None
-        pcm = self._lines.get(name)
-        text = self._line_texts[name]
+        pcm = self._lines.audio.get(name)
+        text = self._lines.texts[name]
         self.journal.add_event("line_spoken", line=name, presynthesised=pcm is not None)
         if pcm is None:
             self.log.error("call.line_unavailable", line=name)
@@ -575,28 +578,6 @@ class CallSession:
         if not self._ended.done():
             await self._set_state(AgentState.LISTENING)
         return text
-
-    @property
-    def _line_texts(self) -> dict[str, str]:
-        return {
-            "fallback": self.opts.fallback_line,
-            "goodbye": self.opts.goodbye_line,
-            "failure_goodbye": self.opts.failure_goodbye_line,
-        }
-
-    async def _synthesize_lines(self) -> None:
-        for name, text in self._line_texts.items():
-            try:
-                chunks = []
-                async with asyncio.timeout(self.opts.provider_timeout_s):
-                    async for audio in self.providers.tts.synthesize(text):
-                        chunks.append(audio)
-                rate = chunks[0].sample_rate if chunks else ROOM_RATE
-                resampler = StreamResampler(input_rate=rate, output_rate=ROOM_RATE)
-                pcm = b"".join(resampler.push(c.data) for c in chunks) + resampler.flush()
-                self._lines[name] = pcm
-            except (ProviderError, TimeoutError) as e:
-                self.log.error("call.line_synthesis_failed", line=name, error=str(e))
 
     async def _recover(self, stage: str) -> str:
         """A stage failed after its retry: say the fallback line, or, after too many failed

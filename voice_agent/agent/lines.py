@@ -1,0 +1,41 @@
+"""Lines the agent must be able to say whatever fails: synthesised once when a call starts.
+
+The fallback line ("Sorry, I'm having trouble..."), the goodbye and the apology for repeated
+failures are rendered to room-rate PCM at call start, so they play even while TTS is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from voice_agent.agent.speaker import ROOM_RATE
+from voice_agent.exceptions import ProviderError
+from voice_agent.logging import get_logger
+from voice_agent.pipeline.resample import StreamResampler
+from voice_agent.providers.base import TTS
+
+log = get_logger("agent.lines")
+
+
+@dataclass
+class SpokenLines:
+    """The texts of the fixed lines and, once synthesised, their audio at the room rate."""
+
+    texts: dict[str, str]
+    audio: dict[str, bytes] = field(default_factory=dict)
+
+    async def synthesize(self, tts: TTS, *, timeout_s: float) -> None:
+        """Render every line; a line that fails is logged and stays unavailable."""
+        for name, text in self.texts.items():
+            try:
+                chunks = []
+                async with asyncio.timeout(timeout_s):
+                    async for audio in tts.synthesize(text):
+                        chunks.append(audio)
+                rate = chunks[0].sample_rate if chunks else ROOM_RATE
+                resampler = StreamResampler(input_rate=rate, output_rate=ROOM_RATE)
+                pcm = b"".join(resampler.push(c.data) for c in chunks) + resampler.flush()
+                self.audio[name] = pcm
+            except (ProviderError, TimeoutError) as e:
+                log.error("call.line_synthesis_failed", line=name, error=str(e))
