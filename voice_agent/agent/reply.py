@@ -69,7 +69,6 @@ class ReplyOutcome:
 
     text: str
     heard: str
-    interrupted: bool = False
 
 
 @dataclass

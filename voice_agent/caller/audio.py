@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from livekit import rtc
 
 from voice_agent.exceptions import ConfigError
+from voice_agent.pipeline.resample import StreamResampler
 
 ROOM_RATE = 48_000
 FRAME_MS = 20
@@ -54,13 +54,9 @@ def read_wav(path: Path) -> Utterance:
 
 
 def resample(pcm: bytes, from_rate: int, to_rate: int) -> bytes:
-    """Resample mono 16-bit PCM with LiveKit's (libsoxr-based) resampler."""
-    if from_rate == to_rate or not pcm:
-        return pcm
-    resampler = rtc.AudioResampler(from_rate, to_rate, num_channels=1)
-    frames = resampler.push(bytearray(pcm))
-    frames += resampler.flush()
-    return b"".join(bytes(f.data) for f in frames)
+    """Resample a whole clip of mono 16-bit PCM."""
+    resampler = StreamResampler(input_rate=from_rate, output_rate=to_rate)
+    return resampler.push(pcm) + resampler.flush()
 
 
 async def synthesize(text: str) -> Utterance:
