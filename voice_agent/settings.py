@@ -37,6 +37,7 @@ class STTProviderKind(StrEnum):
     """Which speech-to-text provider the agent uses."""
 
     OPENAI = "openai"
+    LOCAL = "local"  # Whisper base on this machine (the `local` extra)
 
 
 class LLMProviderKind(StrEnum):
@@ -49,6 +50,7 @@ class TTSProviderKind(StrEnum):
     """Which text-to-speech provider the agent uses."""
 
     OPENAI = "openai"
+    LOCAL = "local"  # Piper on this machine (the `local` extra)
 
 
 def _env(name: str) -> Any:

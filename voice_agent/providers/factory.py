@@ -26,17 +26,28 @@ class Providers:
 
 
 def build_providers(settings: Settings) -> Providers:
-    """The configured providers; a `ConfigError` names what is missing."""
+    """The configured providers; a `ConfigError` names what is missing.
+
+    The local providers are imported only when chosen: their packages are an optional extra.
+    """
     stt: STT
     llm: LLM
     tts: TTS
     match settings.stt_provider:
         case STTProviderKind.OPENAI:
             stt = OpenAISTT.from_settings(settings)
+        case STTProviderKind.LOCAL:
+            from voice_agent.providers.local_stt import LocalWhisperSTT
+
+            stt = LocalWhisperSTT.from_settings(settings)
     match settings.llm_provider:
         case LLMProviderKind.OPENAI:
             llm = OpenAILLM.from_settings(settings)
     match settings.tts_provider:
         case TTSProviderKind.OPENAI:
             tts = OpenAITTS.from_settings(settings)
+        case TTSProviderKind.LOCAL:
+            from voice_agent.providers.local_tts import PiperTTS
+
+            tts = PiperTTS.from_settings(settings)
     return Providers(stt=stt, llm=llm, tts=tts)

