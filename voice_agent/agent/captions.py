@@ -8,6 +8,7 @@ the user's microphone track; agent captions name the agent's voice track.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 
 from livekit import rtc
@@ -33,6 +34,8 @@ class CaptionPublisher:
 
     def __init__(self, participant: rtc.LocalParticipant) -> None:
         self._participant = participant
+        # One caption at a time, in call order: a late interim must never land after its final.
+        self._order = asyncio.Lock()
 
     async def publish(
         self,
@@ -50,6 +53,12 @@ class CaptionPublisher:
         }
         if track_sid:
             attributes[ATTR_TRANSCRIBED_TRACK_ID] = track_sid
+        async with self._order:
+            await self._send(text, attributes, sender_identity, segment_id)
+
+    async def _send(
+        self, text: str, attributes: dict[str, str], sender_identity: str | None, segment_id: str
+    ) -> None:
         try:
             writer = await self._participant.stream_text(
                 topic=TOPIC_TRANSCRIPTION,

@@ -331,9 +331,12 @@ class SimulatedCaller:
         except rtc.StreamError:  # the room closed mid-caption
             return
         speaker = "agent" if sender == self._heard.agent_identity else "user"
+        final = attrs.get(ATTR_TRANSCRIPTION_FINAL) == "true"
         entry = self._heard.captions.setdefault(segment, {"speaker": speaker, "text": ""})
+        if entry.get("final") and not final:
+            return  # an interim version that arrived after the final one
         entry["text"] = text
-        entry["final"] = attrs.get(ATTR_TRANSCRIPTION_FINAL) == "true"
+        entry["final"] = final
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
