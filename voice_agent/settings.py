@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_file=".env",
         env_file_encoding="utf-8",
+        env_ignore_empty=True,  # `NAME=` (as in .env.example) means "use the default"
         extra="ignore",
         populate_by_name=True,
         frozen=True,
@@ -97,6 +98,19 @@ class Settings(BaseSettings):
         "gpt-4o-mini-tts", min_length=1, validation_alias=_env("VOICE_AGENT_TTS_MODEL")
     )
     tts_voice: str = Field("alloy", min_length=1, validation_alias=_env("VOICE_AGENT_TTS_VOICE"))
+    # Fallback chains: the provider that takes over when the primary fails before answering.
+    stt_fallback: STTProviderKind | None = Field(
+        None, validation_alias=_env("VOICE_AGENT_STT_FALLBACK")
+    )
+    llm_fallback: LLMProviderKind | None = Field(
+        None, validation_alias=_env("VOICE_AGENT_LLM_FALLBACK")
+    )
+    tts_fallback: TTSProviderKind | None = Field(
+        None, validation_alias=_env("VOICE_AGENT_TTS_FALLBACK")
+    )
+    fallback_after_s: float = Field(
+        3.0, gt=0, le=60, validation_alias=_env("VOICE_AGENT_FALLBACK_AFTER_S")
+    )
     # How long a provider may stay silent (connecting, or between bytes of a stream).
     provider_timeout_s: float = Field(
         10.0, gt=0, le=300, validation_alias=_env("VOICE_AGENT_PROVIDER_TIMEOUT_S")

@@ -38,3 +38,31 @@ async def test_call_on_local_stt_and_tts(livekit_server: LiveKitEndpoint, tmp_pa
     assert models.requests_to("/v1/audio/transcriptions") == []
     assert models.requests_to("/v1/audio/speech") == []
     assert turn["metrics"]["stt_ms"] > 0 and turn["metrics"]["tts_ttfb_ms"] > 0
+
+
+async def test_tts_failing_mid_service_hands_over_to_the_local_fallback(
+    livekit_server: LiveKitEndpoint, tmp_path: Path
+) -> None:
+    """The primary TTS answers 500 to everything: Piper, the configured fallback, speaks."""
+    from voice_agent.providers.fallback import FALLBACKS
+    from voice_agent.testing.openai_script import ErrorReply, TranscriptionReply
+
+    before = FALLBACKS.labels(stage="tts")._value.get()
+    models = ScriptedOpenAI(
+        chat=[ChatReply(text="We are open from nine to five.")],
+        transcriptions=[TranscriptionReply(text="What are your opening hours?")],
+        speech=[ErrorReply(status=500, type="invalid_request_error")] * 50,
+    )
+    async with (
+        models,
+        voice_stack(livekit_server, tmp_path, models=models, tts_fallback="local") as stack,
+    ):
+        result = await stack.call(await speech("What are your opening hours?"), turn_timeout_s=60)
+        async with asyncio.timeout(15):
+            while stack.worker.active_jobs:  # noqa: ASYNC110 - polled worker state
+                await asyncio.sleep(0.05)
+    assert result["ok"], result
+    assert result["turns"][0]["agent_text"] == "We are open from nine to five."
+    assert result["agent_audio_seconds"] > 2.0  # greeting and answer, spoken by Piper
+    assert models.requests_to("/v1/audio/speech")  # the primary was tried
+    assert FALLBACKS.labels(stage="tts")._value.get() >= before + 2

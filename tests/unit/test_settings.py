@@ -84,3 +84,16 @@ def test_serve_without_livekit_credentials_is_a_clear_error(
     monkeypatch.chdir(ENV_EXAMPLE.parent / "tests")  # no .env here
     assert main(["serve", "--port", "0"]) == 2
     assert "LIVEKIT_API_KEY" in capsys.readouterr().err
+
+
+def test_env_example_used_as_env_file_loads_the_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Copying .env.example to .env changes nothing: empty values mean "use the default"."""
+    (tmp_path / ".env").write_text(ENV_EXAMPLE.read_text())
+    monkeypatch.chdir(tmp_path)
+    for name in _example_entries():
+        monkeypatch.delenv(name, raising=False)
+    loaded = Settings()
+    defaults = Settings(_env_file=None)
+    assert loaded == defaults
