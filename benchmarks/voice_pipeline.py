@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -38,6 +39,7 @@ from voice_agent.devstack.livekit_server import (  # noqa: E402
     livekit_process,
     new_key_pair,
 )
+from voice_agent.devstack.local_llm import MODEL_ALIAS, local_llm_process  # noqa: E402
 from voice_agent.devstack.processes import ManagedProcess, ReadyCheck, free_port  # noqa: E402
 from voice_agent.server.app import create_app  # noqa: E402
 from voice_agent.settings import Settings  # noqa: E402
@@ -107,7 +109,13 @@ async def main() -> int:
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 5, 10, 20, 25])
     parser.add_argument("--turns", type=int, default=2)
     parser.add_argument("--barge-in-calls", type=int, default=5)
+    parser.add_argument(
+        "--local", action="store_true",
+        help="all-local models (Whisper, Piper, SmolLM2 demo LLM) instead of the scripted server",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.local and args.levels == parser.get_default("levels"):
+        args.levels = [1]
     os.sched_setaffinity(0, {1})
     tmp = Path(tempfile.mkdtemp(prefix="voice-bench-"))
     key, secret = new_key_pair()
@@ -119,8 +127,27 @@ async def main() -> int:
     await livekit.start()
     await livekit.wait_ready(60)
     worker: ManagedProcess | None = None
+    llm: ManagedProcess | None = None
     try:
-        async with ScriptedOpenAI(default_transcript=QUESTION) as models:
+        if args.local:  # the demo LLM server shares CPU 1 with the callers
+            llm_port = free_port()
+            llm = local_llm_process(port=llm_port, log_file=tmp / "llm.log")
+            await llm.start()
+            await llm.wait_ready(120)
+        scripted = ScriptedOpenAI(default_transcript=QUESTION)
+        async with scripted as models:
+            model_env = (
+                {
+                    "OPENAI_BASE_URL": f"http://127.0.0.1:{llm_port}/v1",
+                    "VOICE_AGENT_LLM_MODEL": MODEL_ALIAS,
+                    "VOICE_AGENT_STT": "local", "VOICE_AGENT_TTS": "local",
+                }
+                if args.local
+                else {
+                    "OPENAI_BASE_URL": models.base_url,
+                    "VOICE_AGENT_STT": "openai", "VOICE_AGENT_TTS": "openai",
+                }
+            )  # fmt: skip
             port = free_port()
             settings = Settings(
                 _env_file=None,
@@ -133,8 +160,7 @@ async def main() -> int:
             metrics_port = free_port()
             env = dict(os.environ) | {
                 "LIVEKIT_URL": lk.ws_url, "LIVEKIT_API_KEY": key, "LIVEKIT_API_SECRET": secret,
-                "OPENAI_BASE_URL": models.base_url,
-                "VOICE_AGENT_STT": "openai", "VOICE_AGENT_TTS": "openai",
+                **model_env,
                 "VOICE_AGENT_MAX_JOBS": "100",
                 "VOICE_AGENT_DATA_DIR": str(tmp / "worker"), "VOICE_AGENT_LOG_LEVEL": "warning",
                 "VOICE_AGENT_WORKER_METRICS_PORT": str(metrics_port),
@@ -186,6 +212,10 @@ async def main() -> int:
                     f" ms  worker peak RSS {r['peak_rss']:.0f} MB  worker CPU {cpu_share:.0%}",
                     flush=True,
                 )  # fmt: skip
+            if args.local:
+                _write_local(results)
+                await app.cleanup()
+                return 0
             barge = await run_calls(
                 url, utterance, args.barge_in_calls, turns=1, interrupt_after_ms=1200
             )
@@ -200,6 +230,8 @@ async def main() -> int:
     finally:
         if worker is not None:
             await worker.stop()
+        if llm is not None:
+            await llm.stop()
         await livekit.stop()
     _write(rows, stops, base_rss, args)
     return 0
@@ -226,6 +258,24 @@ def _barge_in_figures(records: Path) -> list[float]:
             if event["event"] == "barge_in":
                 stops.append(event["data"]["onset_to_stop_ms"])
     return stops
+
+
+def _write_local(results: list[dict[str, Any]]) -> None:
+    keys = ("eou_delay_ms", "stt_ms", "llm_ttft_ms", "tts_ttfb_ms", "voice_to_voice_ms")
+    turns = [t["metrics"] for r in results for t in r["turns"] if not t["interrupted"]]
+    medians = {k: statistics.median(m[k] for m in turns if m.get(k) is not None) for k in keys}
+    line = ", ".join(f"{k.removesuffix('_ms')} {v:.0f} ms" for k, v in medians.items())
+    print(f"all local, {len(turns)} turns, medians: {line}")
+    table = ["| stage | median ms |", "|---|---|"]
+    table += [f"| {k.removesuffix('_ms')} | {v:.0f} |" for k, v in medians.items()]
+    write_section(
+        "Voice pipeline, all local",
+        "`benchmarks/voice_pipeline.py --local`: one call on this 2-core machine with Whisper base "
+        "(STT), the SmolLM2-135M demo LLM on llama.cpp (CPU 1) and Piper (TTS); worker on CPU 0; "
+        "the caller asks the same 1.7 s espeak-ng question each turn. Voice-to-voice is end of "
+        "the caller's speech to the agent's first audio frame, measured by the agent.",
+        "\n".join(table),
+    )
 
 
 def _write(rows: list[dict[str, Any]], stops: list[float], base_rss: float, args: Any) -> None:
