@@ -141,6 +141,7 @@ async def main() -> int:
                     "OPENAI_BASE_URL": f"http://127.0.0.1:{llm_port}/v1",
                     "VOICE_AGENT_LLM_MODEL": MODEL_ALIAS,
                     "VOICE_AGENT_STT": "local", "VOICE_AGENT_TTS": "local",
+                    "VOICE_AGENT_STT_LANGUAGE": "en",
                 }
                 if args.local
                 else {

@@ -100,6 +100,10 @@ class Settings(BaseSettings):
         "gpt-4o-mini-tts", min_length=1, validation_alias=_env("VOICE_AGENT_TTS_MODEL")
     )
     tts_voice: str = Field("alloy", min_length=1, validation_alias=_env("VOICE_AGENT_TTS_VOICE"))
+    # The callers' language (ISO 639-1, e.g. "en"); empty: the STT detects it on every turn.
+    stt_language: str | None = Field(
+        None, pattern=r"^[a-z]{2,3}$", validation_alias=_env("VOICE_AGENT_STT_LANGUAGE")
+    )
     # Fallback chains: the provider that takes over when the primary fails before answering.
     stt_fallback: STTProviderKind | None = Field(
         None, validation_alias=_env("VOICE_AGENT_STT_FALLBACK")

@@ -43,11 +43,15 @@ async def test_call_answers_with_audio_captions_and_states(
     models = ScriptedOpenAI(
         chat=[ChatReply(text=ANSWER)], transcriptions=[TranscriptionReply(text=QUESTION)]
     )
-    async with models, voice_stack(livekit_server, tmp_path, models=models) as stack:
+    async with (
+        models,
+        voice_stack(livekit_server, tmp_path, models=models, stt_language="en") as stack,
+    ):
         result = await stack.call(await speech(QUESTION))
         await _wait_idle(stack.worker)
     assert result["ok"], result
     assert result["greeting"] == "Hello! How can I help you today?"
+    assert models.requests_to("/v1/audio/transcriptions")[0].form["language"] == "en"
     [turn] = result["turns"]
     assert turn["user_text"] == QUESTION
     assert turn["agent_text"] == ANSWER

@@ -37,6 +37,7 @@ def session_options(settings: Settings) -> SessionOptions:
         max_consecutive_failures=settings.max_consecutive_failures,
         context_token_budget=settings.context_token_budget,
         provider_timeout_s=settings.provider_timeout_s,
+        stt_language=settings.stt_language,
     )
 
 

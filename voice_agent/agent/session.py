@@ -83,6 +83,7 @@ class SessionOptions:
     max_consecutive_failures: int = 3
     context_token_budget: int = 4000
     provider_timeout_s: float = 10.0
+    stt_language: str | None = None
     user_join_timeout_s: float = 30.0
 
 
@@ -430,7 +431,9 @@ class CallSession:
         for attempt in (1, 2):
             try:
                 async with asyncio.timeout(self.opts.provider_timeout_s):
-                    stream = self.providers.stt.transcribe_stream(audio)
+                    stream = self.providers.stt.transcribe_stream(
+                        audio, language=self.opts.stt_language
+                    )
                     async with contextlib.aclosing(stream):
                         async for event in stream:
                             if event.transcript is not None:
