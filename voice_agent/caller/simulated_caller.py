@@ -209,7 +209,6 @@ class SimulatedCaller:
     async def _say(self, utterance: Utterance) -> float | None:
         """Speak one utterance; ms from its end to the agent's first audible answer."""
         self._speech_done.clear()
-        self._heard.audio_heard.clear()
         self._speech.extend(utterance.frames())
         log.info(
             "caller.speaking", utterance=utterance.label, seconds=round(utterance.duration_s, 2)
