@@ -58,8 +58,22 @@ class SecretScrubber:
 
 
 def _secret_values(settings: Settings) -> list[str]:
-    values = [settings.livekit_api_secret, settings.openai_api_key, settings.auth_jwt_secret]
-    return [v.get_secret_value() for v in values if v is not None]
+    values = [
+        settings.livekit_api_secret,
+        settings.openai_api_key,
+        settings.auth_jwt_secret,
+        settings.metrics_token,
+        settings.staff_token,
+        settings.postcall_webhook_secret,
+    ]
+    secrets = [v.get_secret_value() for v in values if v is not None]
+    if settings.database_url:
+        from urllib.parse import urlsplit
+
+        password = urlsplit(settings.database_url).password
+        if password:
+            secrets.append(password)
+    return secrets
 
 
 def configure_logging(settings: Settings, *, stream: Any = None) -> None:

@@ -162,8 +162,41 @@ class Settings(BaseSettings):
         None, ge=0, le=65535, validation_alias=_env("VOICE_AGENT_WORKER_METRICS_PORT")
     )
 
-    # Queue
+    # Tools and agent profile
+    tools_path: Path = Field(Path("tools"), validation_alias=_env("VOICE_AGENT_TOOLS_PATH"))
+    profile: Path | None = Field(None, validation_alias=_env("VOICE_AGENT_PROFILE"))
+    tool_timeout_s: float = Field(
+        5.0, gt=0, le=300, validation_alias=_env("VOICE_AGENT_TOOL_TIMEOUT_S")
+    )
+    tool_breaker_failures: int = Field(
+        3, ge=1, le=100, validation_alias=_env("VOICE_AGENT_TOOL_BREAKER_FAILURES")
+    )
+    tool_breaker_cooldown_s: float = Field(
+        30.0, gt=0, le=3600, validation_alias=_env("VOICE_AGENT_TOOL_BREAKER_COOLDOWN_S")
+    )
+    confirm_timeout_s: float = Field(
+        20.0, gt=0, le=300, validation_alias=_env("VOICE_AGENT_CONFIRM_TIMEOUT_S")
+    )
+
+    # Queue and post-call
     redis_url: str | None = Field(None, validation_alias=_env("REDIS_URL"))
+    database_url: str | None = Field(None, validation_alias=_env("VOICE_AGENT_DATABASE_URL"))
+    staff_token: SecretStr | None = Field(None, validation_alias=_env("VOICE_AGENT_STAFF_TOKEN"))
+    postcall_max_tries: int = Field(
+        5, ge=1, le=50, validation_alias=_env("VOICE_AGENT_POSTCALL_MAX_TRIES")
+    )
+    postcall_concurrency: int = Field(
+        4, ge=1, le=256, validation_alias=_env("VOICE_AGENT_POSTCALL_CONCURRENCY")
+    )
+    postcall_review_confidence: float = Field(
+        0.6, ge=0, le=1, validation_alias=_env("VOICE_AGENT_POSTCALL_REVIEW_CONFIDENCE")
+    )
+    postcall_webhook_url: str | None = Field(
+        None, validation_alias=_env("VOICE_AGENT_POSTCALL_WEBHOOK_URL")
+    )
+    postcall_webhook_secret: SecretStr | None = Field(
+        None, validation_alias=_env("VOICE_AGENT_POSTCALL_WEBHOOK_SECRET")
+    )
 
     # Token service
     host: str = Field("127.0.0.1", validation_alias=_env("VOICE_AGENT_HOST"))

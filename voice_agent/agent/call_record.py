@@ -54,6 +54,59 @@ class CallEvent(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
+ToolOutcome = Literal[
+    "ok",  # ran and returned a result
+    "refused",  # unknown or not allowed for this agent
+    "invalid",  # arguments failed validation; nothing ran
+    "timeout",  # ran past its time limit and was cancelled
+    "error",  # ran and raised
+    "breaker_open",  # its circuit breaker is open; nothing ran
+    "declined",  # a destructive tool the user declined (or did not confirm in time)
+    "limit",  # over the per-turn or per-call tool call limit
+    "duplicate",  # same idempotency key as an earlier run; the earlier result was reused
+    "cancelled",  # cancelled by a barge-in per the tool's policy
+    "skipped",  # from a generation interrupted before it was committed; never ran
+]
+
+
+class ToolAuditEntry(BaseModel):
+    """One tool request and what became of it."""
+
+    at: float
+    tool: str
+    tool_call_id: str | None = None
+    turn: int | None = None
+    arguments: dict[str, Any] = Field(default_factory=dict)  # secrets redacted
+    outcome: ToolOutcome
+    confirmation: Literal["not_needed", "confirmed", "declined", "timeout"] = "not_needed"
+    result: Any = None
+    error: str | None = None
+    duration_ms: float | None = None
+    idempotency_key: str | None = None
+
+
+class ClientActionAuditEntry(BaseModel):
+    """One data-channel message between agent and app, and what the receiving side did with it."""
+
+    at: float
+    direction: Literal["to_app", "from_app"]
+    type: str  # client_action, user_confirmed, action_result, context, or "invalid"
+    id: str | None = None
+    action: str | None = None
+    outcome: Literal["sent", "refused", "accepted", "dropped"]
+    detail: str | None = None
+
+
+class CallUsage(BaseModel):
+    """What the call consumed from the model providers."""
+
+    stt_audio_s: float = 0.0
+    tts_audio_s: float = 0.0
+    llm_requests: int = 0
+    llm_prompt_tokens: int = 0
+    llm_completion_tokens: int = 0
+
+
 class CallRecord(BaseModel):
     """Everything the post-call pipeline needs about one call."""
 
@@ -66,6 +119,9 @@ class CallRecord(BaseModel):
     transcript: list[TranscriptTurn] = Field(default_factory=list)
     metrics: list[TurnMetricsRecord] = Field(default_factory=list)
     events: list[CallEvent] = Field(default_factory=list)
+    tool_audit: list[ToolAuditEntry] = Field(default_factory=list)
+    client_action_audit: list[ClientActionAuditEntry] = Field(default_factory=list)
+    usage: CallUsage = Field(default_factory=CallUsage)
     complete: bool = False
     """False when rebuilt from a journal whose call never ended cleanly."""
 
@@ -106,6 +162,21 @@ class CallJournal:
         self.record.events.append(entry)
         self._append("event", entry.model_dump())
 
+    def add_tool_audit(self, entry: ToolAuditEntry) -> None:
+        """Append the audit record of one tool request."""
+        self.record.tool_audit.append(entry)
+        self._append("tool", entry.model_dump(mode="json"))
+
+    def add_client_audit(self, entry: ClientActionAuditEntry) -> None:
+        """Append the audit record of one client-action message."""
+        self.record.client_action_audit.append(entry)
+        self._append("client", entry.model_dump(mode="json"))
+
+    def set_usage(self, usage: CallUsage) -> None:
+        """Record the provider usage so far (the latest entry wins on replay)."""
+        self.record.usage = usage.model_copy()
+        self._append("usage", usage.model_dump())
+
     def finish(self, reason: str) -> CallRecord:
         """Close the journal; the complete record."""
         self.record.ended_at = time.time()
@@ -142,6 +213,12 @@ class CallJournal:
                 record.metrics.append(TurnMetricsRecord(**data))
             elif kind == "event":
                 record.events.append(CallEvent(**data))
+            elif kind == "tool":
+                record.tool_audit.append(ToolAuditEntry(**data))
+            elif kind == "client":
+                record.client_action_audit.append(ClientActionAuditEntry(**data))
+            elif kind == "usage":
+                record.usage = CallUsage(**data)
             elif kind == "end":
                 record.ended_at = data["ended_at"]
                 record.end_reason = data["end_reason"]
