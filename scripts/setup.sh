@@ -10,6 +10,9 @@ command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)  # load generator for `make bench`
 command -v espeak-ng >/dev/null 2>&1 || need_apt+=(espeak-ng)  # `voice-agent call --say`, test speech
 command -v sox >/dev/null 2>&1 || need_apt+=(sox)  # test speech conversion
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)  # browser tests (Playwright drives it)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)  # store tests
+command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)  # builds the web client bundle
 if ((${#need_apt[@]})); then
   echo "setup: installing ${need_apt[*]} from Debian packages"
   SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
