@@ -15,7 +15,7 @@ from livekit import api
 from tests.helpers import TEST_API_KEY, TEST_API_SECRET, make_settings
 from voice_agent.server.app import create_app
 
-TOKEN_FIELDS = {"rtc_url", "token", "expires_in", "room", "identity"}
+TOKEN_FIELDS = {"rtc_url", "token", "expires_in", "room", "identity", "client_policy"}
 
 
 async def _client(**overrides: Any) -> TestClient:

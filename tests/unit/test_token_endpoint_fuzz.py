@@ -103,6 +103,7 @@ def test_token_endpoint_never_fails_with_500(
     assert status in {200, 400, 413}, raw
     payload = json.loads(raw)
     if status == 200:
-        assert set(payload) == {"rtc_url", "token", "expires_in", "room", "identity"}
+        fields = {"rtc_url", "token", "expires_in", "room", "identity", "client_policy"}
+        assert set(payload) == fields
     else:
         assert isinstance(payload["error"], str)

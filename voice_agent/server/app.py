@@ -13,6 +13,7 @@ from aiohttp.typedefs import Handler
 from livekit import api
 
 from voice_agent.logging import get_logger
+from voice_agent.profile import load_profile
 from voice_agent.server import health, middleware, token_api
 from voice_agent.server.auth import CallerAuthenticator
 from voice_agent.server.errors import error_response
@@ -80,6 +81,7 @@ def create_app(settings: Settings) -> web.Application:
     app[token_api.RATE_LIMITER] = TokenRateLimiter(settings.rate_limit_item)
     app[token_api.MINTER] = VoiceTokenMinter(settings)
     app[token_api.TRUST_FORWARDED_FOR] = settings.trust_forwarded_for
+    app[token_api.CLIENT_POLICY] = load_profile(settings).client_actions.for_browser()
     app.cleanup_ctx.append(_livekit_client)
 
     secret = settings.metrics_token.get_secret_value() if settings.metrics_token else None

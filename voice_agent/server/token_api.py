@@ -23,6 +23,8 @@ AUTHENTICATOR = web.AppKey("authenticator", CallerAuthenticator)
 RATE_LIMITER = web.AppKey("rate_limiter", TokenRateLimiter)
 MINTER = web.AppKey("minter", VoiceTokenMinter)
 TRUST_FORWARDED_FOR = web.AppKey("trust_forwarded_for", bool)
+# What the app may execute (from the agent profile): {"actions": [...], "url_hosts": [...]}.
+CLIENT_POLICY = web.AppKey("client_policy", dict[str, list[str]])
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
@@ -132,4 +134,5 @@ async def voice_token(request: web.Request) -> web.Response:
         ttl_s=grant.expires_in,
         mint_ms=round(elapsed * 1000, 3),
     )
-    return web.json_response(grant.public_body(), headers=NO_STORE)
+    response = {**grant.public_body(), "client_policy": request.app[CLIENT_POLICY]}
+    return web.json_response(response, headers=NO_STORE)
