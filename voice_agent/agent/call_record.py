@@ -43,6 +43,7 @@ class TurnMetricsRecord(BaseModel):
     llm_ttft_ms: float | None = None
     tts_ttfb_ms: float | None = None
     voice_to_voice_ms: float | None = None
+    tool_ms: float | None = None
     interrupted: bool = False
 
 

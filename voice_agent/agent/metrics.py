@@ -20,6 +20,9 @@ EOU_DELAY = Histogram("voice_agent_eou_delay_seconds", "End-of-utterance delay."
 STT_TIME = Histogram("voice_agent_stt_seconds", "Speech-to-text time per turn.", buckets=_B)
 LLM_TTFT = Histogram("voice_agent_llm_ttft_seconds", "LLM time to first token.", buckets=_B)
 TTS_TTFB = Histogram("voice_agent_tts_ttfb_seconds", "TTS time to first byte.", buckets=_B)
+TOOL_TIME = Histogram(
+    "voice_agent_tool_seconds", "Time spent running tools in a turn.", buckets=_B
+)
 VOICE_TO_VOICE = Histogram(
     "voice_agent_voice_to_voice_seconds",
     "End of user speech to first agent audio frame sent.",
@@ -56,6 +59,7 @@ class TurnTimer:
     tts_started: float | None = None
     tts_first_byte: float | None = None
     first_audio: float | None = None
+    tool_seconds: float | None = None  # total time in tools this turn (confirmations included)
     interrupted: bool = False
 
     def record(self) -> TurnMetricsRecord:
@@ -67,6 +71,7 @@ class TurnTimer:
             llm_ttft_ms=_ms(self.llm_started, self.llm_first_token),
             tts_ttfb_ms=_ms(self.tts_started, self.tts_first_byte),
             voice_to_voice_ms=_ms(self.speech_ended, self.first_audio),
+            tool_ms=None if self.tool_seconds is None else round(self.tool_seconds * 1000, 1),
             interrupted=self.interrupted,
         )
 
@@ -79,6 +84,7 @@ class TurnTimer:
             (LLM_TTFT, rec.llm_ttft_ms),
             (TTS_TTFB, rec.tts_ttfb_ms),
             (VOICE_TO_VOICE, rec.voice_to_voice_ms),
+            (TOOL_TIME, rec.tool_ms),
         ):
             if value is not None:
                 hist.observe(value / 1000)

@@ -5,6 +5,11 @@ so the first audio plays while the model is still writing the rest. Audio is tag
 chunk's index, so after a barge-in the speaker's playout accounting tells which words were heard.
 A provider failure is retried once when nothing of that stage has come out yet (a retry then is
 safe); otherwise `ReplyFailedError` names the stage and the session says its fallback line.
+
+With tools, a reply runs in rounds: the model streams text and tool calls; a round whose stream
+finished is committed (its text and calls join the conversation), its calls run through the
+guarded `ReplyTools`, and the model goes on with their results. Tool calls of a round cut short by
+a barge-in are never run (`ReplyTools.skip`).
 """
 
 from __future__ import annotations
@@ -14,13 +19,13 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from voice_agent.agent.metrics import TurnTimer
 from voice_agent.agent.speaker import AgentSpeaker
 from voice_agent.exceptions import ProviderError, VoiceAgentError
 from voice_agent.pipeline.chunker import SentenceChunker
-from voice_agent.providers.base import LLM, TTS, ChatMessage, Role, ToolCall
+from voice_agent.providers.base import LLM, TTS, ChatMessage, Role, ToolCall, Usage
 
 T = TypeVar("T")
 
@@ -63,6 +68,39 @@ async def _next_within(iterator: AsyncIterator[T], timeout_s: float) -> T | None
         return None
 
 
+class ReplyTools(Protocol):
+    """The guarded tools a reply may call (the call session's `CallTools`)."""
+
+    def schemas(self) -> list[dict[str, Any]] | None:
+        """OpenAI-format definitions of the tools the model may see now; None: no tools."""
+        ...
+
+    async def execute(
+        self, calls: Sequence[ToolCall], *, say: Callable[[str], None], into: list[ChatMessage]
+    ) -> str | None:
+        """Run committed calls in order, appending one tool message per call to `into` (also
+        when cancelled by a barge-in); a line to speak if the model says nothing after them."""
+        ...
+
+    def skip(self, calls: Sequence[ToolCall], reason: str) -> None:
+        """Record calls that will never run (their generation was interrupted)."""
+        ...
+
+
+@dataclass
+class ReplyUsage:
+    """What one reply consumed."""
+
+    llm_requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def add(self, usage: Usage) -> None:
+        """Count one completion's tokens."""
+        self.prompt_tokens += usage.prompt_tokens
+        self.completion_tokens += usage.completion_tokens
+
+
 @dataclass
 class ReplyOutcome:
     """What a finished (or cut short) reply produced and what the listener heard of it."""
@@ -84,17 +122,25 @@ class AgentReply:
     fixed_text: str | None = None
     on_first_audio: Callable[[float], None] | None = None
     on_chunk: Callable[[str], None] | None = None
+    tools: ReplyTools | None = None
+    max_tool_rounds: int = 4
     chunks: list[str] = field(default_factory=list)
+    committed: list[ChatMessage] = field(default_factory=list)
+    """Messages of finished rounds (assistant text with tool calls, tool results), in order."""
+    usage: ReplyUsage = field(default_factory=ReplyUsage)
     _audio_s: dict[int, float] = field(default_factory=dict)
+    _chunk_round: list[int] = field(default_factory=list)
+    _round: int = 0
+    _round_spoke: bool = False
 
     async def run(self) -> ReplyOutcome:
         """Generate and speak the whole reply; raises `ReplyFailedError` when a stage fails."""
-        queue: asyncio.Queue[str | object] = asyncio.Queue()
+        queue: asyncio.Queue[tuple[int, str] | object] = asyncio.Queue()
         self.speaker.begin_reply(self._first_audio)
         try:
             async with asyncio.TaskGroup() as group:
                 if self.fixed_text is not None:
-                    queue.put_nowait(self.fixed_text)
+                    queue.put_nowait((0, self.fixed_text))
                     queue.put_nowait(_END)
                 else:
                     group.create_task(self._write(queue))
@@ -108,10 +154,18 @@ class AgentReply:
         text = " ".join(self.chunks)
         return ReplyOutcome(text=text, heard=text)
 
-    def heard_text(self) -> str:
-        """The words the listener heard so far (call after the speaker stopped or paused)."""
+    @property
+    def tts_audio_s(self) -> float:
+        """Seconds of speech synthesised for this reply."""
+        return sum(self._audio_s.values())
+
+    def heard_text(self, *, last_round_only: bool = False) -> str:
+        """The words the listener heard so far (call after the speaker stopped or paused);
+        with `last_round_only`, only of the round after the last committed tool calls."""
         heard = []
         for i, chunk in enumerate(self.chunks):
+            if last_round_only and self._chunk_round[i] != self._round:
+                continue
             total = self._audio_s.get(i, 0.0)
             played = self.speaker.played_seconds(i)
             if total <= 0 or played <= 0:
@@ -129,41 +183,101 @@ class AgentReply:
         if self.on_first_audio is not None:
             self.on_first_audio(at)
 
-    async def _write(self, queue: asyncio.Queue[str | object]) -> None:
+    async def _write(self, queue: asyncio.Queue[tuple[int, str] | object]) -> None:
+        messages = list(self.messages)
+        notice: str | None = None
+        while True:
+            offer_tools = self.tools is not None and self._round < self.max_tool_rounds
+            schemas = self.tools.schemas() if offer_tools and self.tools is not None else None
+            text, calls = await self._stream_round(messages, schemas, queue)
+            if not calls or self.tools is None or schemas is None:
+                if calls and self.tools is not None:  # called without being offered: never run
+                    self.tools.skip(calls, "no tools were offered to this completion")
+                break
+            # The round's stream finished: its calls are committed and may run.
+            assistant = ChatMessage.assistant(text, tool_calls=calls)
+            self.committed.append(assistant)
+            messages.append(assistant)
+            started = time.monotonic()
+            results: list[ChatMessage] = []
+            try:
+                notice = await self.tools.execute(calls, say=self._say_into(queue), into=results)
+            finally:
+                self.committed.extend(results)
+                spent = time.monotonic() - started
+                self.timer.tool_seconds = (self.timer.tool_seconds or 0.0) + spent
+            messages.extend(results)
+            self._round += 1
+            if text:
+                notice = None
+        if notice and not self._round_spoke:
+            queue.put_nowait((self._round, notice))
+        queue.put_nowait(_END)
+
+    def _say_into(self, queue: asyncio.Queue[tuple[int, str] | object]) -> Callable[[str], None]:
+        def say(text: str) -> None:
+            queue.put_nowait((self._round, text))
+
+        return say
+
+    async def _stream_round(
+        self,
+        messages: Sequence[ChatMessage],
+        schemas: list[dict[str, Any]] | None,
+        queue: asyncio.Queue[tuple[int, str] | object],
+    ) -> tuple[str, tuple[ToolCall, ...]]:
+        """One model completion spoken as it streams; its text and completed tool calls."""
         assert self.llm is not None
         chunker = SentenceChunker()
+        self._round_spoke = False
+        calls: list[ToolCall] = []
+        parts: list[str] = []
         for attempt in (1, 2):
             produced = False
-            self.timer.llm_started = time.monotonic()
+            if self.timer.llm_started is None or self._round == 0:
+                self.timer.llm_started = time.monotonic()
             try:
-                stream = self.llm.stream(self.messages)
+                self.usage.llm_requests += 1
+                stream = self.llm.stream(messages, tools=schemas)
                 async with contextlib.aclosing(stream):
                     while (
                         delta := await _next_within(stream, self.provider_timeout_s)
                     ) is not None:
+                        if delta.usage is not None:
+                            self.usage.add(delta.usage)
                         text = delta.text
-                        if not text:
+                        if not text and not delta.tool_calls:
                             continue
-                        if not produced:
+                        if self.timer.llm_first_token is None:
                             self.timer.llm_first_token = time.monotonic()
-                            produced = True
+                        produced = True
+                        calls.extend(delta.tool_calls)
+                        parts.append(text)
                         for chunk in chunker.push(text):
-                            queue.put_nowait(chunk)
+                            self._round_spoke = True
+                            queue.put_nowait((self._round, chunk))
                 break
+            except asyncio.CancelledError:
+                if calls and self.tools is not None:
+                    self.tools.skip(calls, "generation interrupted before it was committed")
+                raise
             except (ProviderError, TimeoutError) as e:
                 retryable = isinstance(e, TimeoutError) or e.retryable
                 if produced or attempt == 2 or not retryable:
                     queue.put_nowait(_END)
                     raise ReplyFailedError("llm", e) from e
         if rest := chunker.flush():
-            queue.put_nowait(rest)
-        queue.put_nowait(_END)
+            self._round_spoke = True
+            queue.put_nowait((self._round, rest))
+        return "".join(parts).strip(), tuple(calls)
 
-    async def _speak(self, queue: asyncio.Queue[str | object]) -> None:
-        while (chunk := await queue.get()) is not _END:
-            assert isinstance(chunk, str)
+    async def _speak(self, queue: asyncio.Queue[tuple[int, str] | object]) -> None:
+        while (item := await queue.get()) is not _END:
+            assert isinstance(item, tuple)
+            round_index, chunk = item
             index = len(self.chunks)
             self.chunks.append(chunk)
+            self._chunk_round.append(round_index)
             if self.on_chunk is not None:
                 self.on_chunk(chunk)
             await self._synthesize(chunk, index)

@@ -14,10 +14,13 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from voice_agent.agent.call_record import CallJournal, CallRecordSink, FileRecordSink
+from voice_agent.agent.call_tools import CallTools, ToolKit
+from voice_agent.agent.client_channel import ClientChannel
 from voice_agent.agent.job import JobContext
 from voice_agent.agent.session import CallSession, SessionOptions
 from voice_agent.agent.worker import AgentWorker, WorkerOptions
 from voice_agent.logging import bind_context, get_logger
+from voice_agent.profile import AgentProfile, load_profile
 from voice_agent.providers.factory import Providers, build_providers
 from voice_agent.server.health import metrics_endpoint
 from voice_agent.settings import Settings
@@ -25,14 +28,15 @@ from voice_agent.settings import Settings
 log = get_logger("agent.runner")
 
 
-def session_options(settings: Settings) -> SessionOptions:
-    """The call behaviour the settings describe."""
+def session_options(settings: Settings, profile: AgentProfile | None = None) -> SessionOptions:
+    """The call behaviour the settings (and the agent profile, where it says) describe."""
+    profile = profile or AgentProfile.built_in(settings)
     return SessionOptions(
-        instructions=settings.agent_instructions,
-        greeting=settings.agent_greeting,
+        instructions=profile.instructions,
+        greeting=profile.greeting,
         eou_silence_ms=settings.eou_silence_ms,
         min_interruption_ms=settings.min_interruption_ms,
-        max_call_s=settings.max_call_s,
+        max_call_s=profile.limits.max_call_s or settings.max_call_s,
         user_silence_timeout_s=settings.user_silence_timeout_s,
         max_consecutive_failures=settings.max_consecutive_failures,
         context_token_budget=settings.context_token_budget,
@@ -45,11 +49,19 @@ class CallRunner:
     """The worker's entrypoint: one `CallSession` per dispatched job."""
 
     def __init__(
-        self, *, settings: Settings, providers: Providers, sink: CallRecordSink | None = None
+        self,
+        *,
+        settings: Settings,
+        providers: Providers,
+        sink: CallRecordSink | None = None,
+        profile: AgentProfile | None = None,
+        tool_kit: ToolKit | None = None,
     ) -> None:
         self._settings = settings
         self._providers = providers
-        self._options = session_options(settings)
+        self._profile = profile or AgentProfile.built_in(settings)
+        self._tool_kit = tool_kit
+        self._options = session_options(settings, self._profile)
         self._sink = sink or FileRecordSink(settings.data_dir / "records")
         self._journal_dir = settings.data_dir / "calls"
 
@@ -61,12 +73,28 @@ class CallRunner:
             room=job.room_name,
             user_id=job.user_id,
         )
+        kit = self._tool_kit
+
+        def tools(channel: ClientChannel) -> CallTools:
+            assert kit is not None
+            return CallTools(
+                kit=kit,
+                profile=self._profile,
+                channel=channel,
+                journal=journal,
+                call_id=job.call_id,
+                user_id=job.user_id,
+                log=job.log,
+            )
+
         session = CallSession(
             job=job,
             options=self._options,
             providers=self._providers,
             sink=self._sink,
             journal=journal,
+            tools=tools if kit is not None else None,
+            client_policy=self._profile.client_actions,
         )
         await session.run()
 
@@ -102,8 +130,18 @@ async def _health_server(settings: Settings, worker: AgentWorker) -> AsyncIterat
 
 async def run_worker(settings: Settings) -> None:
     """Run the worker until SIGTERM/SIGINT, then drain."""
+    profile = load_profile(settings)
+    if profile.voice is not None:
+        settings = settings.model_copy(update={"tts_voice": profile.voice})
     providers = build_providers(settings)
-    runner = CallRunner(settings=settings, providers=providers)
+    tool_kit = ToolKit.from_settings(settings, profile)
+    log.info(
+        "worker.profile",
+        profile=profile.name,
+        tools=sorted(set(profile.tools.allowed) & set(tool_kit.registry.names())),
+        client_actions=list(profile.client_actions.allowed),
+    )
+    runner = CallRunner(settings=settings, providers=providers, profile=profile, tool_kit=tool_kit)
     options = WorkerOptions(max_jobs=settings.max_jobs)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -129,3 +167,4 @@ async def run_worker(settings: Settings) -> None:
             await worker.drain(timeout_s=settings.drain_timeout_s)
     finally:
         await providers.aclose()
+        await tool_kit.aclose()

@@ -30,8 +30,10 @@ from livekit import rtc
 
 from voice_agent.agent import metrics
 from voice_agent.agent.arrival_clock import ArrivalClock
-from voice_agent.agent.call_record import CallJournal, CallRecordSink, TranscriptTurn
+from voice_agent.agent.call_record import CallJournal, CallRecordSink, CallUsage, TranscriptTurn
+from voice_agent.agent.call_tools import CallTools
 from voice_agent.agent.captions import CaptionPublisher, new_segment_id
+from voice_agent.agent.client_channel import ClientChannel
 from voice_agent.agent.job import JobContext
 from voice_agent.agent.lines import SpokenLines
 from voice_agent.agent.metrics import TurnTimer
@@ -43,6 +45,7 @@ from voice_agent.pipeline.resample import StreamResampler
 from voice_agent.pipeline.turn import SilenceTurnDetector, TurnDetector, TurnEvidence
 from voice_agent.pipeline.vad import SAMPLE_RATE as VAD_RATE
 from voice_agent.pipeline.vad import VadConfig, VadEvent, VadEventType, VoiceActivityDetector
+from voice_agent.profile import ClientActionPolicy
 from voice_agent.protocol import ATTR_AGENT_STATE, TOPIC_AGENT_TURNS, AgentState
 from voice_agent.providers.base import PcmAudio
 from voice_agent.providers.factory import Providers
@@ -100,6 +103,8 @@ class CallSession:
         journal: CallJournal,
         connect: Callable[[rtc.Room], Awaitable[None]] | None = None,
         turn_detector: TurnDetector | None = None,
+        tools: Callable[[ClientChannel], CallTools] | None = None,
+        client_policy: ClientActionPolicy | None = None,
     ) -> None:
         self.job = job
         self.opts = options
@@ -142,6 +147,14 @@ class CallSession:
         self.turn_detector: TurnDetector = turn_detector or SilenceTurnDetector(
             min_silence_ms=options.eou_silence_ms
         )
+        self.channel = ClientChannel.for_room(
+            self.room,
+            policy=client_policy or ClientActionPolicy(),
+            journal=journal,
+            log=self.log,
+        )
+        self.tools: CallTools | None = tools(self.channel) if tools is not None else None
+        self.usage = CallUsage()
 
     # Lifecycle
 
@@ -174,6 +187,7 @@ class CallSession:
             await asyncio.wait_for(self._shutdown(), timeout=_FINISH_TIMEOUT_S)
         except TimeoutError:
             self.log.error("call.shutdown_timeout", timeout_s=_FINISH_TIMEOUT_S)
+        self.journal.set_usage(self.usage)
         record = self.journal.finish(reason)
         self.log.info("call.ended", reason=reason, turns=len(record.transcript))
         try:
@@ -186,6 +200,7 @@ class CallSession:
         room.on("participant_connected", self._on_participant)
         room.on("participant_disconnected", self._on_participant_left)
         room.on("track_subscribed", self._on_track)
+        room.on("data_received", self.channel.on_data)
         if self._connect is not None:
             await self._connect(room)
         else:
@@ -253,6 +268,7 @@ class CallSession:
         expected = self.job.user_id
         if self._user is None and expected in (None, participant.identity):
             self._user = participant
+            self.channel.user_identity = participant.identity
             self.log.info("call.user_joined", identity=participant.identity)
             self.journal.add_event("user_joined", identity=participant.identity)
             self._user_joined.set()
@@ -428,6 +444,7 @@ class CallSession:
 
     async def _transcribe(self, audio: PcmAudio, segment: str) -> str | None:
         """The segment's text, captioned as it comes; None when STT failed twice."""
+        self.usage.stt_audio_s += audio.duration_s
         for attempt in (1, 2):
             try:
                 async with asyncio.timeout(self.opts.provider_timeout_s):
@@ -459,6 +476,9 @@ class CallSession:
     ) -> None:
         assert self.speaker is not None
         timer = timer or TurnTimer(turn=self._turn_counter)
+        tools = self.tools if fixed_text is None else None
+        if tools is not None:
+            tools.begin_turn(timer.turn)
         reply = AgentReply(
             speaker=self.speaker,
             tts=self.providers.tts,
@@ -469,6 +489,8 @@ class CallSession:
             fixed_text=fixed_text,
             on_first_audio=self._on_first_audio,
             on_chunk=self._on_reply_chunk,
+            tools=tools,
+            max_tool_rounds=tools.max_rounds if tools is not None else 0,
         )
         self._reply_segment = new_segment_id()
         self._reply = reply
@@ -511,8 +533,12 @@ class CallSession:
             heard = reply.heard_text()
             self.log.warning("reply.failed", stage=failed, error=str(e))
         timer.interrupted = interrupted
-        if heard or interrupted:
-            self.context.add_assistant(heard)
+        self._count_usage(reply)
+        for message in reply.committed:  # finished tool rounds, with every call's result
+            self.context.add(message.to_openai())
+        said_last = reply.heard_text(last_round_only=True) if reply.committed else heard
+        if said_last or interrupted:
+            self.context.add_assistant(said_last)
         self.journal.add_turn(
             TranscriptTurn(
                 speaker="agent",
@@ -543,6 +569,12 @@ class CallSession:
         )
         if self._end_after_turn:
             self._end(self._end_after_turn)
+
+    def _count_usage(self, reply: AgentReply) -> None:
+        self.usage.tts_audio_s += reply.tts_audio_s
+        self.usage.llm_requests += reply.usage.llm_requests
+        self.usage.llm_prompt_tokens += reply.usage.prompt_tokens
+        self.usage.llm_completion_tokens += reply.usage.completion_tokens
 
     async def _resume_after(self, reply: AgentReply) -> None:
         """An interruption held no words: say the part of the reply the user did not hear."""

@@ -1,0 +1,271 @@
+"""The tools of one call: the guarded runtime, spoken and on-screen confirmation, barge-in policy.
+
+`CallTools` is what a reply uses to run the model's committed tool calls. Destructive tools are
+confirmed in the app: the agent says what it is about to do and sends a `request_confirm` client
+action; no answer in time, or a barge-in while waiting, counts as declined. When the user talks
+over a running tool, a tool whose policy is "finish" runs to its end and its result stays in the
+conversation; one whose policy is "cancel" is cancelled; calls not yet started never run.
+
+Besides the developer's tools, the model may use the client actions the profile allows
+(`show_checklist`, `open_url`) as tools, so they pass the same guards and audit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from voice_agent.agent.call_record import CallJournal
+from voice_agent.agent.client_channel import ClientChannel
+from voice_agent.agent.client_messages import MessageRejectedError
+from voice_agent.profile import AgentProfile
+from voice_agent.providers.base import ChatMessage, ToolCall
+from voice_agent.settings import Settings
+from voice_agent.tooling import (
+    BreakerBoard,
+    ConfirmationAnswer,
+    ConfirmationRequest,
+    IdempotencyLedger,
+    ToolContext,
+    ToolPolicy,
+    ToolRegistry,
+    ToolReportedError,
+    ToolResult,
+    ToolRuntime,
+    ToolSpec,
+    cancelled_content,
+    tool,
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolKit:
+    """What every call of a worker shares: the tool registry, breakers and idempotency ledger."""
+
+    registry: ToolRegistry
+    breakers: BreakerBoard
+    ledger: IdempotencyLedger
+    settings: Settings
+
+    @classmethod
+    def from_settings(cls, settings: Settings, profile: AgentProfile) -> ToolKit:
+        """Load the tools the profile allows from `VOICE_AGENT_TOOLS_PATH` (none: empty)."""
+        registry = (
+            ToolRegistry.load(settings.tools_path)
+            if profile.tools.allowed
+            else ToolRegistry.from_specs(())
+        )
+        return cls(
+            registry=registry,
+            breakers=BreakerBoard.from_settings(settings),
+            ledger=IdempotencyLedger.in_data_dir(settings.data_dir),
+            settings=settings,
+        )
+
+    async def aclose(self) -> None:
+        """Close the ledger."""
+        await self.ledger.aclose()
+
+
+class CallTools:
+    """Runs one call's tool calls (implements the reply's `ReplyTools`)."""
+
+    def __init__(
+        self,
+        *,
+        kit: ToolKit,
+        profile: AgentProfile,
+        channel: ClientChannel,
+        journal: CallJournal,
+        call_id: str,
+        user_id: str | None,
+        log: Any,
+    ) -> None:
+        self._channel = channel
+        self._log = log
+        self._say: Callable[[str], None] | None = None
+        self._interrupted = asyncio.Event()
+        self._confirm_timeout_s = kit.settings.confirm_timeout_s
+        client_specs = _client_action_tools(channel)
+        registry = ToolRegistry.from_specs([*kit.registry.specs(), *client_specs])
+        allowed = set(profile.tools.allowed) & set(kit.registry.names())
+        allowed |= {s.name for s in client_specs}
+        policy = ToolPolicy.from_settings(
+            kit.settings,
+            allowed=allowed,
+            max_calls_per_turn=profile.tools.max_calls_per_turn,
+            max_calls_per_call=profile.tools.max_calls_per_call,
+        )
+        self.max_rounds = profile.tools.max_calls_per_turn
+        self.runtime = ToolRuntime(
+            registry=registry,
+            policy=policy,
+            breakers=kit.breakers,
+            ledger=kit.ledger,
+            confirmer=self._confirm,
+            audit=journal.add_tool_audit,
+            call_id=call_id,
+            user_id=user_id,
+            app_context=lambda: channel.app_context,
+            data_dir=kit.settings.data_dir,
+            log=log,
+        )
+
+    def begin_turn(self, turn: int) -> None:
+        """A new agent turn (the per-turn tool call limit starts again)."""
+        self.runtime.begin_turn(turn)
+
+    def schemas(self) -> list[dict[str, Any]] | None:
+        """The tools the model may see; None when there are none."""
+        return self.runtime.tool_schemas() or None
+
+    def skip(self, calls: Sequence[ToolCall], reason: str) -> None:
+        """Audit calls that will never run."""
+        for call in calls:
+            self.runtime.skip(call, reason)
+
+    async def execute(
+        self, calls: Sequence[ToolCall], *, say: Callable[[str], None], into: list[ChatMessage]
+    ) -> str | None:
+        """Run calls in order, appending a tool message per call to `into` (also when
+        interrupted); a line to say if the model says nothing after them."""
+        self._say = say
+        self._interrupted.clear()
+        notice: str | None = None
+        pending = list(calls)
+        try:
+            while pending:
+                call = pending[0]
+                result = await self._run_one(call, into)
+                pending.pop(0)
+                into.append(ChatMessage.tool(call.id, result.content))
+                if result.outcome == "breaker_open":
+                    notice = _unavailable_line(self.runtime.spec_for(call.name))
+        except asyncio.CancelledError:
+            for call in pending[1:] if pending and _answered(into, pending[0]) else pending:
+                skipped = self.runtime.skip(call, "the user interrupted before it started")
+                into.append(ChatMessage.tool(call.id, skipped.content))
+            raise
+        finally:
+            self._say = None
+        return notice
+
+    async def _run_one(self, call: ToolCall, into: list[ChatMessage]) -> ToolResult:
+        spec = self.runtime.spec_for(call.name)
+        task = asyncio.ensure_future(self.runtime.run(call))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            self._interrupted.set()  # a confirmation still pending is declined at once
+            if spec is not None and spec.on_interrupt == "finish" and not task.done():
+                self._log.info("tool.finishing_after_interruption", tool=call.name)
+                try:
+                    result = await task
+                except asyncio.CancelledError:
+                    task.cancel()
+                    raise
+                into.append(ChatMessage.tool(call.id, result.content))
+                raise
+            if task.done() and not task.cancelled():
+                into.append(ChatMessage.tool(call.id, task.result().content))
+                raise
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            into.append(ChatMessage.tool(call.id, cancelled_content(call.name)))
+            raise
+
+    async def _confirm(self, request: ConfirmationRequest) -> ConfirmationAnswer:
+        """Say what is about to happen and ask in the app; a barge-in counts as no."""
+        if not self._channel.policy.allows("request_confirm"):
+            self._log.warning("tool.confirm_unavailable", tool=request.tool)
+            return "declined"
+        if self._say is not None:
+            self._say(f"{request.prompt} Please confirm on your screen.")
+        waiter = asyncio.ensure_future(
+            self._channel.request_confirm(
+                prompt=request.prompt,
+                tool=request.tool,
+                timeout_s=self._confirm_timeout_s,
+            )
+        )
+        interrupted = asyncio.ensure_future(self._interrupted.wait())
+        try:
+            await asyncio.wait({waiter, interrupted}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            interrupted.cancel()
+            if not waiter.done():
+                waiter.cancel()
+        if waiter.done() and not waiter.cancelled():
+            return waiter.result()
+        return "declined"
+
+
+def _answered(into: list[ChatMessage], call: ToolCall) -> bool:
+    return any(m.tool_call_id == call.id for m in into)
+
+
+def _unavailable_line(spec: ToolSpec | None) -> str:
+    line = "I'm sorry, that system is unavailable right now."
+    if spec is not None and spec.fallback:
+        return f"{line} {spec.fallback}"
+    return f"{line} Please try again later."
+
+
+def _client_action_tools(channel: ClientChannel) -> list[ToolSpec]:
+    """The client actions the profile allows, as tools the model can call."""
+    specs: list[ToolSpec] = []
+    policy = channel.policy
+
+    if policy.allows("show_checklist"):
+
+        @tool(name="show_checklist", timeout=5.0)
+        async def show_checklist(
+            ctx: ToolContext,
+            *,
+            title: Annotated[str, Field(min_length=1, max_length=120)],
+            items: Annotated[list[str], Field(min_length=1, max_length=20)],
+        ) -> dict[str, Any]:
+            """Show the caller a checklist of steps on their screen.
+
+            Args:
+                title: A short heading for the checklist.
+                items: The steps, one short sentence each.
+            """
+            return await _send(channel, "show_checklist", {"title": title, "items": items})
+
+        specs.append(show_checklist)
+
+    if policy.allows("open_url") and policy.url_hosts:
+
+        @tool(name="open_url", timeout=5.0)
+        async def open_url(
+            ctx: ToolContext,
+            *,
+            url: Annotated[str, Field(min_length=8, max_length=2048)],
+            label: Annotated[str | None, Field(max_length=120)] = None,
+        ) -> dict[str, Any]:
+            """Open a help page for the caller in their app (https links on approved sites).
+
+            Args:
+                url: The https link to open.
+                label: What the link is, in a few words.
+            """
+            payload: dict[str, Any] = {"url": url}
+            if label:
+                payload["label"] = label
+            return await _send(channel, "open_url", payload)
+
+        specs.append(open_url)
+    return specs
+
+
+async def _send(channel: ClientChannel, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+    try:
+        action_id = await channel.send(action, payload)
+    except MessageRejectedError as e:
+        raise ToolReportedError(str(e)) from None
+    return {"shown": True, "action_id": action_id}
