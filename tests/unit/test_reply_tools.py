@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import make_settings
 from voice_agent.agent.call_record import CallJournal
 from voice_agent.agent.call_tools import CallTools, ToolKit
 from voice_agent.agent.client_channel import ClientChannel
@@ -33,7 +34,6 @@ from voice_agent.tooling import (
     ToolSpec,
     tool,
 )
-from tests.helpers import make_settings
 
 
 @dataclass
