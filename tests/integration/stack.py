@@ -13,7 +13,7 @@ from aiohttp import web
 
 from tests.helpers import make_settings
 from voice_agent.agent.call_record import CallRecord, FileRecordSink
-from voice_agent.agent.runner import CallRunner
+from voice_agent.agent.runner import build_call_runner
 from voice_agent.agent.worker import AgentWorker, WorkerOptions
 from voice_agent.caller.audio import Utterance, synthesize
 from voice_agent.caller.simulated_caller import CallerOptions, SimulatedCaller
@@ -83,7 +83,8 @@ async def voice_stack(
         providers = build_providers(config)
         stack.push_async_callback(providers.aclose)
         sink = RecordingSink(tmp / "records")
-        entrypoint = CallRunner(settings=config, providers=providers, sink=sink)
+        entrypoint, tool_kit = build_call_runner(config, providers, sink=sink)
+        stack.push_async_callback(tool_kit.aclose)
         worker = AgentWorker(
             settings=config, entrypoint=entrypoint, options=WorkerOptions(max_jobs=8)
         )

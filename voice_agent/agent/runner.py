@@ -99,6 +99,32 @@ class CallRunner:
         await session.run()
 
 
+def build_call_runner(
+    settings: Settings,
+    providers: Providers,
+    *,
+    profile: AgentProfile | None = None,
+    sink: CallRecordSink | None = None,
+) -> tuple[CallRunner, ToolKit]:
+    """The worker's entrypoint with the profile's tools loaded (close the kit when done)."""
+    profile = profile or load_profile(settings)
+    tool_kit = ToolKit.from_settings(settings, profile)
+    registered = set(tool_kit.registry.names())
+    missing = sorted(set(profile.tools.allowed) - registered)
+    if missing:
+        log.error("worker.profile_tools_missing", profile=profile.name, tools=missing)
+    log.info(
+        "worker.profile",
+        profile=profile.name,
+        tools=sorted(set(profile.tools.allowed) & registered),
+        client_actions=list(profile.client_actions.allowed),
+    )
+    runner = CallRunner(
+        settings=settings, providers=providers, sink=sink, profile=profile, tool_kit=tool_kit
+    )
+    return runner, tool_kit
+
+
 @contextlib.asynccontextmanager
 async def _health_server(settings: Settings, worker: AgentWorker) -> AsyncIterator[None]:
     """`/metrics` and `/healthz` (200 once registered with LiveKit) on the worker metrics port."""
@@ -134,14 +160,7 @@ async def run_worker(settings: Settings) -> None:
     if profile.voice is not None:
         settings = settings.model_copy(update={"tts_voice": profile.voice})
     providers = build_providers(settings)
-    tool_kit = ToolKit.from_settings(settings, profile)
-    log.info(
-        "worker.profile",
-        profile=profile.name,
-        tools=sorted(set(profile.tools.allowed) & set(tool_kit.registry.names())),
-        client_actions=list(profile.client_actions.allowed),
-    )
-    runner = CallRunner(settings=settings, providers=providers, profile=profile, tool_kit=tool_kit)
+    runner, tool_kit = build_call_runner(settings, providers, profile=profile)
     options = WorkerOptions(max_jobs=settings.max_jobs)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

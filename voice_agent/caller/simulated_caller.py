@@ -34,6 +34,8 @@ from voice_agent.protocol import (
     ATTR_TRANSCRIPTION_FINAL,
     ATTR_TRANSCRIPTION_SEGMENT_ID,
     TOPIC_AGENT_TURNS,
+    TOPIC_CLIENT_ACTIONS,
+    TOPIC_CLIENT_EVENTS,
     TOPIC_TRANSCRIPTION,
 )
 
@@ -65,6 +67,8 @@ class CallerOptions:
     listen_audio: bool = True
     """Subscribe to the agent's audio (needed for `record` and caller-side voice-to-voice);
     load tests turn it off to spare the caller's CPU."""
+    confirm: bool | None = None
+    """Answer the agent's `request_confirm` actions yes (True) or no (False); None: ignore them."""
 
 
 @dataclass
@@ -74,6 +78,7 @@ class _Listening:
     states: list[str] = field(default_factory=list)
     turns: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
     captions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    client_actions: list[dict[str, Any]] = field(default_factory=list)
     recording: bytearray = field(default_factory=bytearray)
     agent_audio_s: float = 0.0
     first_audio_after: float | None = None
@@ -138,6 +143,7 @@ class SimulatedCaller:
             "agent_audio_seconds": round(self._heard.agent_audio_s, 3),
             "greeting": greeting,
             "turns": turns,
+            "client_actions": self._heard.client_actions,
             "captions": [
                 {"speaker": c["speaker"], "text": c["text"], "final": c["final"]}
                 for c in self._heard.captions.values()
@@ -312,12 +318,41 @@ class SimulatedCaller:
             self._spawn(self._listen(track))
 
     def _on_data(self, packet: rtc.DataPacket) -> None:
+        if packet.topic == TOPIC_CLIENT_ACTIONS:
+            self._on_client_action(packet.data)
+            return
         if packet.topic != TOPIC_AGENT_TURNS:
             return
         with contextlib.suppress(ValueError, UnicodeDecodeError):
             message = json.loads(packet.data)
             if isinstance(message, dict) and message.get("type") == "turn":
                 self._heard.turns.put_nowait(message)
+
+    def _on_client_action(self, data: bytes) -> None:
+        """Keep what the agent asked of the app; answer confirmations as the options say."""
+        try:
+            message = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            return
+        if not isinstance(message, dict) or message.get("type") != "client_action":
+            return
+        self._heard.client_actions.append(message)
+        if message.get("action") == "request_confirm":
+            if self._opts.confirm is None:
+                return
+            answer = {
+                "type": "user_confirmed",
+                "v": 1,
+                "id": message.get("id"),
+                "ok": self._opts.confirm,
+            }
+        else:
+            answer = {"type": "action_result", "v": 1, "id": message.get("id"), "ok": True}
+        self._spawn(
+            self._room.local_participant.publish_data(
+                json.dumps(answer), reliable=True, topic=TOPIC_CLIENT_EVENTS
+            )
+        )
 
     def _on_caption(self, reader: rtc.TextStreamReader, sender: str) -> None:
         self._spawn(self._read_caption(reader, sender))
