@@ -37,6 +37,16 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (VOICE_AGENT_PORT)")
 
     sub.add_parser("worker", help="run the agent worker (joins calls dispatched by LiveKit)")
+    postcall = sub.add_parser(
+        "postcall", help="run the post-call worker (reports, tickets, webhooks from Redis)"
+    )
+    postcall.add_argument(
+        "--attempt-timeout",
+        type=float,
+        default=120.0,
+        help="seconds one try of a call may take; a killed worker's job reruns this long "
+        "plus 15 s after it started (default 120)",
+    )
 
     call = sub.add_parser(
         "call", help="simulated caller: join like a browser, speak, print a JSON result"
@@ -49,6 +59,14 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument("--bearer", help="Bearer token for a token service in jwt mode")
     call.add_argument("--no-greeting", action="store_true", help="do not wait for a greeting")
     call.add_argument("--turn-timeout", type=float, default=30.0, help="seconds to wait per turn")
+    call.add_argument(
+        "--confirm",
+        choices=["yes", "no"],
+        help="answer the agent's confirmation requests (default: leave them unanswered)",
+    )
+
+    tools = sub.add_parser("tools", help="list the registered tools and their policy")
+    tools.add_argument("--json", action="store_true", help="print the list as JSON")
     return parser
 
 
@@ -86,6 +104,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             asyncio.run(run_worker(settings))
             return 0
+        if args.command == "postcall":
+            from voice_agent.postcall.worker import PostCallOptions, run_postcall
+
+            options = PostCallOptions.from_settings(
+                settings, attempt_timeout_s=max(1.0, args.attempt_timeout)
+            )
+            asyncio.run(run_postcall(settings, options=options))
+            return 0
         if args.command == "call":
             code = asyncio.run(_call(args, settings))
             # LiveKit's native library can abort while the interpreter tears down its callbacks
@@ -93,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)
+        if args.command == "tools":
+            return _tools(args, settings)
         if args.command == "serve":
             from voice_agent.server.app import serve
 
@@ -108,6 +136,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
+def _tools(args: argparse.Namespace, settings: Settings) -> int:
+    from voice_agent.exceptions import ToolError
+    from voice_agent.tooling.registry import ToolRegistry
+
+    try:
+        registry = ToolRegistry.load(settings.tools_path)
+    except ToolError as e:
+        print(f"cannot load tools: {e}", file=sys.stderr)
+        return 2
+    described = registry.describe(settings.tool_timeout_s)
+    if args.json:
+        print(json.dumps(described, indent=2))
+        return 0
+    if not described:
+        print(f"no tools in {settings.tools_path}")
+        return 0
+    width = max(len(d["name"]) for d in described)
+    print(f"{'NAME':<{width}}  {'TIMEOUT':>7}  {'POLICY':<20}  ARGUMENTS")
+    for d in described:
+        policy = "destructive, confirm" if d["destructive"] else "confirm" if d["confirm"] else "-"
+        required = set(d["parameters"].get("required", []))
+        names = [f"{n}*" if n in required else n for n in d["parameters"].get("properties", {})]
+        print(f"{d['name']:<{width}}  {d['timeout_s']:>5g} s  {policy:<20}  {', '.join(names)}")
+        print(f"{'':<{width}}  {d['description']}")
+    print(f"\n{len(described)} tools from {settings.tools_path} (* required argument)")
+    return 0
+
+
 async def _call(args: argparse.Namespace, settings: Settings) -> int:
     from voice_agent.caller.audio import read_wav, synthesize
     from voice_agent.caller.simulated_caller import CallerOptions, SimulatedCaller
@@ -121,6 +177,7 @@ async def _call(args: argparse.Namespace, settings: Settings) -> int:
         bearer_token=args.bearer,
         wait_for_greeting=not args.no_greeting,
         turn_timeout_s=args.turn_timeout,
+        confirm=None if args.confirm is None else args.confirm == "yes",
     )
     result = await SimulatedCaller(options=options).run()
     print(json.dumps(result, indent=2))

@@ -5,6 +5,11 @@ VoiceAgentError                 base; `retryable` says whether trying again may 
 ├── AuthError                   the caller could not be authenticated (HTTP 401)
 ├── DependencyUnavailableError  LiveKit, Redis or a provider did not answer (retryable)
 ├── DevStackError               a child of `voice-agent dev` failed to start or crashed
+├── ToolError                   a developer-registered tool (voice_agent.tooling)
+│   ├── ToolDefinitionError     a @tool function is malformed; found when its module is imported
+│   ├── ToolLoadError           a tools module failed to import, or two tools share a name
+│   ├── ToolArgumentsError      the model's arguments failed validation; message fit for the model
+│   └── ToolReportedError       raised by a tool: the request cannot be done; message for the model
 └── ProviderError               a model provider call (STT, LLM, TTS) failed; `retryable` per error
     ├── ProviderTimeoutError    no answer in time (retryable; also a DependencyUnavailableError)
     ├── ProviderConnectionError the provider could not be reached (retryable; also a
@@ -38,6 +43,30 @@ class DependencyUnavailableError(VoiceAgentError):
 
 class DevStackError(VoiceAgentError):
     """A component of the development stack failed to start or stopped unexpectedly."""
+
+
+class ToolError(VoiceAgentError):
+    """A problem with a developer-registered tool."""
+
+
+class ToolDefinitionError(ToolError):
+    """A @tool function cannot be turned into a tool; the message says what to change."""
+
+
+class ToolLoadError(ToolError):
+    """A tools module failed to import, or tools clash; the message names the file."""
+
+
+class ToolArgumentsError(ToolError):
+    """The arguments the model sent failed validation; the message is written for the model."""
+
+
+class ToolReportedError(ToolError):
+    """Raised by a tool when a request cannot be done (not a fault of the tool's system).
+
+    The message is shown to the model, so write it for the user's ears and keep secrets out of
+    it. It does not count towards the tool's circuit breaker.
+    """
 
 
 class ProviderError(VoiceAgentError):

@@ -46,7 +46,7 @@ def redis_process(
     url = f"redis://127.0.0.1:{port}/0"
 
     async def ready() -> bool:
-        client = aioredis.from_url(url, socket_connect_timeout=1)
+        client = aioredis.from_url(url, socket_connect_timeout=1)  # type: ignore[no-untyped-call]  # redis 5 (arq needs <6)
         try:
             return bool(await client.ping())
         finally:
