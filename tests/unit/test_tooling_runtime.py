@@ -605,3 +605,33 @@ async def test_a_failing_audit_sink_does_not_break_the_call(tmp_path: Path) -> N
     async with bench:
         result = await bench.run("lookup", order=1)
     assert result.outcome == "ok"
+
+
+async def test_a_request_already_done_is_answered_while_the_breaker_is_open(
+    tmp_path: Path,
+) -> None:
+    """The ledger's stored result wins over an open breaker: nothing runs, nothing is lost."""
+    runs: list[str] = []
+
+    @tool
+    async def lookup(ctx: ToolContext, *, key: str) -> str:
+        """Works for "a", fails for anything else."""
+        runs.append(key)
+        if key != "a":
+            raise ConnectionError("backend down")
+        return "value-a"
+
+    breakers = BreakerBoard(failures=1, cooldown_s=30)
+    async with ToolBench.create(lookup, data_dir=tmp_path, breakers=breakers) as bench:
+        done = await bench.run("lookup", key="a")
+        failed = await bench.run("lookup", key="b")
+        assert breakers.state("lookup") == "open"
+        again = await bench.run("lookup", key="a")
+        other = await bench.run("lookup", key="c")
+    assert [done.outcome, failed.outcome, again.outcome, other.outcome] == [
+        "ok",
+        "error",
+        "duplicate",
+        "breaker_open",
+    ]
+    assert again.result == "value-a" and runs == ["a", "b"]
