@@ -1,4 +1,4 @@
-"""Session fixtures: a real LiveKit server and a real Redis on free loopback ports."""
+"""Session fixtures: a real LiveKit server, Redis and PostgreSQL on free loopback ports."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import structlog
 
+from tests.postgres_cluster import INSTALL_HINT, find_postgres_bin, postgres_cluster
 from voice_agent.devstack.livekit_server import (
     LiveKitEndpoint,
     find_livekit_server,
@@ -71,3 +72,13 @@ async def redis_url(artifacts_dir: Path) -> AsyncIterator[str]:
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         await proc.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(artifacts_dir: Path) -> Iterator[str]:
+    """A throwaway PostgreSQL cluster on a free loopback port (trust auth), for the session."""
+    bin_dir = find_postgres_bin()
+    if bin_dir is None:
+        pytest.fail(INSTALL_HINT)
+    with postgres_cluster(bin_dir, artifacts_dir / "postgres.log") as url:
+        yield url

@@ -2,14 +2,18 @@
 
 `PostCallReport` is what the model must produce (validated by pydantic; the JSON schema is given to
 the model as its structured-output format). `CallStatus` is where a call is in the pipeline.
+`CallSummary`, `CallDetail` and `CallPage` are what the store returns and the staff API sends.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from voice_agent.agent.call_record import CallRecord
 
 
 class CallStatus(StrEnum):
@@ -91,3 +95,41 @@ class IntegrationResult(BaseModel):
     result: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
     at: float
+
+
+class CallSummary(BaseModel):
+    """One line of the staff list: enough to pick a call without loading its record."""
+
+    call_id: str
+    status: CallStatus
+    needs_review: bool
+    started_at: datetime  # UTC
+    ended_at: datetime | None  # UTC; None when the call never ended cleanly
+    duration_s: float | None
+    user_id: str | None
+    summary: str | None  # None until a report exists
+    resolution_status: str | None
+    sentiment: str | None
+    turns: int  # transcript turns, both speakers
+    attempts: int  # post-call claims so far
+    updated_at: datetime  # UTC
+
+
+class CallDetail(CallSummary):
+    """Everything kept about one call: the record, the report, side effects and job history."""
+
+    room: str
+    source: str  # who handed the record over first: "agent", "webhook", "spool"...
+    created_at: datetime  # UTC
+    last_error: str | None
+    record: CallRecord
+    report: StoredReport | None
+    integrations: list[IntegrationResult] = Field(default_factory=list)
+    job_history: list[JobEvent] = Field(default_factory=list)
+
+
+class CallPage(BaseModel):
+    """One page of calls, newest first; `next_cursor` fetches the next, None at the end."""
+
+    items: list[CallSummary]
+    next_cursor: str | None = None

@@ -1,0 +1,80 @@
+"""The store's database engine: URL normalisation, SQLite pragmas and transaction control.
+
+SQLite gets WAL (readers never wait for the writer), a busy timeout (writers queue instead of
+failing), foreign keys, and its transactions from us rather than from the driver: a write
+transaction starts with `BEGIN IMMEDIATE`, taking the write lock up front so two writers never
+deadlock upgrading a read lock; a connection with the `sqlite_begin="DEFERRED"` execution option
+(the store's readers) starts a plain deferred `BEGIN` and reads a WAL snapshot.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from voice_agent.exceptions import ConfigError
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Take transaction control from the driver so `BEGIN` is ours (see the module docstring).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")  # durable at each checkpoint; WAL keeps it safe
+    cursor.close()
+
+
+def _sqlite_begin(conn: sa.Connection) -> None:
+    mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+    conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def safe_url(url: str) -> str:
+    """The URL with any password hidden, for logs."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def normalise_url(url: str) -> str:
+    """The async driver URL for a user's database URL (`postgresql://` → asyncpg, etc.)."""
+    for plain, driver in (
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("postgres://", "postgresql+asyncpg://"),
+        ("sqlite://", "sqlite+aiosqlite://"),
+    ):
+        if url.startswith(plain):
+            return driver + url[len(plain) :]
+    if url.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
+        return url
+    raise ConfigError(
+        f"VOICE_AGENT_DATABASE_URL must be a postgresql:// or sqlite:/// URL, got {_scheme(url)!r}"
+    )
+
+
+def _scheme(url: str) -> str:
+    return url.split("://", 1)[0] if "://" in url else "(no scheme)"
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """An async engine for a user's database URL, set up for its backend."""
+    parsed = make_url(normalise_url(url))
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if not database or database == ":memory:":
+            raise ConfigError("the report store needs a SQLite file, not an in-memory database")
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(
+            parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+        )
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
+        return engine
+    return create_async_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=5)
