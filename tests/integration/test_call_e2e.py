@@ -238,7 +238,9 @@ async def test_voice_agent_call_cli_prints_the_contract_json(
         "llm_ttft_ms",
         "tts_ttfb_ms",
         "voice_to_voice_ms",
+        "tool_ms",  # None: no tools ran in this turn
     }
+    assert turn["metrics"]["tool_ms"] is None
     assert (tmp_path / "agent.wav").stat().st_size > ROOM_RATE  # over half a second recorded
 
 
