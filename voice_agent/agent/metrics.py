@@ -20,9 +20,7 @@ EOU_DELAY = Histogram("voice_agent_eou_delay_seconds", "End-of-utterance delay."
 STT_TIME = Histogram("voice_agent_stt_seconds", "Speech-to-text time per turn.", buckets=_B)
 LLM_TTFT = Histogram("voice_agent_llm_ttft_seconds", "LLM time to first token.", buckets=_B)
 TTS_TTFB = Histogram("voice_agent_tts_ttfb_seconds", "TTS time to first byte.", buckets=_B)
-TOOL_TIME = Histogram(
-    "voice_agent_tool_seconds", "Time spent running tools in a turn.", buckets=_B
-)
+TOOL_TIME = Histogram("voice_agent_tool_seconds", "Time spent running tools in a turn.", buckets=_B)
 VOICE_TO_VOICE = Histogram(
     "voice_agent_voice_to_voice_seconds",
     "End of user speech to first agent audio frame sent.",

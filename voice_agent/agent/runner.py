@@ -20,6 +20,7 @@ from voice_agent.agent.job import JobContext
 from voice_agent.agent.session import CallSession, SessionOptions
 from voice_agent.agent.worker import AgentWorker, WorkerOptions
 from voice_agent.logging import bind_context, get_logger
+from voice_agent.postcall.handover import PostCallSink
 from voice_agent.profile import AgentProfile, load_profile
 from voice_agent.providers.factory import Providers, build_providers
 from voice_agent.server.health import metrics_endpoint
@@ -160,7 +161,9 @@ async def run_worker(settings: Settings) -> None:
     if profile.voice is not None:
         settings = settings.model_copy(update={"tts_voice": profile.voice})
     providers = build_providers(settings)
-    runner, tool_kit = build_call_runner(settings, providers, profile=profile)
+    # With Redis, finished calls go to the post-call queue (spooled first, so none is lost).
+    sink = PostCallSink.from_settings(settings) if settings.redis_url else None
+    runner, tool_kit = build_call_runner(settings, providers, profile=profile, sink=sink)
     options = WorkerOptions(max_jobs=settings.max_jobs)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -168,6 +171,7 @@ async def run_worker(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         async with (
+            sink if sink is not None else contextlib.nullcontext(),  # closes after the drain
             AgentWorker(settings=settings, entrypoint=runner, options=options) as worker,
             _health_server(settings, worker),
         ):

@@ -1,6 +1,8 @@
 """`voice-agent dev`: the whole stack on one machine, supervised as one process tree.
 
-Start order is LiveKit server, Redis, token service; each must be ready before the next starts.
+Start order is LiveKit server (its webhooks aimed at the token service), Redis, token service,
+the offline LLM when no model endpoint is set, post-call worker, agent worker; each must be ready
+before the next starts.
 If any child exits, the supervisor says so loudly and stops everything rather than limping on.
 SIGINT/SIGTERM stop the children in reverse order; a child that does not stop in time is killed.
 """
@@ -9,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import signal
 import sys
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -26,11 +30,17 @@ from voice_agent.devstack.processes import ManagedProcess, ReadyCheck, free_port
 from voice_agent.devstack.redis_server import redis_process
 from voice_agent.exceptions import ConfigError, DevStackError
 from voice_agent.logging import get_logger
-from voice_agent.settings import Settings, child_environment
+from voice_agent.postcall.queue import worker_alive
+from voice_agent.settings import AuthMode, Settings, child_environment
 
 log = get_logger("devstack")
 
 READY_TIMEOUT_S = 60.0
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# `voice-agent dev` runs the example help-desk agent with the example tools by default.
+DEV_PROFILE = REPO_ROOT / "deploy" / "profiles" / "support.toml"
 
 
 def _port_of(url: str, default: int) -> int:
@@ -45,6 +55,12 @@ class DevStack:
         self.children: list[ManagedProcess] = []
         self.log_dir = settings.data_dir / "logs"
         self.warnings: list[str] = []
+        # Staff read reports with a Bearer token; in anonymous mode without one, make one up.
+        self.generated_staff_token = (
+            secrets.token_urlsafe(24)
+            if settings.auth_mode is AuthMode.ANONYMOUS and settings.staff_token is None
+            else None
+        )
 
     def _service_env(self, endpoint: LiveKitEndpoint, redis_url: str) -> dict[str, str]:
         return child_environment(
@@ -57,8 +73,37 @@ class DevStack:
                 "VOICE_AGENT_PORT": str(self.settings.port),
                 "VOICE_AGENT_LOG_FORMAT": self.settings.log_format.value,
                 "VOICE_AGENT_DATA_DIR": str(self.settings.data_dir),
+                **self._profile_env(),
             }
         )
+
+    def _profile_env(self) -> dict[str, str]:
+        """The example support profile and tools, unless the settings name others."""
+        if self.settings.profile is not None:
+            return {"VOICE_AGENT_PROFILE": str(self.settings.profile.resolve())}
+        if not DEV_PROFILE.is_file():
+            return {}
+        tools = self.settings.tools_path
+        if not tools.is_dir() and (REPO_ROOT / tools).is_dir():
+            tools = REPO_ROOT / tools
+        return {"VOICE_AGENT_PROFILE": str(DEV_PROFILE), "VOICE_AGENT_TOOLS_PATH": str(tools)}
+
+    def _staff_env(self) -> dict[str, str]:
+        """The generated staff token, for the token service only."""
+        if self.generated_staff_token is None:
+            return {}
+        return {"VOICE_AGENT_STAFF_TOKEN": self.generated_staff_token}
+
+    def reports_banner(self, url: str) -> str:
+        """Where staff read reports and how they sign in (printed, never logged)."""
+        reports = f"{url.rstrip('/')}/reports"
+        if self.generated_staff_token is not None:
+            how = f"staff token {self.generated_staff_token} (generated for this run)"
+        elif self.settings.auth_mode is AuthMode.JWT:
+            how = "a host JWT whose roles include 'staff'"
+        else:
+            how = "the VOICE_AGENT_STAFF_TOKEN you set"
+        return f"  Call reports: {reports}\n  Sign in with {how}.\n"
 
     async def _start(self, child: ManagedProcess) -> None:
         self.children.append(child)
@@ -80,6 +125,8 @@ class DevStack:
                 binary=find_livekit_server(s.livekit_server_bin),
                 endpoint=endpoint,
                 tcp_port=endpoint.port + 1,
+                # room_finished reaches the token service: the post-call safety net
+                webhook_url=f"http://{_reachable(s.host)}:{s.port}/webhooks/livekit",
                 log_file=self.log_dir / "livekit.log",
             )
         )
@@ -97,7 +144,7 @@ class DevStack:
             ManagedProcess(
                 name="token-service",
                 argv=[sys.executable, "-m", "voice_agent", "serve"],
-                env=self._service_env(endpoint, redis_url),
+                env=self._service_env(endpoint, redis_url) | self._staff_env(),
                 ready=_http_ok(f"{service_url}/readyz"),
             )
         )
@@ -110,6 +157,7 @@ class DevStack:
             except ConfigError as e:
                 log.warning("dev.worker_skipped", reason=str(e))
                 self.warnings.append(f"agent worker not started: {e}")
+                await self._start_postcall(env, redis_url)  # reports then use the fallback
                 return f"{service_url}/"
             await self._start(llm)
             env["OPENAI_BASE_URL"] = f"http://127.0.0.1:{llm_port}/v1"
@@ -118,6 +166,7 @@ class DevStack:
                 "the LLM is the offline demo model SmolLM2-135M: weak, for trying the voice "
                 "pipeline only; set OPENAI_API_KEY or OPENAI_BASE_URL for a real assistant"
             )
+        await self._start_postcall(env, redis_url)
         worker_port = free_port()
         env["VOICE_AGENT_WORKER_METRICS_PORT"] = str(worker_port)
         await self._start(
@@ -129,6 +178,20 @@ class DevStack:
             )
         )
         return f"{service_url}/"
+
+    async def _start_postcall(self, env: dict[str, str], redis_url: str) -> None:
+        """`voice-agent postcall`, with the agent's model; ready once its health key is fresh."""
+
+        async def ready() -> bool:
+            return child.pid is not None and await worker_alive(redis_url, child.pid)
+
+        child = ManagedProcess(
+            name="postcall-worker",
+            argv=[sys.executable, "-m", "voice_agent", "postcall"],
+            env=env,
+            ready=ready,
+        )
+        await self._start(child)
 
     async def wait_for_exit(self) -> ManagedProcess:
         """Block until any child exits; that child."""
@@ -144,6 +207,11 @@ class DevStack:
         """Stop the children in reverse start order."""
         for child in reversed(self.children):
             await child.stop()
+
+
+def _reachable(host: str) -> str:
+    """An address to reach a service bound to `host` from this machine."""
+    return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host  # noqa: S104
 
 
 def _http_ok(url: str) -> ReadyCheck:
@@ -171,7 +239,11 @@ async def run_dev(settings: Settings) -> int:
             return 1
         log.info("dev.ready", url=url, logs=str(stack.log_dir))
         notes = "".join(f"  Note: {w}\n" for w in stack.warnings)
-        print(f"\n  Voice agent ready: open {url}\n{notes}  Ctrl-C stops everything.\n", flush=True)
+        print(
+            f"\n  Voice agent ready: open {url}\n{stack.reports_banner(url)}{notes}"
+            "  Ctrl-C stops everything.\n",
+            flush=True,
+        )
         stop_wait = asyncio.ensure_future(stop.wait())
         crash_wait = asyncio.ensure_future(stack.wait_for_exit())
         done, _ = await asyncio.wait({stop_wait, crash_wait}, return_when=asyncio.FIRST_COMPLETED)

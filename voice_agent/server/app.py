@@ -14,7 +14,15 @@ from livekit import api
 
 from voice_agent.logging import get_logger
 from voice_agent.profile import load_profile
-from voice_agent.server import health, middleware, token_api
+from voice_agent.server import (
+    calls_api,
+    health,
+    middleware,
+    postcall_api,
+    staff,
+    token_api,
+    webhooks,
+)
 from voice_agent.server.auth import CallerAuthenticator
 from voice_agent.server.errors import error_response
 from voice_agent.server.rate_limit import TokenRateLimiter
@@ -36,7 +44,7 @@ async def _livekit_client(app: web.Application) -> AsyncIterator[None]:
     key, secret = settings.livekit_credentials()
     lkapi = api.LiveKitAPI(_livekit_http_url(settings.livekit_url), key, secret)
     redis_client = (
-        aioredis.from_url(settings.redis_url, socket_connect_timeout=settings.readiness_timeout_s)
+        aioredis.from_url(settings.redis_url, socket_connect_timeout=settings.readiness_timeout_s)  # type: ignore[no-untyped-call]  # redis 5 (arq needs <6)
         if settings.redis_url
         else None
     )
@@ -83,6 +91,10 @@ def create_app(settings: Settings) -> web.Application:
     app[token_api.TRUST_FORWARDED_FOR] = settings.trust_forwarded_for
     app[token_api.CLIENT_POLICY] = load_profile(settings).client_actions.for_browser()
     app.cleanup_ctx.append(_livekit_client)
+    app[staff.STAFF_AUTH] = staff.StaffAuthenticator(settings)
+    app.cleanup_ctx.append(calls_api.report_store_context(settings))
+    app[webhooks.WEBHOOK_OPTIONS] = webhooks.webhook_options(settings)
+    app.cleanup_ctx.append(webhooks.postcall_queue_context(settings))
 
     secret = settings.metrics_token.get_secret_value() if settings.metrics_token else None
     app.router.add_post("/api/voice-token", token_api.voice_token)
@@ -90,6 +102,9 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/metrics", _metrics_guard(secret))
     app.router.add_get("/", _index)
+    calls_api.add_routes(app, web_root=WEB_ROOT)
+    app.router.add_post("/webhooks/livekit", webhooks.livekit_webhook)
+    postcall_api.add_routes(app)
     if WEB_ROOT.is_dir():
         app.router.add_static("/static/", WEB_ROOT / "static", follow_symlinks=False)
     return app

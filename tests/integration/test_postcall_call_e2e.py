@@ -1,0 +1,105 @@
+"""A real call, through the agent's hand-over and the post-call worker, to a report staff read."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from tests.integration.postcall_support import (
+    eventually,
+    fast_options,
+    fresh_redis,
+    postcall_settings,
+    report_json,
+    running_worker,
+    ticket_rows,
+)
+from tests.integration.stack import speech
+from voice_agent.agent.runner import build_call_runner
+from voice_agent.agent.worker import AgentWorker, WorkerOptions
+from voice_agent.caller.simulated_caller import CallerOptions, SimulatedCaller
+from voice_agent.devstack.livekit_server import LiveKitEndpoint
+from voice_agent.devstack.processes import free_port
+from voice_agent.postcall.handover import PostCallSink
+from voice_agent.providers.factory import build_providers
+from voice_agent.server.app import create_app
+from voice_agent.testing.openai_script import ChatReply, TranscriptionReply
+from voice_agent.testing.scripted_openai import ScriptedOpenAI
+
+pytestmark = pytest.mark.integration
+
+QUESTION = "I was charged twice for March."
+ANSWER = "I am sorry about that; I will ask the billing team to refund it."
+STAFF = {"Authorization": "Bearer e2e-staff-token-0123456789abcdef"}
+
+
+async def test_real_call_becomes_a_report_in_the_staff_api(
+    livekit_server: LiveKitEndpoint, redis_url: str, tmp_path: Path
+) -> None:
+    """Caller speaks, agent answers and hangs up into the queue; staff then read the report."""
+    url = await fresh_redis(redis_url)
+    models = ScriptedOpenAI(
+        chat=[ChatReply(text=ANSWER), ChatReply(text=report_json())],
+        transcriptions=[TranscriptionReply(text=QUESTION)],
+    )
+    port = free_port()
+    async with models, contextlib.AsyncExitStack() as stack:
+        settings = postcall_settings(
+            tmp_path,
+            url,
+            models.base_url,
+            livekit_url=livekit_server.ws_url,
+            livekit_api_key=livekit_server.api_key,
+            livekit_api_secret=livekit_server.api_secret,
+            port=port,
+            staff_token=STAFF["Authorization"].removeprefix("Bearer "),
+            token_rate_limit="1000/minute",
+            stt_provider="openai",
+            tts_provider="openai",
+            stt_language="en",
+        )
+        runner = web.AppRunner(create_app(settings))
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        providers = build_providers(settings)
+        stack.push_async_callback(providers.aclose)
+        sink = await stack.enter_async_context(PostCallSink.from_settings(settings))
+        entrypoint, tool_kit = build_call_runner(settings, providers, sink=sink)
+        stack.push_async_callback(tool_kit.aclose)
+        worker = AgentWorker(
+            settings=settings, entrypoint=entrypoint, options=WorkerOptions(max_jobs=2)
+        )
+        await stack.enter_async_context(worker)
+        await worker.wait_registered()
+        await stack.enter_async_context(running_worker(settings, fast_options(settings)))
+        service = f"http://127.0.0.1:{port}"
+        caller = SimulatedCaller(
+            options=CallerOptions(url=service, utterances=(await speech(QUESTION),))
+        )
+        result = await caller.run()
+        assert result["ok"], result
+        http = await stack.enter_async_context(aiohttp.ClientSession(headers=STAFF))
+
+        async def reported() -> dict[str, Any] | None:
+            async with http.get(f"{service}/api/calls?status=done") as resp:
+                items = (await resp.json())["items"]
+            if not items:
+                return None
+            async with http.get(f"{service}/api/calls/{items[0]['call_id']}") as resp:
+                return dict(await resp.json())
+
+        call = await eventually(reported, timeout_s=30, what="the call's report")
+    report = call["report"]
+    assert call["source"] == "agent" and call["record"]["complete"]
+    assert [t["text"] for t in call["record"]["transcript"] if t["speaker"] == "user"] == [QUESTION]
+    assert report["report"]["ticket"]["title"] == "Duplicate charge on invoice 4471"
+    assert not report["needs_review"]
+    assert {i["name"] for i in call["integrations"] if i["ok"]} == {"email_draft", "ticket"}
+    assert call["job_history"][-1]["event"] == "done"
+    assert ticket_rows(tmp_path, call["call_id"]) == 1
