@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 from voice_agent.settings import Settings
@@ -17,6 +20,7 @@ def make_settings(**overrides: Any) -> Settings:
         "livekit_api_key": TEST_API_KEY,
         "livekit_api_secret": TEST_API_SECRET,
         "redis_url": None,
+        "data_dir": _scratch_data_dir(),  # never the checkout's .data
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)
@@ -26,3 +30,9 @@ def strip_project_env(env: dict[str, str]) -> dict[str, str]:
     """A copy of `env` without this project's settings, so a child starts from defaults."""
     prefixes = ("VOICE_AGENT_", "LIVEKIT_", "REDIS_URL", "OPENAI_")
     return {k: v for k, v in env.items() if not k.startswith(prefixes)}
+
+
+@cache
+def _scratch_data_dir() -> Path:
+    """One temporary data directory for the test session's default settings."""
+    return Path(tempfile.mkdtemp(prefix="voice-agent-test-data-"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +13,7 @@ from tests.helpers import make_settings
 from voice_agent.devstack.livekit_server import LiveKitEndpoint
 from voice_agent.devstack.processes import free_port
 from voice_agent.server.app import create_app
+from voice_agent.server.calls_api import REPORT_STORE
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +39,7 @@ async def test_ready_when_livekit_and_redis_answer(
     """With both dependencies up, /readyz is 200 and says so for each."""
     status, body = await _readyz(**_live(livekit_server), redis_url=redis_url)
     assert status == 200
-    assert body["checks"] == {"livekit": "ok", "redis": "ok"}
+    assert body["checks"] == {"livekit": "ok", "redis": "ok", "store": "ok"}
 
 
 async def test_not_ready_names_redis_when_it_is_down(livekit_server: LiveKitEndpoint) -> None:
@@ -66,3 +69,20 @@ async def test_not_ready_names_livekit_when_it_is_unreachable(redis_url: str) ->
     )
     assert status == 503
     assert body["detail"]["failing"] == ["livekit"]
+
+
+async def test_not_ready_names_the_store_when_it_stops_answering(
+    livekit_server: LiveKitEndpoint, redis_url: str, tmp_path: Path
+) -> None:
+    """The report store's database gone from under the app: 503 naming store."""
+    data_dir = tmp_path / "data"
+    app = create_app(make_settings(**_live(livekit_server), redis_url=redis_url, data_dir=data_dir))
+    async with TestClient(TestServer(app)) as client:
+        assert (await client.get("/readyz")).status == 200
+        await app[REPORT_STORE].close()  # drop pooled connections to the old file
+        shutil.rmtree(data_dir)
+        data_dir.write_text("not a directory")  # so SQLite cannot open the database again
+        resp = await client.get("/readyz")
+        body = await resp.json()
+    assert resp.status == 503
+    assert body["detail"]["failing"] == ["store"]

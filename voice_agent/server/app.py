@@ -52,6 +52,7 @@ async def _livekit_client(app: web.Application) -> AsyncIterator[None]:
         livekit=health.livekit_probe(lkapi),
         redis=redis_client.ping if redis_client is not None else None,
         timeout_s=settings.readiness_timeout_s,
+        store=lambda: app[calls_api.REPORT_STORE].ping(),
     )
     yield
     await lkapi.aclose()

@@ -26,6 +26,7 @@ class ReadinessProbes:
     livekit: Probe
     redis: Probe | None
     timeout_s: float
+    store: Probe | None = None
 
 
 READINESS_PROBES = web.AppKey("readiness_probes", ReadinessProbes)
@@ -57,11 +58,14 @@ async def _check(name: str, probe: Probe, timeout_s: float) -> tuple[str, str | 
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when LiveKit (and Redis, when configured) answer; else 503 naming what failed."""
+    """Ready when LiveKit, the report store (and Redis, when configured) answer; else 503
+    naming what failed."""
     probes = request.app[READINESS_PROBES]
     checks: dict[str, Probe] = {"livekit": probes.livekit}
     if probes.redis is not None:
         checks["redis"] = probes.redis
+    if probes.store is not None:
+        checks["store"] = probes.store
     results = await asyncio.gather(*(_check(n, p, probes.timeout_s) for n, p in checks.items()))
     status = {name: ("ok" if err is None else "failing") for name, err in results}
     if probes.redis is None:
