@@ -10,6 +10,10 @@ VoiceAgentError                 base; `retryable` says whether trying again may 
 │   ├── ToolLoadError           a tools module failed to import, or two tools share a name
 │   ├── ToolArgumentsError      the model's arguments failed validation; message fit for the model
 │   └── ToolReportedError       raised by a tool: the request cannot be done; message for the model
+├── PostCallError               the post-call pipeline (voice_agent.postcall)
+│   ├── IntegrationError        a post-call side effect failed; the job retries it (retryable)
+│   ├── UnknownCallError        a store write named a call the store lacks (also LookupError)
+│   └── InvalidCursorError      a pagination cursor the store did not hand out (also ValueError)
 └── ProviderError               a model provider call (STT, LLM, TTS) failed; `retryable` per error
     ├── ProviderTimeoutError    no answer in time (retryable; also a DependencyUnavailableError)
     ├── ProviderConnectionError the provider could not be reached (retryable; also a
@@ -109,3 +113,21 @@ class ProviderResponseError(ProviderError):
             retryable = status is not None and (status in {408, 409, 429} or status >= 500)
         super().__init__(message, provider=provider, retryable=retryable)
         self.status = status
+
+
+class PostCallError(VoiceAgentError):
+    """A failure in the post-call pipeline."""
+
+
+class IntegrationError(PostCallError):
+    """A post-call side effect failed; the job retries it with backoff."""
+
+    retryable = True
+
+
+class UnknownCallError(PostCallError, LookupError):
+    """A write named a call the store does not hold."""
+
+
+class InvalidCursorError(PostCallError, ValueError):
+    """A pagination cursor that this store did not hand out."""

@@ -15,9 +15,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from tests.report_samples import sample_report
+from voice_agent.exceptions import IntegrationError
 from voice_agent.postcall.integrations import (
     EmailDraftIntegration,
-    IntegrationError,
     IntegrationJob,
     TicketIntegration,
     WebhookIntegration,

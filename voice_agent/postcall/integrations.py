@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from voice_agent.exceptions import VoiceAgentError
+from voice_agent.exceptions import IntegrationError
 from voice_agent.logging import get_logger
 from voice_agent.postcall.models import IntegrationResult, StoredReport
 from voice_agent.postcall.store import ReportStore
@@ -35,12 +35,6 @@ TICKET_TOOL = "create_ticket"
 SIGNATURE_HEADER = "X-Voice-Agent-Signature"
 TIMESTAMP_HEADER = "X-Voice-Agent-Timestamp"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-
-
-class IntegrationError(VoiceAgentError):
-    """A post-call side effect failed; the job retries it with backoff."""
-
-    retryable = True
 
 
 def idempotency_key(call_id: str, name: str) -> str:

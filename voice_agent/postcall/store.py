@@ -27,6 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from voice_agent.agent.call_record import CallRecord
+from voice_agent.exceptions import InvalidCursorError, UnknownCallError
 from voice_agent.logging import get_logger
 from voice_agent.postcall import database, migrations
 from voice_agent.postcall.models import (
@@ -65,14 +66,6 @@ _SUMMARY_COLUMNS = (
 
 # A result row of any shape (SQLAlchemy 2.1 types rows by their column types).
 AnyRow = sa.Row[*tuple[Any, ...]]
-
-
-class UnknownCallError(LookupError):
-    """A write named a call the store does not hold."""
-
-
-class InvalidCursorError(ValueError):
-    """A pagination cursor that this store did not hand out."""
 
 
 def _utc(epoch_s: float | None) -> datetime | None:

@@ -17,9 +17,10 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from multidict import MultiMapping
 
+from voice_agent.exceptions import InvalidCursorError
 from voice_agent.logging import bind_context, get_logger
 from voice_agent.postcall.models import CallStatus
-from voice_agent.postcall.store import MAX_PAGE, InvalidCursorError, ReportStore
+from voice_agent.postcall.store import MAX_PAGE, ReportStore
 from voice_agent.server.errors import error_response
 from voice_agent.server.staff import StaffIdentity, staff_only
 from voice_agent.settings import Settings
