@@ -33,5 +33,17 @@ if [[ ! -f "$stamp" ]]; then
   touch "$stamp"
 fi
 
+# The web client: livekit-client (pinned in web/package-lock.json) and web/src bundled by esbuild
+# into web/static/dist/, served from our own origin. Rebuilt only when those inputs change.
+web_hash="$(cd web && { sha256sum package.json package-lock.json; find src -type f -print0 | sort -z | xargs -0 sha256sum; } | sha256sum | cut -c1-16)"
+web_stamp="web/static/dist/.built-$web_hash"
+if [[ ! -f "$web_stamp" ]]; then
+  echo "setup: building the web client"
+  (cd web && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null \
+    && npm run --silent build -- --log-level=warning)
+  rm -f web/static/dist/.built-*
+  touch "$web_stamp"
+fi
+
 scripts/install-livekit-server.sh
 echo "setup: done"

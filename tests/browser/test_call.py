@@ -1,0 +1,131 @@
+"""The web client in real Chromium against the real stack: a whole call, and a cut connection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.browser.client_page import ClientPage, participants_named, wait_until_gone
+from tests.browser.conftest import QUESTION, Launch
+from tests.browser.tcp_proxy import CuttableProxy
+from tests.integration.stack import voice_stack
+from voice_agent.devstack.livekit_server import LiveKitEndpoint
+from voice_agent.testing.openai_script import ChatReply, TranscriptionReply
+from voice_agent.testing.scripted_openai import ScriptedOpenAI
+
+ANSWER = "We are open from nine to five, Monday to Friday."
+GREETING = "Hello! How can I help you today?"
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration]
+
+
+async def test_full_call_shows_captions_and_states_and_ends_cleanly(
+    livekit_server: LiveKitEndpoint, tmp_path: Path, launch_chromium: Launch, question_wav: Path
+) -> None:
+    """The page's microphone asks, the agent answers; captions, states, then nothing left."""
+    models = ScriptedOpenAI(
+        chat=[ChatReply(text=ANSWER)], transcriptions=[TranscriptionReply(text=QUESTION)]
+    )
+    async with models, voice_stack(livekit_server, tmp_path, models=models) as stack:
+        browser = await launch_chromium(microphone=question_wav)
+        client = await ClientPage.open(browser, stack.url)
+        await client.screenshot("client-idle.png")
+
+        await client.start_call()
+        await client.wait_state("in_call")
+        await client.wait_caption("agent", GREETING)
+        await client.page.wait_for_function(
+            "() => document.getElementById('mic-level').value > 0.3"
+        )  # the question is heard by the meter
+        await client.wait_caption("user", QUESTION, timeout_ms=30_000)
+        await client.wait_caption("agent", ANSWER)
+        await client.wait_agent_state("listening")
+        await client.screenshot("client-in-call.png")
+        # (The destructive-tool confirmation goes here: `await client.answer_confirmation(...)`.)
+
+        states = await client.agent_states()
+        assert states[0] in ("waiting", "initializing"), states
+        answer_states = states[states.index("thinking") - 1 :]
+        assert answer_states[:3] == ["listening", "thinking", "speaking"], states
+        assert await client.audio_elements() == 1  # the agent's voice
+        [token] = client.tokens
+        assert await participants_named(livekit_server, token["identity"]) == [token["room"]]
+
+        await client.end_call()
+        await client.wait_state("idle")
+        await wait_until_gone(livekit_server, token["identity"])
+        assert await client.page.text_content("#agent-state") == "Not in a call"
+        assert await client.audio_elements() == 0
+        assert set(await client.microphone_tracks()) == {"ended"}
+        assert await client.page.is_enabled("#start-call")
+        assert await client.csp_violations() == []
+        assert client.console_errors == []
+
+
+async def test_cut_connection_reconnects_and_the_call_goes_on(
+    livekit_server: LiveKitEndpoint, tmp_path: Path, launch_chromium: Launch, silence_wav: Path
+) -> None:
+    """LiveKit unreachable past the SDK's resume: the page mints a new token and calls again."""
+    async with (
+        CuttableProxy(target_port=livekit_server.port) as proxy,
+        voice_stack(livekit_server, tmp_path, public_rtc_url=proxy.url) as stack,
+    ):
+        browser = await launch_chromium(microphone=silence_wav)
+        client = await ClientPage.open(browser, stack.url)
+        await client.start_call()
+        await client.wait_state("in_call")
+        await client.wait_caption("agent", GREETING)
+        await client.wait_agent_state("listening")
+
+        await proxy.cut()  # every connection reset, new ones refused
+        await client.wait_status(r"Resuming the call")
+        await client.wait_status(r"Reconnecting \(1/5\)", timeout_ms=30_000)
+        await proxy.restore()
+        await client.wait_state("in_call", timeout_ms=30_000)
+        assert "Reconnected" in await client.page.text_content("#call-status")  # type: ignore[operator]
+
+        # A fresh token, so a new room: the agent greets again, the old connection is gone.
+        first, second = client.tokens
+        assert second["room"] != first["room"]
+        await client.page.wait_for_function(
+            """(text) => [...document.querySelectorAll('#captions li[data-speaker="agent"]')]
+                 .filter((li) => li.textContent.includes(text)).length === 2""",
+            arg=GREETING,
+        )
+        await client.wait_agent_state("listening")
+        assert await participants_named(livekit_server, second["identity"]) == [second["room"]]
+        assert await client.microphone_tracks() == ["ended", "live"]
+        assert await client.audio_elements() == 1  # the new agent's voice only
+
+        await client.end_call()
+        await client.wait_state("idle")
+        await wait_until_gone(livekit_server, second["identity"])
+        assert await client.audio_elements() == 0
+        # The first connection could not say goodbye (the network was gone); LiveKit drops it
+        # when its own participant timeout runs out, some 30 s after the cut.
+        await wait_until_gone(livekit_server, first["identity"], timeout_s=60)
+        assert await client.csp_violations() == []
+
+
+async def test_agent_hanging_up_ends_the_call_on_the_page(
+    livekit_server: LiveKitEndpoint, tmp_path: Path, launch_chromium: Launch, silence_wav: Path
+) -> None:
+    """The agent says goodbye at the call's time limit and leaves: the page says so, goes idle."""
+    async with voice_stack(livekit_server, tmp_path, max_call_s=3.0) as stack:
+        browser = await launch_chromium(microphone=silence_wav)
+        client = await ClientPage.open(browser, stack.url)
+        await client.page.keyboard.press("Tab")  # skip link
+        await client.page.keyboard.press("Tab")
+        assert await client.focused() == "start-call"
+        await client.page.keyboard.press("Enter")  # keyboard only
+        await client.wait_state("in_call")
+        assert await client.focused() == "end-call"  # focus follows the button that matters
+        await client.wait_caption("agent", "Thanks for calling. Goodbye!")
+        assert await client.error_text() == "The agent ended the call."
+        await client.wait_state("idle")
+        assert await client.focused() == "start-call"
+        [token] = client.tokens
+        await wait_until_gone(livekit_server, token["identity"])
+        assert await client.audio_elements() == 0
+        assert set(await client.microphone_tracks()) == {"ended"}
