@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,11 +12,21 @@ from tests.browser.conftest import QUESTION, Launch
 from tests.browser.tcp_proxy import CuttableProxy
 from tests.integration.stack import voice_stack
 from voice_agent.devstack.livekit_server import LiveKitEndpoint
-from voice_agent.testing.openai_script import ChatReply, TranscriptionReply
+from voice_agent.testing.openai_script import ChatReply, ScriptedToolCall, TranscriptionReply
 from voice_agent.testing.scripted_openai import ScriptedOpenAI
+from voice_agent.tooling.tickets import TicketStore
 
 ANSWER = "We are open from nine to five, Monday to Friday."
 GREETING = "Hello! How can I help you today?"
+ROOT = Path(__file__).resolve().parents[2]
+TICKET_PROMPT = "Open a normal priority support ticket titled 'Opening hours question'?"
+AFTER_TICKET = "I have opened a ticket for you."
+PROFILE = """
+[tools]
+allowed = ["create_ticket"]
+[client_actions]
+allowed = ["request_confirm"]
+"""
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -23,11 +34,26 @@ pytestmark = [pytest.mark.browser, pytest.mark.integration]
 async def test_full_call_shows_captions_and_states_and_ends_cleanly(
     livekit_server: LiveKitEndpoint, tmp_path: Path, launch_chromium: Launch, question_wav: Path
 ) -> None:
-    """The page's microphone asks, the agent answers; captions, states, then nothing left."""
-    models = ScriptedOpenAI(
-        chat=[ChatReply(text=ANSWER)], transcriptions=[TranscriptionReply(text=QUESTION)]
+    """The page's microphone asks, the agent answers and files a ticket the user confirms in the
+    page's dialog; captions, states, one ticket, then nothing left."""
+    ticket = ScriptedToolCall(
+        name="create_ticket",
+        arguments=json.dumps(
+            {"title": "Opening hours question", "description": "Asked for the opening hours."}
+        ),
     )
-    async with models, voice_stack(livekit_server, tmp_path, models=models) as stack:
+    models = ScriptedOpenAI(
+        chat=[ChatReply(text=ANSWER, tool_calls=[ticket]), ChatReply(text=AFTER_TICKET)],
+        transcriptions=[TranscriptionReply(text=QUESTION)],
+    )
+    profile = tmp_path / "profile.toml"
+    profile.write_text(PROFILE)
+    async with (
+        models,
+        voice_stack(
+            livekit_server, tmp_path, models=models, profile=profile, tools_path=ROOT / "tools"
+        ) as stack,
+    ):
         browser = await launch_chromium(microphone=question_wav)
         client = await ClientPage.open(browser, stack.url)
         await client.screenshot("client-idle.png")
@@ -39,10 +65,16 @@ async def test_full_call_shows_captions_and_states_and_ends_cleanly(
             "() => document.getElementById('mic-level').value > 0.3"
         )  # the question is heard by the meter
         await client.wait_caption("user", QUESTION, timeout_ms=30_000)
-        await client.wait_caption("agent", ANSWER)
+        prompt = await client.answer_confirmation(accept=True, screenshot="client-confirm.png")
+        assert prompt == TICKET_PROMPT
+        said = f"{ANSWER} {TICKET_PROMPT} Please confirm on your screen. {AFTER_TICKET}"
+        await client.wait_caption("agent", said, timeout_ms=30_000)
         await client.wait_agent_state("listening")
         await client.screenshot("client-in-call.png")
-        # (The destructive-tool confirmation goes here: `await client.answer_confirmation(...)`.)
+        [created] = TicketStore.in_data_dir(tmp_path).tickets()
+        assert created.title == "Opening hours question"
+        confirmations = [r for r in await client.audit() if r["action"] == "request_confirm"]
+        assert [r["outcome"] for r in confirmations] == ["asked", "confirmed"], confirmations
 
         states = await client.agent_states()
         assert states[0] in ("waiting", "initializing"), states
