@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -219,3 +220,33 @@ async def test_metrics_token_guards_metrics_when_set() -> None:
         assert ok.status == 200
     finally:
         await client.close()
+
+
+async def test_static_files_are_revalidated_and_unchanged_ones_are_304(client: TestClient) -> None:
+    """The web client's files carry no-cache; a conditional request for an unchanged one is 304."""
+    first = await client.get("/static/app.css")
+    assert first.status == 200
+    assert first.headers["Cache-Control"] == "no-cache"
+    modified = first.headers["Last-Modified"]
+    again = await client.get("/static/app.css", headers={"If-Modified-Since": modified})
+    assert again.status == 304
+
+
+async def test_client_policy_comes_from_the_agent_profile(tmp_path: Path) -> None:
+    """The token response tells the app exactly what the profile lets the agent ask of it."""
+    profile = tmp_path / "p.toml"
+    profile.write_text(
+        '[client_actions]\nallowed = ["open_url"]\nurl_hosts = ["help.example.com"]\n'
+    )
+    c = await _client(profile=profile)
+    try:
+        body = await (await c.post("/api/voice-token")).json()
+    finally:
+        await c.close()
+    assert body["client_policy"] == {"actions": ["open_url"], "url_hosts": ["help.example.com"]}
+    default = await _client()
+    try:
+        body = await (await default.post("/api/voice-token")).json()
+    finally:
+        await default.close()
+    assert body["client_policy"] == {"actions": [], "url_hosts": []}

@@ -152,6 +152,8 @@ class CallSession:
             journal=journal,
             log=self.log,
         )
+        # The dispatched user's identity is known now: the app may speak before it is seen.
+        self.channel.user_identity = job.user_id
         self.tools: CallTools | None = tools(self.channel) if tools is not None else None
         self.usage = CallUsage()
 

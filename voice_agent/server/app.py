@@ -108,7 +108,14 @@ def create_app(settings: Settings) -> web.Application:
     postcall_api.add_routes(app)
     if WEB_ROOT.is_dir():
         app.router.add_static("/static/", WEB_ROOT / "static", follow_symlinks=False)
+        app.on_response_prepare.append(_revalidate_static)
     return app
+
+
+async def _revalidate_static(request: web.Request, response: web.StreamResponse) -> None:
+    """Static files are revalidated (304 when unchanged), so an upgrade reaches browsers at once."""
+    if request.path.startswith("/static/"):
+        response.headers.setdefault("Cache-Control", "no-cache")
 
 
 async def serve(settings: Settings) -> None:
