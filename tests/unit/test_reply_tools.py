@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from tests.helpers import make_settings
 from voice_agent.agent.call_record import CallJournal
@@ -424,6 +425,8 @@ async def test_model_never_sees_tools_outside_the_profile(
 ) -> None:
     """A tool call naming a registered but not allowed tool is refused, and it is not offered."""
     rig = make_rig()
+    labels = {"tool": "(not allowed)", "outcome": "refused"}
+    before = REGISTRY.get_sample_value("voice_agent_tool_calls_total", labels) or 0.0
     offered = {t["function"]["name"] for t in rig.tools.schemas() or []}
     assert "show_checklist" not in offered  # client action not allowed in this profile
     llm = FakeLLM(
@@ -435,6 +438,7 @@ async def test_model_never_sees_tools_outside_the_profile(
     await rig.reply(llm).run()
     assert rig.outcomes() == [("show_checklist", "refused")]
     assert rig.app.received == []
+    assert REGISTRY.get_sample_value("voice_agent_tool_calls_total", labels) == before + 1
 
 
 async def test_slow_model_timeline_still_commits_tool_calls(make_rig: Callable[..., Rig]) -> None:

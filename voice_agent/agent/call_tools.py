@@ -19,7 +19,8 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from voice_agent.agent.call_record import CallJournal
+from voice_agent.agent import metrics
+from voice_agent.agent.call_record import CallJournal, ToolAuditEntry
 from voice_agent.agent.client_channel import ClientChannel
 from voice_agent.agent.client_messages import MessageRejectedError
 from voice_agent.profile import AgentProfile
@@ -90,6 +91,7 @@ class CallTools:
         self._say: Callable[[str], None] | None = None
         self._interrupted = asyncio.Event()
         self._confirm_timeout_s = kit.settings.confirm_timeout_s
+        self._journal = journal
         client_specs = _client_action_tools(channel)
         registry = ToolRegistry.from_specs([*kit.registry.specs(), *client_specs])
         allowed = set(profile.tools.allowed) & set(kit.registry.names())
@@ -107,13 +109,20 @@ class CallTools:
             breakers=kit.breakers,
             ledger=kit.ledger,
             confirmer=self._confirm,
-            audit=journal.add_tool_audit,
+            audit=self._audit,
             call_id=call_id,
             user_id=user_id,
             app_context=lambda: channel.app_context,
             data_dir=kit.settings.data_dir,
             log=log,
         )
+
+    def _audit(self, entry: ToolAuditEntry) -> None:
+        self._journal.add_tool_audit(entry)
+        known = self.runtime.spec_for(entry.tool) is not None
+        metrics.TOOL_CALLS.labels(  # unknown names stay out of the label set
+            tool=entry.tool if known else "(not allowed)", outcome=entry.outcome
+        ).inc()
 
     def begin_turn(self, turn: int) -> None:
         """A new agent turn (the per-turn tool call limit starts again)."""

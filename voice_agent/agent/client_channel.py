@@ -26,6 +26,7 @@ from voice_agent.agent.client_messages import (
     build_client_action,
     parse_client_event,
 )
+from voice_agent.agent.metrics import CLIENT_EVENTS_DROPPED
 from voice_agent.profile import ClientActionPolicy
 from voice_agent.protocol import TOPIC_CLIENT_ACTIONS, TOPIC_CLIENT_EVENTS
 
@@ -154,6 +155,7 @@ class ClientChannel:
 
     def _drop(self, action_id: str | None, reason: str, *, kind: str = "invalid") -> None:
         self.dropped += 1
+        CLIENT_EVENTS_DROPPED.inc()
         if self.dropped > _MAX_DROP_AUDITS:
             if self.dropped == _MAX_DROP_AUDITS + 1:
                 self._log.warning("client_event.flood", dropped=self.dropped)

@@ -33,6 +33,14 @@ FALSE_INTERRUPTIONS = Counter(
 PROVIDER_FAILURES = Counter(
     "voice_agent_provider_failures_total", "Provider calls that failed after retry.", ["stage"]
 )
+TOOL_CALLS = Counter(
+    "voice_agent_tool_calls_total",
+    "Tool requests by tool and outcome (ok, refused, invalid, timeout, error, breaker_open, ...).",
+    ["tool", "outcome"],
+)
+CLIENT_EVENTS_DROPPED = Counter(
+    "voice_agent_client_events_dropped_total", "App messages dropped as malformed or unexpected."
+)
 ACTIVE_CALLS = Gauge("voice_agent_active_calls", "Calls this worker is running.")
 CALLS = Counter("voice_agent_calls_total", "Finished calls by end reason.", ["reason"])
 
