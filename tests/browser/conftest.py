@@ -18,18 +18,13 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Playwright, async_playwright
 
+from tests.chromium import CHROMIUM, HEADLESS_ARGS, require_chromium
 from tests.integration.stack import speech
 from voice_agent.caller.audio import ROOM_RATE, write_wav
 
-CHROMIUM = Path("/usr/bin/chromium")
 WEB_ROOT = Path(__file__).resolve().parents[2] / "web"
 BASE_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
+    *HEADLESS_ARGS,
     "--use-fake-device-for-media-stream",
     "--autoplay-policy=no-user-gesture-required",
 ]
@@ -51,8 +46,7 @@ def client_bundle() -> Path:
 @pytest.fixture(scope="session")
 async def playwright_driver() -> AsyncIterator[Playwright]:
     """One Playwright driver for the session (browsers are per test)."""
-    if not CHROMIUM.is_file():
-        pytest.fail(f"{CHROMIUM} is missing: run scripts/setup.sh (Debian's chromium package)")
+    require_chromium()
     async with async_playwright() as driver:
         yield driver
 

@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from tests.chromium import headless_chromium
 from tests.integration.postcall_support import (
     eventually,
     fast_options,
@@ -38,10 +39,11 @@ ANSWER = "I am sorry about that; I will ask the billing team to refund it."
 STAFF = {"Authorization": "Bearer e2e-staff-token-0123456789abcdef"}
 
 
-async def test_real_call_becomes_a_report_in_the_staff_api(
+async def test_real_call_becomes_a_report_in_the_staff_api_and_page(
     livekit_server: LiveKitEndpoint, redis_url: str, tmp_path: Path
 ) -> None:
-    """Caller speaks, agent answers and hangs up into the queue; staff then read the report."""
+    """Caller speaks, agent answers and hangs up into the queue; staff then read the report,
+    through the API and on the reports page in Chromium."""
     url = await fresh_redis(redis_url)
     models = ScriptedOpenAI(
         chat=[ChatReply(text=ANSWER), ChatReply(text=report_json())],
@@ -95,6 +97,9 @@ async def test_real_call_becomes_a_report_in_the_staff_api(
                 return dict(await resp.json())
 
         call = await eventually(reported, timeout_s=30, what="the call's report")
+        shown = await _read_on_the_reports_page(f"{service}/reports", call["call_id"])
+    assert shown["summary"] == "The caller was charged twice for March; a refund was requested."
+    assert QUESTION in shown["transcript"] and ANSWER in shown["transcript"]
     report = call["report"]
     assert call["source"] == "agent" and call["record"]["complete"]
     assert [t["text"] for t in call["record"]["transcript"] if t["speaker"] == "user"] == [QUESTION]
@@ -103,3 +108,21 @@ async def test_real_call_becomes_a_report_in_the_staff_api(
     assert {i["name"] for i in call["integrations"] if i["ok"]} == {"email_draft", "ticket"}
     assert call["job_history"][-1]["event"] == "done"
     assert ticket_rows(tmp_path, call["call_id"]) == 1
+
+
+async def _read_on_the_reports_page(url: str, call_id: str) -> dict[str, str]:
+    """Sign in to /reports as staff, open the call; the summary and transcript it shows."""
+    async with headless_chromium() as browser:
+        page = await browser.new_page()
+        page.set_default_timeout(15_000)
+        await page.goto(url)
+        await page.get_by_label("Staff token").fill(STAFF["Authorization"].removeprefix("Bearer "))
+        await page.get_by_role("button", name="Sign in").click()
+        await page.locator(f'tr[data-call-id="{call_id}"] a').click()
+        detail = page.locator("#detail")
+        await detail.locator(".transcript li").first.wait_for()
+        await detail.get_by_text("Draft — not sent.").wait_for()
+        return {
+            "summary": await detail.locator(".summary-text").inner_text(),
+            "transcript": await detail.locator(".transcript").inner_text(),
+        }

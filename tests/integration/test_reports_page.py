@@ -7,16 +7,16 @@ use the retry button, and save the screenshots in docs/screenshots/.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from aiohttp import web
-from playwright.async_api import Browser, Page, Route, async_playwright
+from playwright.async_api import Browser, Page, Route
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
+from tests.chromium import headless_chromium
 from tests.helpers import make_settings
 from tests.report_samples import BASE_T, sample_record, sample_report, sample_ticket
 from voice_agent.devstack.processes import free_port
@@ -26,16 +26,7 @@ from voice_agent.server.app import create_app
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 STAFF_TOKEN = "reports-page-staff-token-0123456789"
 WAIT_MS = 15_000
 
@@ -140,16 +131,8 @@ async def reports_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator
 @pytest.fixture(scope="module")
 async def browser() -> AsyncIterator[Browser]:
     """Debian's Chromium, headless, with background networking off."""
-    if not CHROMIUM.is_file():
-        pytest.fail(f"{CHROMIUM} is missing: run scripts/setup.sh (Debian's chromium package)")
-    async with async_playwright() as driver:
-        chromium = await driver.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=ARGS, timeout=30_000
-        )
-        try:
-            yield chromium
-        finally:
-            await asyncio.wait_for(chromium.close(), timeout=15)
+    async with headless_chromium() as chromium:
+        yield chromium
 
 
 @contextlib.asynccontextmanager
