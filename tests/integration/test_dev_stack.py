@@ -65,6 +65,7 @@ class DevRun:
     proc: asyncio.subprocess.Process
     url: str
     stderr: list[str]
+    stdout: list[str]
 
 
 async def _collect(stream: asyncio.StreamReader, sink: list[str]) -> None:
@@ -106,7 +107,7 @@ async def _run_dev(tmp_path: Path, **extra_env: str) -> AsyncIterator[DevRun]:
     try:
         await asyncio.wait_for(until_ready(), timeout=90)
         stdout_task = asyncio.create_task(_collect(proc.stdout, stdout))
-        yield DevRun(proc=proc, url=f"http://127.0.0.1:{port}", stderr=stderr)
+        yield DevRun(proc=proc, url=f"http://127.0.0.1:{port}", stderr=stderr, stdout=stdout)
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -129,16 +130,32 @@ async def test_dev_starts_ready_and_stops_clean_on_sigterm(dev_stack: DevRun) ->
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{dev_stack.url}/readyz") as resp:
             assert resp.status == 200
-            assert (await resp.json())["checks"] == {"livekit": "ok", "redis": "ok"}
+            assert (await resp.json())["checks"] == {"livekit": "ok", "redis": "ok", "store": "ok"}
         async with http.post(f"{dev_stack.url}/api/voice-token") as resp:
             assert resp.status == 200
     result = await _call(dev_stack.url, "What are your opening hours?")
     assert result["turns"][0]["user_text"].lower().startswith("what are your opening hours")
     assert result["turns"][0]["agent_text"]  # whatever the tiny demo model says
     assert result["agent_audio_seconds"] > 1.0
+    # The call reaches the post-call worker and its report the staff API, with the printed token.
+    async with asyncio.timeout(10):  # the banner's last lines follow the ready line
+        while not (banner := [line for line in dev_stack.stdout if "staff token " in line]):  # noqa: ASYNC110 - lines arrive on a reader task
+            await asyncio.sleep(0.05)
+    token = banner[0].split("staff token ", 1)[1].split()[0]
+    staff = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession(headers=staff) as http:
+        async with asyncio.timeout(90):
+            while True:
+                async with http.get(f"{dev_stack.url}/api/calls/{result['call_id']}") as resp:
+                    call = await resp.json() if resp.status == 200 else {}
+                if call.get("status") in ("done", "dead"):
+                    break
+                await asyncio.sleep(0.5)
+    assert call["status"] == "done", call.get("last_error")
+    assert call["report"]["report"]["summary"]
     children = _descendants(dev_stack.proc.pid)
-    # livekit, redis, token service, local LLM, agent worker
-    assert len(children) >= 5, children
+    # livekit, redis, token service, local LLM, post-call worker, agent worker
+    assert len(children) >= 6, children
     dev_stack.proc.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(dev_stack.proc.wait(), timeout=60) == 0
     assert _alive(children) == set()
