@@ -1,6 +1,6 @@
 """Post-call pipeline benchmark: jobs per second for one worker, enqueue-to-report latency.
 
-One `voice-agent postcall` process (default settings: concurrency 4, arq polling every 0.5 s)
+One `voice-agent postcall` process (default settings: concurrency 4, arq polling every 0.1 s)
 pinned to CPU 0, with the example tools (a real ticket in SQLite per call) and the SQLite report
 store; Redis, the scripted OpenAI-compatible server (answers at once with a valid report) and
 the enqueuer on CPU 1. Two phases:
@@ -213,7 +213,7 @@ async def main() -> int:
         write_section(
             "Post-call pipeline",
             "`benchmarks/postcall.py`: one `voice-agent postcall` worker with default settings "
-            "(concurrency 4, arq polling every 0.5 s, SQLite report store, a ticket per call "
+            "(concurrency 4, arq polling every 0.1 s, SQLite report store, a ticket per call "
             "through the example `create_ticket` tool) pinned to CPU 0; Redis, the scripted "
             "model (a valid report at once) and the hand-overs on CPU 1. Throughput: a backlog "
             "drained by the worker (first `started` to last `done`). Latency: hand-over start "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from playwright.async_api import Browser, async_playwright
 
 CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
 # Headless and quiet: no sandbox (root in CI), no GPU, and nothing that talks to the internet.
 HEADLESS_ARGS = [
     "--no-sandbox",
@@ -45,3 +47,12 @@ async def headless_chromium(*extra_args: str) -> AsyncIterator[Browser]:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(15):
                     await browser.close()
+
+
+def keep_screenshot(png: bytes, name: str) -> None:
+    """Save docs/screenshots/`name` when it is missing or with UPDATE_SCREENSHOTS=1, so ordinary
+    runs leave the tree clean (times and timers differ on every run)."""
+    path = SCREENSHOTS / name
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1" or not path.exists():
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(png)

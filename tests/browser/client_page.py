@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from livekit import api
 from playwright.async_api import Browser, ConsoleMessage, Page, Response
 
+from tests.chromium import keep_screenshot
 from voice_agent.devstack.livekit_server import LiveKitEndpoint
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 WAIT_MS = 20_000
 
 # Runs before the page's own scripts (injected by the driver, so the page's CSP does not apply):
@@ -102,10 +100,7 @@ class ClientPage:
         (Not on every run: the timer and times differ each time, and the tree should stay clean.)
         """
         png = await self.page.screenshot(full_page=True, animations="disabled")
-        path = SCREENSHOTS / name
-        if os.environ.get("UPDATE_SCREENSHOTS") == "1" or not path.exists():
-            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(png)
+        keep_screenshot(png, name)
         return png
 
     # Waiting

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from aiohttp import web
 from playwright.async_api import Browser, Page, Route
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
-from tests.chromium import headless_chromium
+from tests.chromium import headless_chromium, keep_screenshot
 from tests.helpers import make_settings
 from tests.report_samples import BASE_T, sample_record, sample_report, sample_ticket
 from voice_agent.devstack.processes import free_port
@@ -26,7 +25,6 @@ from voice_agent.server.app import create_app
 
 pytestmark = pytest.mark.integration
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 STAFF_TOKEN = "reports-page-staff-token-0123456789"
 WAIT_MS = 15_000
 
@@ -149,6 +147,12 @@ async def _page(browser: Browser, *, width: int = 1280, height: int = 800) -> As
         await context.close()
 
 
+async def _screenshot(page: Page, name: str, *, full_page: bool = False) -> None:
+    """Save docs/screenshots/`name` when missing or with UPDATE_SCREENSHOTS=1 (the tree stays
+    clean on ordinary runs); the page is rendered either way."""
+    keep_screenshot(await page.screenshot(full_page=full_page), name)
+
+
 async def _signed_in(page: Page, url: str) -> None:
     await page.goto(url)
     await page.get_by_label("Staff token").fill(STAFF_TOKEN)
@@ -191,8 +195,7 @@ async def test_sign_in_lists_the_calls_newest_first(browser: Browser, reports_ur
         row = page.locator(f'tr[data-call-id="{REVIEW}"]')
         await row.get_by_text("Needs review").wait_for()
         await page.locator(f'tr[data-call-id="{DEAD}"]').get_by_text("Failed").wait_for()
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        await page.screenshot(path=str(SCREENSHOTS / "reports-list.png"))
+        await _screenshot(page, "reports-list.png")
 
 
 async def test_filters_narrow_the_list(browser: Browser, reports_url: str) -> None:
@@ -244,8 +247,8 @@ async def test_report_view_shows_the_whole_report(browser: Browser, reports_url:
         assert await detail.locator(".latency-table tbody tr").count() == 2
         assert "T-1042" in await detail.locator("#s-ticket").locator("..").inner_text()
         assert await detail.get_by_text("report.generated").count() == 1
-        await page.screenshot(path=str(SCREENSHOTS / "reports-detail.png"))
-        await page.screenshot(path=str(SCREENSHOTS / "reports-detail-full.png"), full_page=True)
+        await _screenshot(page, "reports-detail.png")
+        await _screenshot(page, "reports-detail-full.png", full_page=True)
 
 
 async def test_review_reasons_are_shown(browser: Browser, reports_url: str) -> None:
@@ -279,7 +282,7 @@ async def test_dead_call_offers_retry_and_shows_its_error(
         await failed_ticket.get_by_text("ticket service answered 503").wait_for()
         await page.get_by_role("button", name="Retry").click()
         await page.get_by_text("conflict: the call is being processed").wait_for()
-        await page.screenshot(path=str(SCREENSHOTS / "reports-dead.png"))
+        await _screenshot(page, "reports-dead.png")
         assert seen == [("POST", f"Bearer {STAFF_TOKEN}")]
 
 
@@ -306,4 +309,4 @@ async def test_phone_width_has_no_sideways_scroll(browser: Browser, reports_url:
         await page.locator(f'tr[data-call-id="{GOOD}"] a').click()
         await page.locator("#latency-chart svg rect.seg").first.wait_for()
         assert await page.evaluate(fits)
-        await page.screenshot(path=str(SCREENSHOTS / "reports-phone.png"))
+        await _screenshot(page, "reports-phone.png")

@@ -82,7 +82,7 @@ class PostCallOptions:
     backoff: ReconnectPolicy = field(
         default_factory=lambda: ReconnectPolicy(initial_delay_s=2.0, max_delay_s=300.0)
     )
-    poll_delay_s: float = 0.5
+    poll_delay_s: float = 0.1  # how soon a free slot takes the next job (a Redis poll each time)
     shutdown_grace_s: int = 30
     health_interval_s: float = 5.0
 
