@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.integration.stack import speech, voice_stack
+from tests.integration.stack import VoiceStack, speech, voice_stack
 from voice_agent.devstack.livekit_server import LiveKitEndpoint
 from voice_agent.testing.openai_script import ChatReply, ScriptedToolCall, TranscriptionReply
 from voice_agent.testing.scripted_openai import ScriptedOpenAI
@@ -51,25 +52,29 @@ async def _wait_idle(worker: object, timeout_s: float = 15) -> None:
             await asyncio.sleep(0.05)
 
 
+async def _call(
+    livekit: LiveKitEndpoint, tmp: Path, models: ScriptedOpenAI, *, confirm: bool
+) -> tuple[dict[str, Any], VoiceStack]:
+    """One call on the support profile with the example tools; the caller answers `confirm`."""
+    async with (
+        models,
+        voice_stack(
+            livekit, tmp, models=models, profile=PROFILE, tools_path=ROOT / "tools",
+            stt_language="en",
+        ) as stack,
+    ):  # fmt: skip
+        result = await stack.call(await speech(QUESTION), confirm=confirm)
+        await _wait_idle(stack.worker)
+    return result, stack
+
+
 async def test_caller_confirms_destructive_tool_and_the_ticket_exists_once(
     livekit_server: LiveKitEndpoint, tmp_path: Path
 ) -> None:
     """The agent asks in the app, the caller confirms, one ticket is created and audited; the
     model repeating the call gets the same ticket back without a second one or a second ask."""
     models = _models(model_repeats_the_call=True)
-    async with (
-        models,
-        voice_stack(
-            livekit_server,
-            tmp_path,
-            models=models,
-            profile=PROFILE,
-            tools_path=ROOT / "tools",
-            stt_language="en",
-        ) as stack,
-    ):
-        result = await stack.call(await speech(QUESTION), confirm=True)
-        await _wait_idle(stack.worker)
+    result, stack = await _call(livekit_server, tmp_path, models, confirm=True)
     assert result["ok"], result
     [confirm] = [a for a in result["client_actions"] if a["action"] == "request_confirm"]
     assert confirm["payload"]["prompt"] == (
@@ -115,19 +120,7 @@ async def test_declined_confirmation_creates_no_ticket(
 ) -> None:
     """The caller says no in the app: no ticket, and the audit says declined."""
     models = _models()
-    async with (
-        models,
-        voice_stack(
-            livekit_server,
-            tmp_path,
-            models=models,
-            profile=PROFILE,
-            tools_path=ROOT / "tools",
-            stt_language="en",
-        ) as stack,
-    ):
-        result = await stack.call(await speech(QUESTION), confirm=False)
-        await _wait_idle(stack.worker)
+    result, stack = await _call(livekit_server, tmp_path, models, confirm=False)
     assert result["ok"], result
     assert TicketStore.in_data_dir(tmp_path).tickets() == []
     [record] = stack.sink.records.values()
