@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
@@ -35,6 +36,7 @@ Publish = Callable[[str], Awaitable[None]]
 
 _MAX_OPEN_ACTIONS = 64  # ids remembered for results; older ones are forgotten first
 _MAX_DROP_AUDITS = 50  # a flood of bad messages is counted, not journaled line by line
+_ROOM = re.compile(r"^call-[A-Za-z0-9_-]{1,64}$")
 
 
 class ClientChannel:
@@ -145,6 +147,11 @@ class ClientChannel:
             self.app_context = event.data
             self._audit("from_app", event.type, None, None, "accepted", None)
             self._log.info("client_event.context", keys=len(event.data))
+            previous = event.data.get("reconnect_of")
+            if isinstance(previous, str) and _ROOM.match(previous):
+                # The app lost an earlier call and started this one: link the two records.
+                self._journal.add_event("reconnect_of", previous_room=previous)
+                self._log.info("client_event.reconnect_of", previous_room=previous)
 
     def _remember(self, action_id: str, action: str) -> None:
         self._sent[action_id] = action
