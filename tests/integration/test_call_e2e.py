@@ -16,7 +16,13 @@ from tests.helpers import strip_project_env
 from tests.integration.stack import speech, voice_stack
 from voice_agent.caller.audio import ROOM_RATE, Utterance
 from voice_agent.devstack.livekit_server import LiveKitEndpoint
-from voice_agent.testing.openai_script import ChatReply, ErrorReply, Timeline, TranscriptionReply
+from voice_agent.testing.openai_script import (
+    ChatReply,
+    ErrorReply,
+    SpeechReply,
+    Timeline,
+    TranscriptionReply,
+)
 from voice_agent.testing.scripted_openai import ScriptedOpenAI
 
 pytestmark = pytest.mark.integration
@@ -140,6 +146,32 @@ async def test_repeated_failures_end_the_call_politely(
     assert record.end_reason == "repeated_failures"
     assert record.transcript[-1].kind == "goodbye"
     assert result["turns"][0]["agent_text"]  # the fallback line was heard first
+
+
+async def test_failure_before_the_fixed_lines_are_ready_still_says_goodbye(
+    livekit_server: LiveKitEndpoint, tmp_path: Path
+) -> None:
+    """TTS slow at call start: a turn failing before the goodbye line is synthesised waits for
+    it (bounded) instead of hanging up in silence."""
+    slow = SpeechReply(timeline=Timeline(first_delay_s=3.0))
+    models = ScriptedOpenAI(
+        chat=[ErrorReply(status=400, type="invalid_request_error")],
+        transcriptions=[TranscriptionReply(text=QUESTION)],
+        speech=[slow] * 4,  # the three fixed lines and the greeting, each 3 s late
+    )
+    async with (
+        models,
+        voice_stack(livekit_server, tmp_path, models=models, max_consecutive_failures=1) as stack,
+    ):
+        result = await stack.call(await speech(QUESTION), trailing_silence_s=0.1)
+        await _wait_idle(stack.worker, timeout_s=30)
+    [record] = stack.sink.records.values()
+    assert record.end_reason == "repeated_failures"
+    assert record.transcript[-1].kind == "goodbye", record.transcript
+    assert not [
+        e for e in record.events if e.event == "line_spoken" and not e.data["presynthesised"]
+    ]
+    assert result["turns"][0]["agent_text"]
 
 
 async def test_second_user_is_ignored_and_user_leaving_mid_reply_ends_cleanly(

@@ -143,6 +143,7 @@ class CallSession:
         self._reply_segment = new_segment_id()
         self._end_after_turn: str | None = None
         self._held_speech: _HeldSpeech | None = None
+        self._lines_ready: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.turn_detector: TurnDetector = turn_detector or SilenceTurnDetector(
             min_silence_ms=options.eou_silence_ms
         )
@@ -220,7 +221,7 @@ class CallSession:
             for pub in participant.track_publications.values():
                 if pub.track is not None:
                     self._on_track(pub.track, pub, participant)
-        self._spawn(
+        self._lines_ready = self._spawn(
             self._lines.synthesize(self.providers.tts, timeout_s=self.opts.provider_timeout_s)
         )
         try:
@@ -592,6 +593,9 @@ class CallSession:
     async def _say_line(self, name: str) -> str:
         """Say a pre-synthesised line (works while TTS is down); the text, or "" if unavailable."""
         assert self.speaker is not None
+        if name not in self._lines.audio and not self._lines_ready.done():
+            # A failure this early in the call: the lines are still being synthesised.
+            await asyncio.wait({self._lines_ready}, timeout=self.opts.provider_timeout_s)
         pcm = self._lines.audio.get(name)
         text = self._lines.texts[name]
         self.journal.add_event("line_spoken", line=name, presynthesised=pcm is not None)
