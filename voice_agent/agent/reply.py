@@ -131,7 +131,6 @@ class AgentReply:
     _audio_s: dict[int, float] = field(default_factory=dict)
     _chunk_round: list[int] = field(default_factory=list)
     _round: int = 0
-    _round_spoke: bool = False
 
     async def run(self) -> ReplyOutcome:
         """Generate and speak the whole reply; raises `ReplyFailedError` when a stage fails."""
@@ -187,8 +186,8 @@ class AgentReply:
         messages = list(self.messages)
         notice: str | None = None
         while True:
-            offer_tools = self.tools is not None and self._round < self.max_tool_rounds
-            schemas = self.tools.schemas() if offer_tools and self.tools is not None else None
+            offer = self.tools is not None and self._round < self.max_tool_rounds
+            schemas = self.tools.schemas() if offer and self.tools is not None else None
             text, calls = await self._stream_round(messages, schemas, queue)
             if not calls or self.tools is None or schemas is None:
                 if calls and self.tools is not None:  # called without being offered: never run
@@ -210,7 +209,7 @@ class AgentReply:
             self._round += 1
             if text:
                 notice = None
-        if notice and not self._round_spoke:
+        if notice and not text:  # the model said nothing after the failed tool: say it ourselves
             queue.put_nowait((self._round, notice))
         queue.put_nowait(_END)
 
@@ -229,12 +228,11 @@ class AgentReply:
         """One model completion spoken as it streams; its text and completed tool calls."""
         assert self.llm is not None
         chunker = SentenceChunker()
-        self._round_spoke = False
         calls: list[ToolCall] = []
         parts: list[str] = []
         for attempt in (1, 2):
             produced = False
-            if self.timer.llm_started is None or self._round == 0:
+            if self._round == 0:  # time to first token counts from the turn's first request
                 self.timer.llm_started = time.monotonic()
             try:
                 self.usage.llm_requests += 1
@@ -254,7 +252,6 @@ class AgentReply:
                         calls.extend(delta.tool_calls)
                         parts.append(text)
                         for chunk in chunker.push(text):
-                            self._round_spoke = True
                             queue.put_nowait((self._round, chunk))
                 break
             except asyncio.CancelledError:
@@ -267,7 +264,6 @@ class AgentReply:
                     queue.put_nowait(_END)
                     raise ReplyFailedError("llm", e) from e
         if rest := chunker.flush():
-            self._round_spoke = True
             queue.put_nowait((self._round, rest))
         return "".join(parts).strip(), tuple(calls)
 
