@@ -403,6 +403,28 @@ async def test_open_breaker_makes_the_agent_offer_the_manual_fallback(
     assert "unavailable" in spoken and "support@example.com" in spoken
 
 
+async def test_words_before_a_blocked_tool_do_not_stand_in_for_the_fallback(
+    make_rig: Callable[..., Rig],
+) -> None:
+    """ "Let me check" said before the call is not an answer: if the model is silent after the
+    breaker refused the tool, the agent still offers the fallback."""
+    rig = make_rig(breaker_failures=1)
+    failing = FakeCompletion(tool_calls=[call("billing_lookup", account="A-1")])
+    checking = FakeCompletion(
+        text="Let me check your account.",
+        tool_calls=[call("billing_lookup", account="A-1")],
+    )
+    llm = FakeLLM([failing, FakeCompletion(text="That failed."), checking, FakeCompletion(text="")])
+    await rig.reply(llm).run()
+    tts = FakeTTS()
+    rig.tools.begin_turn(2)
+    await rig.reply(llm, tts).run()
+    assert [o for _, o in rig.outcomes()] == ["error", "breaker_open"]
+    spoken = [t.text for t in tts.calls]
+    assert spoken[0] == "Let me check your account."
+    assert "support@example.com" in " ".join(spoken[1:])
+
+
 async def test_client_action_tool_passes_policy_and_is_sent(
     make_rig: Callable[..., Rig],
 ) -> None:

@@ -207,8 +207,6 @@ class AgentReply:
                 self.timer.tool_seconds = (self.timer.tool_seconds or 0.0) + spent
             messages.extend(results)
             self._round += 1
-            if text:
-                notice = None
         if notice and not text:  # the model said nothing after the failed tool: say it ourselves
             queue.put_nowait((self._round, notice))
         queue.put_nowait(_END)
