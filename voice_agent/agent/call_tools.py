@@ -145,47 +145,49 @@ class CallTools:
         self._say = say
         self._interrupted.clear()
         notice: str | None = None
-        pending = list(calls)
         try:
-            while pending:
-                call = pending[0]
-                result = await self._run_one(call, into)
-                pending.pop(0)
+            for i, call in enumerate(calls):
+                try:
+                    result = await self._run_one(call, into)
+                except asyncio.CancelledError:  # `call` is answered; later ones never start
+                    for later in calls[i + 1 :]:
+                        skipped = self.runtime.skip(later, "the user interrupted before it started")
+                        into.append(ChatMessage.tool(later.id, skipped.content))
+                    raise
                 into.append(ChatMessage.tool(call.id, result.content))
                 if result.outcome == "breaker_open":
                     notice = _unavailable_line(self.runtime.spec_for(call.name))
-        except asyncio.CancelledError:
-            for call in pending[1:] if pending and _answered(into, pending[0]) else pending:
-                skipped = self.runtime.skip(call, "the user interrupted before it started")
-                into.append(ChatMessage.tool(call.id, skipped.content))
-            raise
         finally:
             self._say = None
         return notice
 
     async def _run_one(self, call: ToolCall, into: list[ChatMessage]) -> ToolResult:
-        spec = self.runtime.spec_for(call.name)
+        """Run one call; when the user talks over it, its tool message goes to `into` before
+        the cancellation propagates."""
         task = asyncio.ensure_future(self.runtime.run(call))
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
             self._interrupted.set()  # a confirmation still pending is declined at once
-            if spec is not None and spec.on_interrupt == "finish" and not task.done():
-                self._log.info("tool.finishing_after_interruption", tool=call.name)
-                try:
-                    result = await task
-                except asyncio.CancelledError:
-                    task.cancel()
-                    raise
-                into.append(ChatMessage.tool(call.id, result.content))
-                raise
-            if task.done() and not task.cancelled():
-                into.append(ChatMessage.tool(call.id, task.result().content))
-                raise
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            into.append(ChatMessage.tool(call.id, cancelled_content(call.name)))
+            into.append(ChatMessage.tool(call.id, await self._settle_interrupted(call, task)))
             raise
+
+    async def _settle_interrupted(self, call: ToolCall, task: asyncio.Future[ToolResult]) -> str:
+        """The tool message of a call the user talked over: the result of a tool that finishes
+        per its policy (or had already finished), else a cancellation."""
+        spec = self.runtime.spec_for(call.name)
+        if not task.done() and spec is not None and spec.on_interrupt == "finish":
+            self._log.info("tool.finishing_after_interruption", tool=call.name)
+            try:
+                return (await task).content
+            except asyncio.CancelledError:  # cancelled again (the call is ending): give up
+                task.cancel()
+                return cancelled_content(call.name)
+        if task.done() and not task.cancelled():
+            return task.result().content
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return cancelled_content(call.name)
 
     async def _confirm(self, request: ConfirmationRequest) -> ConfirmationAnswer:
         """Say what is about to happen and ask in the app; a barge-in counts as no."""
@@ -211,10 +213,6 @@ class CallTools:
         if waiter.done() and not waiter.cancelled():
             return waiter.result()
         return "declined"
-
-
-def _answered(into: list[ChatMessage], call: ToolCall) -> bool:
-    return any(m.tool_call_id == call.id for m in into)
 
 
 def _unavailable_line(spec: ToolSpec | None) -> str:
