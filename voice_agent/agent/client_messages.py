@@ -21,6 +21,13 @@ from voice_agent.protocol import MAX_MESSAGE_BYTES, PROTOCOL_VERSION
 _Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
 
+def _first_error(error: ValidationError, *, whole: str) -> str:
+    """ "field.path: what is wrong" for the first problem (`whole` when it is the whole object)."""
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or whole
+    return f"{where}: {first['msg']}"
+
+
 class MessageRejectedError(ValueError):
     """A data-channel message failed validation or policy; the reason is safe to log."""
 
@@ -80,9 +87,7 @@ def parse_client_event(raw: bytes) -> UserConfirmed | ActionResult | AppContext:
     try:
         return _EVENT.validate_python(data)
     except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "message"
-        raise MessageRejectedError(f"{where}: {first['msg']}") from None
+        raise MessageRejectedError(_first_error(e, whole="message")) from None
 
 
 # Agent → app
@@ -134,9 +139,7 @@ def build_client_action(
     try:
         checked = model.model_validate(payload)
     except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "payload"
-        raise MessageRejectedError(f"{action} payload {where}: {first['msg']}") from None
+        raise MessageRejectedError(f"{action} payload {_first_error(e, whole='payload')}") from None
     if isinstance(checked, OpenUrl):
         parts = urlsplit(checked.url)
         if parts.scheme != "https" or not parts.hostname:
