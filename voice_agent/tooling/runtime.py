@@ -165,14 +165,14 @@ class ToolRuntime:
         attempt.arguments = spec.redacted(args)
         attempt.key = spec.idempotency_key(self._call_id, args)
 
-        # A request already done is answered from the ledger, even while the breaker is open.
-        earlier = await self._ledger.lookup(attempt.key)
-        if isinstance(earlier, LedgerDone):
-            content = messages.duplicate_done(earlier.result)
-            return self._finish(attempt, "duplicate", content, result=earlier.result)
-
         attempt.breaker = await self._breakers.admit(spec.name)
         if attempt.breaker is None:
+            # A request already done is answered from the ledger, even while the breaker is open
+            # (with the breaker closed, the claim below finds it).
+            earlier = await self._ledger.lookup(attempt.key)
+            if isinstance(earlier, LedgerDone):
+                content = messages.duplicate_done(earlier.result)
+                return self._finish(attempt, "duplicate", content, result=earlier.result)
             content = messages.breaker_open(spec.name, spec.fallback)
             return self._finish(attempt, "breaker_open", content, error="circuit breaker open")
 
