@@ -347,6 +347,21 @@ async def test_set_status_keeps_the_last_error(store: ReportStore) -> None:
     assert call.status is CallStatus.QUEUED and call.last_error == "ticket service answered 503"
 
 
+async def test_status_and_its_event_are_written_together(store: ReportStore) -> None:
+    """The step that moved a call to a status is in its history whenever the status is seen,
+    with the error it carried; an unknown call changes nothing."""
+    await store.add_call(sample_record("c-1"), source="agent")
+    await store.set_status(
+        "c-1", CallStatus.DEAD, error="503 from tickets", event="dead", job_try=5
+    )
+    call = await store.get_call("c-1")
+    assert call is not None and call.status is CallStatus.DEAD
+    last = call.job_history[-1]
+    assert (last.event, last.detail) == ("dead", {"job_try": 5, "error": "503 from tickets"})
+    with pytest.raises(UnknownCallError):
+        await store.set_status("nope", CallStatus.DONE, event="done")
+
+
 async def test_ping_answers(store: ReportStore) -> None:
     """A healthy database answers the ping."""
     await store.ping()

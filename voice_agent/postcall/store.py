@@ -300,9 +300,17 @@ class ReportStore:
         log.info("store.report_saved", call_id=call_id, needs_review=stored.needs_review)
 
     async def set_status(
-        self, call_id: str, status: CallStatus, *, error: str | None = None
+        self,
+        call_id: str,
+        status: CallStatus,
+        *,
+        error: str | None = None,
+        event: str | None = None,
+        **detail: Any,
     ) -> None:
-        """Move the call to `status`; `error`, when given, becomes its last error."""
+        """Move the call to `status`; `error`, when given, becomes its last error. `event`
+        (with `detail`, and the error) is appended to the history in the same transaction, so
+        whoever sees the new status also sees the step that led to it."""
         values: dict[str, Any] = {"status": status.value, "updated_at": _now()}
         if error is not None:
             values["last_error"] = error[:4000]
@@ -312,6 +320,13 @@ class ReportStore:
             )
             if result.rowcount == 0:
                 raise UnknownCallError(call_id)
+            if event is not None:
+                if error is not None:
+                    detail = {**detail, "error": error}
+                entry = JobEvent(at=time.time(), event=event, detail=detail)
+                await conn.execute(
+                    job_events.insert().values(call_id=call_id, **entry.model_dump(mode="json"))
+                )
         log.info("store.status", call_id=call_id, status=status.value, error=error)
 
     async def save_integration(self, call_id: str, result: IntegrationResult) -> None:

@@ -200,8 +200,7 @@ async def _process(deps: PostCallContext, call_id: str, *, job_id: str, job_try:
         log.exception("postcall.try_failed")
         failures = [f"{type(e).__name__}: {e}"]
     if not failures:
-        await store.set_status(call_id, CallStatus.DONE)
-        await store.add_job_event(call_id, "done", job_try=job_try)
+        await store.set_status(call_id, CallStatus.DONE, event="done", job_try=job_try)
         log.info("postcall.done")
         return "done"
     error = "; ".join(failures)[:2000]
@@ -209,17 +208,20 @@ async def _process(deps: PostCallContext, call_id: str, *, job_id: str, job_try:
         await _give_up(store, call_id, error, job_try)
         return "dead"
     delay = options.backoff.delay_s(job_try)
-    await store.set_status(call_id, CallStatus.QUEUED, error=error)
-    await store.add_job_event(
-        call_id, "retry_scheduled", job_try=job_try, defer_s=round(delay, 3), error=error
+    await store.set_status(
+        call_id,
+        CallStatus.QUEUED,
+        error=error,
+        event="retry_scheduled",
+        job_try=job_try,
+        defer_s=round(delay, 3),
     )
     log.warning("postcall.retry_scheduled", defer_s=round(delay, 3), error=error)
     raise Retry(defer=delay)
 
 
 async def _give_up(store: ReportStore, call_id: str, error: str, job_try: int) -> None:
-    await store.set_status(call_id, CallStatus.DEAD, error=error)
-    await store.add_job_event(call_id, "dead", job_try=job_try, error=error)
+    await store.set_status(call_id, CallStatus.DEAD, error=error, event="dead", job_try=job_try)
     log.error("postcall.dead", error=error)
 
 

@@ -48,13 +48,19 @@ async def retry_call(request: web.Request, staff: StaffIdentity) -> web.StreamRe
     except (RedisError, OSError) as e:
         return _queue_down(e)
     job_id = retry_job_id(call_id, n)
-    await store.set_status(call_id, CallStatus.QUEUED)
-    await store.add_job_event(call_id, "retry_requested", by=staff.identity, job_id=job_id)
+    await store.set_status(
+        call_id, CallStatus.QUEUED, event="retry_requested", by=staff.identity, job_id=job_id
+    )
     try:
         enqueued = await queue.enqueue(call_id, job_id=job_id)
     except (RedisError, OSError) as e:
-        await store.set_status(call_id, CallStatus.DEAD, error="staff retry: the queue was down")
-        await store.add_job_event(call_id, "retry_failed", job_id=job_id)
+        await store.set_status(
+            call_id,
+            CallStatus.DEAD,
+            error="staff retry: the queue was down",
+            event="retry_failed",
+            job_id=job_id,
+        )
         return _queue_down(e)
     log.info("postcall.retry_requested", staff=staff.identity, job_id=job_id, enqueued=enqueued)
     return web.json_response(
