@@ -42,6 +42,8 @@ from voice_agent.protocol import (
 log = get_logger("caller")
 
 _SILENCE = b"\0" * (SAMPLES_PER_FRAME * 2)
+# How long a turn message may trail the agent's departure (they travel different paths).
+_DEPARTURE_GRACE_S = 2.0
 
 
 class CallFailedError(Exception):
@@ -67,6 +69,8 @@ class CallerOptions:
     listen_audio: bool = True
     """Subscribe to the agent's audio (needed for `record` and caller-side voice-to-voice);
     load tests turn it off to spare the caller's CPU."""
+    microphone_delay_s: float = 0.0
+    """Publish the microphone this long after joining (a slow device, or a busy server)."""
     confirm: bool | None = None
     """Answer the agent's `request_confirm` actions yes (True) or no (False); None: ignore them."""
 
@@ -184,7 +188,9 @@ class SimulatedCaller:
             for pub in participant.track_publications.values():
                 if pub.track is not None:
                     self._on_track(pub.track, pub, participant)
-        source = rtc.AudioSource(ROOM_RATE, 1, queue_size_ms=50)
+        if self._opts.microphone_delay_s:
+            await asyncio.sleep(self._opts.microphone_delay_s)
+        source = rtc.AudioSource(ROOM_RATE, 1, queue_size_ms=2 * FRAME_MS)
         track = rtc.LocalAudioTrack.create_audio_track("microphone", source)
         options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
         await room.local_participant.publish_track(track, options)
@@ -235,7 +241,10 @@ class SimulatedCaller:
         deadline = time.monotonic() + self._opts.turn_timeout_s
         while True:
             remaining = deadline - time.monotonic()
-            if self._heard.agent_left.is_set() and self._heard.turns.empty():
+            # Data and the departure travel different paths (data channel, signalling): a turn
+            # the agent sent just before leaving may still be on its way.
+            left = self._heard.agent_left.is_set() and self._heard.turns.empty()
+            if left and not await self._turn_in_flight():
                 raise CallFailedError(f"the agent left before its {kind} turn")
             try:
                 turn = await asyncio.wait_for(self._heard.turns.get(), max(remaining, 0.001))
@@ -250,6 +259,15 @@ class SimulatedCaller:
                     "interrupted": bool(turn.get("interrupted", False)),
                     "metrics": turn.get("metrics", {}),
                 }
+
+    async def _turn_in_flight(self) -> bool:
+        """After the agent left: whether a turn message still arrives within a short grace."""
+        try:
+            turn = await asyncio.wait_for(self._heard.turns.get(), _DEPARTURE_GRACE_S)
+        except TimeoutError:
+            return False
+        self._heard.turns.put_nowait(turn)  # the queue was empty: it is first in line again
+        return True
 
     async def _microphone(self, source: rtc.AudioSource) -> None:
         """Feed the microphone in real time: queued speech, else silence."""
