@@ -145,7 +145,32 @@ async def test_repeated_failures_end_the_call_politely(
     [record] = stack.sink.records.values()
     assert record.end_reason == "repeated_failures"
     assert record.transcript[-1].kind == "goodbye"
+    assert result["turns"], result
     assert result["turns"][0]["agent_text"]  # the fallback line was heard first
+
+
+async def test_the_greeting_waits_for_the_callers_microphone(
+    livekit_server: LiveKitEndpoint, tmp_path: Path
+) -> None:
+    """A caller whose microphone comes late is greeted once the agent hears it, so an answer
+    to the greeting is not lost while the track is still being subscribed."""
+    models = ScriptedOpenAI(
+        chat=[ChatReply(text=ANSWER)], transcriptions=[TranscriptionReply(text=QUESTION)]
+    )
+    async with models, voice_stack(livekit_server, tmp_path, models=models) as stack:
+        result = await stack.call(await speech(QUESTION), microphone_delay_s=2.0)
+        await _wait_idle(stack.worker)
+    assert result["ok"], result
+    [record] = stack.sink.records.values()
+    joined, heard = (
+        next(e.at for e in record.events if e.event == name)
+        for name in ("user_joined", "user_audio")
+    )
+    greeting = record.transcript[0]
+    assert greeting.kind == "greeting"
+    assert heard - joined >= 1.5  # the microphone really came late
+    assert greeting.started_at >= heard
+    assert [t.speaker for t in record.transcript] == ["agent", "user", "agent"]
 
 
 async def test_failure_before_the_fixed_lines_are_ready_still_says_goodbye(

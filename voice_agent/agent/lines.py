@@ -1,7 +1,10 @@
-"""Lines the agent must be able to say whatever fails: synthesised once when a call starts.
+"""Lines the agent must be able to say whatever fails: synthesised before they are needed.
 
 The fallback line ("Sorry, I'm having trouble..."), the goodbye and the apology for repeated
-failures are rendered to room-rate PCM at call start, so they play even while TTS is down.
+failures are rendered to room-rate PCM when a call starts, so they play even while TTS is down.
+The worker shares one `SpokenLines` among its calls: the lines are rendered by the first call
+(the same text in the same voice sounds the same on every call) and a line that failed is tried
+again by the next one.
 """
 
 from __future__ import annotations
@@ -24,10 +27,18 @@ class SpokenLines:
 
     texts: dict[str, str]
     audio: dict[str, bytes] = field(default_factory=dict)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     async def synthesize(self, tts: TTS, *, timeout_s: float) -> None:
-        """Render every line; a line that fails is logged and stays unavailable."""
+        """Render every line not rendered yet; a line that fails is logged and stays unavailable
+        until a later call tries again. Concurrent calls render each line once."""
+        async with self._lock:
+            await self._render_missing(tts, timeout_s)
+
+    async def _render_missing(self, tts: TTS, timeout_s: float) -> None:
         for name, text in self.texts.items():
+            if name in self.audio:
+                continue
             try:
                 chunks = []
                 async with asyncio.timeout(timeout_s):

@@ -13,13 +13,15 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from voice_agent.agent import ffi_routing
 from voice_agent.agent.call_record import CallJournal, CallRecordSink, FileRecordSink
 from voice_agent.agent.call_tools import CallTools, ToolKit
 from voice_agent.agent.client_channel import ClientChannel
 from voice_agent.agent.job import JobContext
-from voice_agent.agent.session import CallSession, SessionOptions
+from voice_agent.agent.session import CallSession, SessionOptions, spoken_lines
 from voice_agent.agent.worker import AgentWorker, WorkerOptions
 from voice_agent.logging import bind_context, get_logger
+from voice_agent.pipeline.vad_model import SileroModelPool
 from voice_agent.postcall.handover import PostCallSink
 from voice_agent.profile import AgentProfile, load_profile
 from voice_agent.providers.factory import Providers, build_providers
@@ -27,6 +29,9 @@ from voice_agent.server.health import metrics_endpoint
 from voice_agent.settings import Settings
 
 log = get_logger("agent.runner")
+
+# VAD models loaded at start; later calls reuse the models of calls that ended.
+_PREWARMED_VAD_MODELS = 4
 
 
 def session_options(settings: Settings, profile: AgentProfile | None = None) -> SessionOptions:
@@ -63,6 +68,9 @@ class CallRunner:
         self._profile = profile or AgentProfile.built_in(settings)
         self._tool_kit = tool_kit
         self._options = session_options(settings, self._profile)
+        # Shared by the worker's calls: fixed lines rendered once, VAD models loaded once.
+        self._lines = spoken_lines(self._options)
+        self.vad_models = SileroModelPool()
         self._sink = sink or FileRecordSink(settings.data_dir / "records")
         self._journal_dir = settings.data_dir / "calls"
 
@@ -96,6 +104,8 @@ class CallRunner:
             journal=journal,
             tools=tools if kit is not None else None,
             client_policy=self._profile.client_actions,
+            lines=self._lines,
+            vad_models=self.vad_models,
         )
         await session.run()
 
@@ -157,6 +167,7 @@ async def _health_server(settings: Settings, worker: AgentWorker) -> AsyncIterat
 
 async def run_worker(settings: Settings) -> None:
     """Run the worker until SIGTERM/SIGINT, then drain."""
+    ffi_routing.install()  # before any room exists: see ffi_routing
     profile = load_profile(settings)
     if profile.voice is not None:
         settings = settings.model_copy(update={"tts_voice": profile.voice})
@@ -164,6 +175,8 @@ async def run_worker(settings: Settings) -> None:
     # With Redis, finished calls go to the post-call queue (spooled first, so none is lost).
     sink = PostCallSink.from_settings(settings) if settings.redis_url else None
     runner, tool_kit = build_call_runner(settings, providers, profile=profile, sink=sink)
+    # Models for the first calls, loaded before the worker takes any (about 50 ms each).
+    await runner.vad_models.prewarm(_PREWARMED_VAD_MODELS)
     options = WorkerOptions(max_jobs=settings.max_jobs)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -28,7 +28,7 @@ from typing import Any
 
 from livekit import rtc
 
-from voice_agent.agent import metrics
+from voice_agent.agent import ffi_routing, metrics
 from voice_agent.agent.arrival_clock import ArrivalClock
 from voice_agent.agent.call_record import CallJournal, CallRecordSink, CallUsage, TranscriptTurn
 from voice_agent.agent.call_tools import CallTools
@@ -44,6 +44,7 @@ from voice_agent.pipeline.context import ConversationContext
 from voice_agent.pipeline.turn import SilenceTurnDetector, TurnDetector, TurnEvidence
 from voice_agent.pipeline.vad import SAMPLE_RATE as VAD_RATE
 from voice_agent.pipeline.vad import VadConfig, VadEvent, VadEventType, VoiceActivityDetector
+from voice_agent.pipeline.vad_model import SileroModelPool
 from voice_agent.profile import ClientActionPolicy
 from voice_agent.protocol import ATTR_AGENT_STATE, TOPIC_AGENT_TURNS, AgentState
 from voice_agent.providers.base import PcmAudio
@@ -56,6 +57,8 @@ _FINISH_TIMEOUT_S = 5.0
 _LISTEN_FRAME_MS = 40
 # Onset needed before the agent pauses for the user: short, so barge-in is fast.
 _PAUSE_ONSET_MS = 96
+# How long the greeting waits for the caller's microphone track to be subscribed.
+_USER_AUDIO_WAIT_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,17 @@ class SessionOptions:
     user_join_timeout_s: float = 30.0
 
 
+def spoken_lines(options: SessionOptions) -> SpokenLines:
+    """The fixed lines of calls with these options (share one among a worker's calls)."""
+    return SpokenLines(
+        texts={
+            "fallback": options.fallback_line,
+            "goodbye": options.goodbye_line,
+            "failure_goodbye": options.failure_goodbye_line,
+        }
+    )
+
+
 class CallSession:
     """Runs one call in its room; `await run()` returns when the call is over."""
 
@@ -104,6 +118,8 @@ class CallSession:
         turn_detector: TurnDetector | None = None,
         tools: Callable[[ClientChannel], CallTools] | None = None,
         client_policy: ClientActionPolicy | None = None,
+        lines: SpokenLines | None = None,
+        vad_models: SileroModelPool | None = None,
     ) -> None:
         self.job = job
         self.opts = options
@@ -119,6 +135,7 @@ class CallSession:
         self.speaker: AgentSpeaker | None = None
         self.captions: CaptionPublisher | None = None
         self.state = AgentState.INITIALIZING
+        self._state_updates: asyncio.Queue[AgentState] = asyncio.Queue()
         self._user: rtc.RemoteParticipant | None = None
         self._user_track_sid: str | None = None
         self._agent_track_sid: str | None = None
@@ -133,13 +150,9 @@ class CallSession:
         self._turn_counter = 0
         self._failures = 0
         self._last_user_activity = time.monotonic()
-        self._lines = SpokenLines(
-            texts={
-                "fallback": options.fallback_line,
-                "goodbye": options.goodbye_line,
-                "failure_goodbye": options.failure_goodbye_line,
-            }
-        )
+        self._lines = lines or spoken_lines(options)
+        self._vad_models = vad_models or SileroModelPool(keep=0)
+        self._listening = asyncio.Event()
         self._reply_segment = new_segment_id()
         self._end_after_turn: str | None = None
         self._held_speech: _HeldSpeech | None = None
@@ -207,8 +220,10 @@ class CallSession:
             await self._connect(room)
         else:
             await room.connect(self.job.url, self.job.token)
+        ffi_routing.narrow_room(room)
         self.log.info("call.joined", room=room.name)
-        await self._set_state(AgentState.INITIALIZING)
+        self._spawn(self._publish_states())
+        self._set_state(AgentState.INITIALIZING)
         self.speaker, track = AgentSpeaker.create()
         publication = await room.local_participant.publish_track(
             track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
@@ -229,6 +244,14 @@ class CallSession:
         except TimeoutError:
             return "no_user"
         self._spawn(self._watchdog())
+        # Greet once the caller's microphone reaches the VAD: a reply the caller gives to the
+        # greeting must not fall into the gap while their track is still being subscribed
+        # (seconds, on a busy server). A caller without a microphone is greeted anyway.
+        try:
+            await asyncio.wait_for(self._listening.wait(), _USER_AUDIO_WAIT_S)
+        except TimeoutError:
+            self.log.warning("call.user_audio_missing", waited_s=_USER_AUDIO_WAIT_S)
+            self.journal.add_event("user_audio_missing", waited_s=_USER_AUDIO_WAIT_S)
         await self._start_reply(fixed_text=self.opts.greeting, kind="greeting", timer=None)
         return await self._ended
 
@@ -299,8 +322,8 @@ class CallSession:
 
     async def _listen(self, track: rtc.Track) -> None:
         config = VadConfig(min_speech_ms=_PAUSE_ONSET_MS, min_silence_ms=self.opts.eou_silence_ms)
-        # Loading the model takes ~50 ms: off the event loop, so other calls do not stutter.
-        vad = await asyncio.to_thread(VoiceActivityDetector, config=config)
+        model = await self._vad_models.acquire()
+        vad = VoiceActivityDetector(config=config, model=model)
         # LiveKit's native side resamples the room's 48 kHz to 16 kHz before the frame reaches
         # Python: one FFI event per frame and a third of the bytes, instead of a second FFI
         # round trip per frame through a Python-side resampler.
@@ -309,6 +332,9 @@ class CallSession:
         )
         clock = ArrivalClock()
         received = 0  # 16 kHz samples handed to the VAD so far
+        self.log.info("call.listening", track_sid=self._user_track_sid)
+        self.journal.add_event("user_audio", track_sid=self._user_track_sid)
+        self._listening.set()
         try:
             async for event in stream:
                 pcm = bytes(event.frame.data.cast("B"))
@@ -319,6 +345,7 @@ class CallSession:
                 self._check_interruption(vad)
         finally:
             await stream.aclose()
+            self._vad_models.release(model)
 
     def _on_vad(self, event: VadEvent, clock: ArrivalClock) -> None:
         self._last_user_activity = time.monotonic()
@@ -331,7 +358,7 @@ class CallSession:
                 onset_to_stop_ms = round((time.monotonic() - onset) * 1000, 1)
                 self.log.info("call.barge_in_paused", onset_to_stop_ms=onset_to_stop_ms)
                 self.journal.add_event("barge_in", onset_to_stop_ms=onset_to_stop_ms)
-                self._spawn(self._set_state(AgentState.LISTENING))
+                self._set_state(AgentState.LISTENING)
             return
         assert event.end_s is not None
         if self._paused_reply and self._confirmed_interruption is None:
@@ -343,7 +370,7 @@ class CallSession:
             self.journal.add_event("barge_in_resumed", speech_ms=speech_ms)
             assert self.speaker is not None
             self.speaker.resume()
-            self._spawn(self._set_state(AgentState.SPEAKING))
+            self._set_state(AgentState.SPEAKING)
             return
         held = self._held_speech
         audio = (held.audio if held else b"") + event.audio
@@ -499,7 +526,7 @@ class CallSession:
         self._reply_segment = new_segment_id()
         self._reply = reply
         if fixed_text is None:
-            await self._set_state(AgentState.THINKING)
+            self._set_state(AgentState.THINKING)
         self._reply_task = asyncio.ensure_future(self._run_reply(reply, kind, user_text, timer))
 
     def _on_reply_chunk(self, _chunk: str) -> None:
@@ -516,7 +543,7 @@ class CallSession:
         )
 
     def _on_first_audio(self, at: float) -> None:
-        self._spawn(self._set_state(AgentState.SPEAKING))
+        self._set_state(AgentState.SPEAKING)
 
     async def _run_reply(
         self, reply: AgentReply, kind: str, user_text: str, timer: TurnTimer
@@ -561,7 +588,7 @@ class CallSession:
             "turn.agent", kind=kind, interrupted=interrupted, heard_chars=len(heard), **figures
         )
         if failed is None and not interrupted and not self._ended.done():
-            await self._set_state(AgentState.LISTENING)
+            self._set_state(AgentState.LISTENING)
         if self.captions is not None and heard:
             await self.captions.publish(
                 text=heard, segment_id=segment, final=True, track_sid=self._agent_track_sid
@@ -603,7 +630,7 @@ class CallSession:
             self.log.error("call.line_unavailable", line=name)
             return ""
         started = time.time()
-        await self._set_state(AgentState.SPEAKING)
+        self._set_state(AgentState.SPEAKING)
         self.speaker.begin_reply()
         self.speaker.push_frames(pcm, segment=0)
         await self.speaker.wait_idle()
@@ -618,7 +645,7 @@ class CallSession:
                 text=text, segment_id=new_segment_id(), final=True, track_sid=self._agent_track_sid
             )
         if not self._ended.done():
-            await self._set_state(AgentState.LISTENING)
+            self._set_state(AgentState.LISTENING)
         return text
 
     async def _recover(self, stage: str) -> str:
@@ -657,15 +684,26 @@ class CallSession:
 
     # Room output
 
-    async def _set_state(self, state: AgentState) -> None:
+    def _set_state(self, state: AgentState) -> None:
+        """Enter `state` now; the room hears of it in order, without the caller waiting."""
         if state is self.state and state is not AgentState.INITIALIZING:
             return
         previous, self.state = self.state, state
         self.log.info("agent.state", state=state.value, previous=previous.value)
         if state is AgentState.LISTENING:
             self._last_user_activity = max(self._last_user_activity, time.monotonic())
-        with contextlib.suppress(Exception):
-            await self.room.local_participant.set_attributes({ATTR_AGENT_STATE: state.value})
+        self._state_updates.put_nowait(state)
+
+    async def _publish_states(self) -> None:
+        """Send each state change to the room as the `lk.agent.state` attribute, in order.
+
+        An attribute update waits for the server's answer, which takes long when the server is
+        busy: on the turn's critical path it once held back the model request by seconds.
+        """
+        while True:
+            state = await self._state_updates.get()
+            with contextlib.suppress(Exception):
+                await self.room.local_participant.set_attributes({ATTR_AGENT_STATE: state.value})
 
     async def _publish_turn(
         self,

