@@ -21,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,7 @@ async def main() -> int:
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 5, 10, 20, 25])
     parser.add_argument("--turns", type=int, default=2)
     parser.add_argument("--barge-in-calls", type=int, default=5)
+    parser.add_argument("--worker-log-level", default="warning")
     parser.add_argument(
         "--local", action="store_true",
         help="all-local models (Whisper, Piper, SmolLM2 demo LLM) instead of the scripted server",
@@ -163,7 +165,8 @@ async def main() -> int:
                 "LIVEKIT_URL": lk.ws_url, "LIVEKIT_API_KEY": key, "LIVEKIT_API_SECRET": secret,
                 **model_env,
                 "VOICE_AGENT_MAX_JOBS": "100",
-                "VOICE_AGENT_DATA_DIR": str(tmp / "worker"), "VOICE_AGENT_LOG_LEVEL": "warning",
+                "VOICE_AGENT_DATA_DIR": str(tmp / "worker"),
+                "VOICE_AGENT_LOG_LEVEL": args.worker_log_level,
                 "VOICE_AGENT_WORKER_METRICS_PORT": str(metrics_port),
             }  # fmt: skip
             worker = ManagedProcess(
@@ -192,9 +195,12 @@ async def main() -> int:
                 )
                 sampler.cancel()
                 elapsed = time.monotonic() - started
-                cpu_share = (cpu_seconds(pid) - cpu_before) / elapsed
+                cpu_used = cpu_seconds(pid) - cpu_before
+                cpu_share = cpu_used / elapsed
                 v2v, overhead = turn_figures(results)
                 failed = sum(not r["ok"] for r in results)
+                for reason, count in Counter(r["error"] for r in results if not r["ok"]).items():
+                    print(f"  {count} calls failed: {reason}", flush=True)
                 p95 = pct(v2v, 95)
                 lone_p95 = lone_p95 or p95
                 rows.append(
@@ -203,14 +209,15 @@ async def main() -> int:
                         "v2v_p50": pct(v2v, 50), "v2v_p95": p95,
                         "over_p50": pct(overhead, 50), "over_p95": pct(overhead, 95),
                         "peak_rss": max(peak), "within": p95 <= 1.2 * lone_p95,
-                        "seconds": elapsed, "cpu": cpu_share,
+                        "seconds": elapsed, "cpu": cpu_share, "cpu_per_call": cpu_used / n,
                     }
                 )  # fmt: skip
                 r = rows[-1]
                 print(
                     f"calls={n:3d} failed={failed} turns={len(v2v):3d} v2v p50 {r['v2v_p50']:.0f}"
                     f" p95 {p95:.0f} ms  overhead p50 {r['over_p50']:.1f} p95 {r['over_p95']:.1f}"
-                    f" ms  worker peak RSS {r['peak_rss']:.0f} MB  worker CPU {cpu_share:.0%}",
+                    f" ms  worker peak RSS {r['peak_rss']:.0f} MB  worker CPU {cpu_share:.0%}"
+                    f" ({r['cpu_per_call']:.2f} CPU-s per call)",
                     flush=True,
                 )  # fmt: skip
             if args.local:
@@ -283,14 +290,16 @@ def _write_local(results: list[dict[str, Any]]) -> None:
 def _write(rows: list[dict[str, Any]], stops: list[float], base_rss: float, args: Any) -> None:
     table = [
         "| calls | failed | turns | v2v p50 ms | v2v p95 ms | overhead p50 ms | overhead p95 ms "
-        "| worker peak RSS MB | worker CPU (one core = 100 %) | p95 within 20 % of one call |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| worker peak RSS MB | worker CPU (one core = 100 %) | worker CPU-s per call "
+        "| p95 within 20 % of one call |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         table.append(
             f"| {r['calls']} | {r['failed']} | {r['turns']} | {r['v2v_p50']:.0f} | "
             f"{r['v2v_p95']:.0f} | {r['over_p50']:.1f} | {r['over_p95']:.1f} | "
-            f"{r['peak_rss']:.0f} | {r['cpu']:.0%} | {'yes' if r['within'] else 'no'} |"
+            f"{r['peak_rss']:.0f} | {r['cpu']:.0%} | {r['cpu_per_call']:.2f} | "
+            f"{'yes' if r['within'] else 'no'} |"
         )
     ok = [r for r in rows if r["within"] and not r["failed"]]
     density = max((r["calls"] for r in ok), default=0)
