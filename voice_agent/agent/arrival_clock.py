@@ -2,8 +2,10 @@
 
 The VAD speaks in sample positions; latency figures need wall-clock moments. A fixed offset
 (first arrival minus stream time) drifts whenever the event loop is late or frames arrive in a
-burst, so instead the arrival time of every pushed chunk is kept, and a position maps to the
-moment the chunk holding it arrived: "when the agent had heard it".
+burst, so instead the arrival time of every pushed chunk is kept. A position maps to the moment
+its chunk arrived, back-dated by the audio that followed it in the chunk: when the sample would
+have arrived had the chunk come sample by sample. Without that, a larger frame would hide up to
+a frame of buffering from every latency measured from speech (end of speech, barge-in onset).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import bisect
 class ArrivalClock:
     """Maps stream sample positions to the monotonic time their audio arrived."""
 
-    def __init__(self, *, keep: int = 6000) -> None:
+    def __init__(self, *, sample_rate: int, keep: int = 6000) -> None:
+        self._rate = sample_rate
         self._ends: list[int] = []  # stream position just after each chunk
         self._times: list[float] = []
         self._keep = keep
@@ -28,8 +31,10 @@ class ArrivalClock:
             del self._times[: self._keep]
 
     def at(self, sample: int) -> float:
-        """When the chunk holding `sample` arrived (clamped to what is still remembered)."""
+        """When `sample` arrived: its chunk's arrival less the audio after it in that chunk
+        (clamped to what is still remembered)."""
         if not self._times:
             raise LookupError("no audio has arrived yet")
-        i = bisect.bisect_right(self._ends, sample)
-        return self._times[min(i, len(self._times) - 1)]
+        i = min(bisect.bisect_right(self._ends, sample), len(self._times) - 1)
+        after = max(self._ends[i] - 1 - sample, 0)
+        return self._times[i] - after / self._rate
