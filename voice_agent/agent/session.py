@@ -52,9 +52,10 @@ from voice_agent.providers.factory import Providers
 
 # How long ending a call (leaving the room, storing the record) may take.
 _FINISH_TIMEOUT_S = 5.0
-# Microphone audio is handled in 40 ms frames: half the per-frame work of 20 ms, at a cost of
-# at most 40 ms more delay in noticing speech (barge-in stays well under 150 ms).
-_LISTEN_FRAME_MS = 40
+# Microphone audio is handled in 64 ms frames (two VAD windows): a third of the per-frame work of
+# 20 ms frames, at a cost of at most 64 ms more delay in noticing speech (barge-in, measured from
+# the speech itself, stays under 150 ms at p95; docs/benchmarks.md).
+_LISTEN_FRAME_MS = 64
 # Onset needed before the agent pauses for the user: short, so barge-in is fast.
 _PAUSE_ONSET_MS = 96
 # How long the greeting waits for the caller's microphone track to be subscribed.
@@ -330,7 +331,7 @@ class CallSession:
         stream = rtc.AudioStream(
             track, sample_rate=VAD_RATE, num_channels=1, frame_size_ms=_LISTEN_FRAME_MS
         )
-        clock = ArrivalClock()
+        clock = ArrivalClock(sample_rate=VAD_RATE)
         received = 0  # 16 kHz samples handed to the VAD so far
         self.log.info("call.listening", track_sid=self._user_track_sid)
         self.journal.add_event("user_audio", track_sid=self._user_track_sid)

@@ -1,7 +1,7 @@
 """The agent's voice in the room: one audio track fed in real time, stoppable at once.
 
 Audio arrives as PCM at the TTS voice's rate, tagged with the index of the text segment it speaks;
-it is resampled to the room rate and cut into 40 ms frames. LiveKit's `AudioSource` holds only a
+it is resampled to the room rate and cut into 80 ms frames. LiveKit's `AudioSource` holds only a
 short queue, so stopping (barge-in) discards at most that much, and what was really played is
 known to within a frame: the speaker counts frames handed over minus what was still queued.
 A pause keeps the unplayed frames, so a false interruption resumes exactly where it stopped.
@@ -20,7 +20,7 @@ from livekit import rtc
 from voice_agent.pipeline.resample import StreamResampler
 
 ROOM_RATE = 48_000
-FRAME_MS = 40  # per frame handed to LiveKit; fewer, larger frames cost less per call
+FRAME_MS = 80  # per frame handed to LiveKit; fewer, larger frames cost less per call
 FRAME_SAMPLES = ROOM_RATE * FRAME_MS // 1000
 FRAME_BYTES = FRAME_SAMPLES * 2
 QUEUE_MS = 100
