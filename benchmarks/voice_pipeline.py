@@ -1,8 +1,10 @@
 """Voice pipeline benchmark: pipeline overhead, barge-in latency and call density on one core.
 
-A real LiveKit server, the token service and the scripted OpenAI-compatible server run in this
-process's company on CPU 1; `voice-agent worker` runs pinned to CPU 0. Simulated callers (CPU 1)
-speak espeak-ng utterances in real time. The scripted models answer at once, so what remains of
+A real LiveKit server, the token service and the scripted OpenAI-compatible server (its own
+process) run on CPU 1, LiveKit and the models ahead of the simulated callers, which speak
+espeak-ng utterances in real time from this process (CPU 1); `voice-agent worker` runs pinned to
+CPU 0. The calls of a level join 100 ms apart; once all are greeted, callers start talking spread
+over 4 s, so every measured turn runs with all the level's calls connected. The scripted models answer at once, so what remains of
 voice-to-voice beyond end-of-turn silence, STT, LLM first token and TTS first byte is our own
 pipeline's overhead. Figures are printed and written to docs/benchmarks.md.
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -22,6 +25,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +48,14 @@ from voice_agent.devstack.local_llm import MODEL_ALIAS, local_llm_process  # noq
 from voice_agent.devstack.processes import ManagedProcess, ReadyCheck, free_port  # noqa: E402
 from voice_agent.server.app import create_app  # noqa: E402
 from voice_agent.settings import Settings  # noqa: E402
-from voice_agent.testing.scripted_openai import ScriptedOpenAI  # noqa: E402
 
 QUESTION = "What are your opening hours?"
+# LiveKit and the scripted models stand for services on other machines: on CPU 1 they run ahead
+# of the simulated callers (the load generator), so their answers do not queue behind it.
+SERVICE_NICENESS = -5
+# Callers start talking spread over this long once all calls of a level are connected.
+TURN_SPREAD_S = 4.0
+LINE_UP_TIMEOUT_S = 90.0
 
 
 def pct(values: list[float], q: float) -> float:
@@ -74,9 +83,21 @@ def rss_mb(pid: int) -> float:
 async def run_calls(
     url: str, utterance: Utterance, n: int, *, turns: int, interrupt_after_ms: int | None
 ) -> list[dict[str, Any]]:
-    """`n` concurrent simulated calls, started 100 ms apart."""
+    """`n` concurrent simulated calls, started 100 ms apart. Each waits after its greeting until
+    all have been greeted, then starts talking at its own offset within a spread of
+    `TURN_SPREAD_S`: every measured turn runs with all `n` calls connected, and the callers do
+    not all speak at the same instant (nor do real ones)."""
+    barrier = asyncio.Barrier(n)
 
     async def one(i: int) -> dict[str, Any]:
+        async def lined_up() -> None:
+            try:
+                async with asyncio.timeout(LINE_UP_TIMEOUT_S):
+                    await barrier.wait()
+            except (TimeoutError, asyncio.BrokenBarrierError):
+                await barrier.abort()  # a call failed to join: the others go ahead
+            await asyncio.sleep(i * TURN_SPREAD_S / n)
+
         await asyncio.sleep(i * 0.1)
         opts = CallerOptions(
             url=url,
@@ -85,6 +106,7 @@ async def run_calls(
             turn_timeout_s=60,
             agent_join_timeout_s=60,
             listen_audio=False,
+            before_first_turn=lined_up,
         )
         return await SimulatedCaller(options=opts).run()
 
@@ -126,6 +148,7 @@ async def main() -> int:
         binary=find_livekit_server(), endpoint=lk, udp_range=(46000, 46999),
         log_file=tmp / "livekit.log",
     )  # fmt: skip
+    livekit.argv = ["nice", "-n", str(SERVICE_NICENESS), *livekit.argv]
     await livekit.start()
     await livekit.wait_ready(60)
     worker: ManagedProcess | None = None
@@ -136,8 +159,7 @@ async def main() -> int:
             llm = local_llm_process(port=llm_port, log_file=tmp / "llm.log")
             await llm.start()
             await llm.wait_ready(120)
-        scripted = ScriptedOpenAI(default_transcript=QUESTION)
-        async with scripted as models:
+        async with _scripted_models(tmp) as models_url:
             model_env = (
                 {
                     "OPENAI_BASE_URL": f"http://127.0.0.1:{llm_port}/v1",
@@ -147,7 +169,7 @@ async def main() -> int:
                 }
                 if args.local
                 else {
-                    "OPENAI_BASE_URL": models.base_url,
+                    "OPENAI_BASE_URL": models_url,
                     "VOICE_AGENT_STT": "openai", "VOICE_AGENT_TTS": "openai",
                 }
             )  # fmt: skip
@@ -245,6 +267,32 @@ async def main() -> int:
     return 0
 
 
+@contextlib.asynccontextmanager
+async def _scripted_models(tmp: Path) -> AsyncIterator[str]:
+    """The scripted OpenAI-compatible server in its own process; its base URL."""
+    url_file = tmp / "models.url"
+
+    async def ready() -> bool:
+        return url_file.exists() and await _http_ok(f"{url_file.read_text()}/models")()
+
+    models = ManagedProcess(
+        name="models",
+        argv=[
+            "nice", "-n", str(SERVICE_NICENESS), sys.executable,
+            str(ROOT / "benchmarks" / "scripted_models.py"), str(url_file), QUESTION,
+        ],
+        env=dict(os.environ),
+        ready=ready,
+        log_file=tmp / "models.log",
+    )  # fmt: skip
+    await models.start()
+    try:
+        await models.wait_ready(30)
+        yield url_file.read_text()
+    finally:
+        await models.stop()
+
+
 def _http_ok(url: str) -> ReadyCheck:
     async def ready() -> bool:
         async with aiohttp.ClientSession() as http, http.get(url) as resp:
@@ -322,9 +370,12 @@ def _write(rows: list[dict[str, Any]], stops: list[float], base_rss: float, args
         "Voice pipeline",
         "`benchmarks/voice_pipeline.py`: real LiveKit server; `voice-agent worker` pinned to "
         "CPU 0; token service, scripted OpenAI-compatible server (answers at once; a tone for "
-        "speech) and "
-        f"simulated callers on CPU 1; each call is a greeting then {args.turns} spoken questions "
-        "(espeak-ng, 1.7 s). Overhead = voice-to-voice - (end-of-turn silence + STT + LLM first "
+        "speech; its own process) and "
+        f"simulated callers on CPU 1, LiveKit and the models at a higher priority than the "
+        f"callers (they stand for other machines). Each call is a greeting then {args.turns} "
+        "spoken questions (espeak-ng, 1.7 s); the calls of a level join 100 ms apart and, once "
+        "all are greeted, start talking spread over 4 s, so every measured turn runs with all "
+        "of them connected. Overhead = voice-to-voice - (end-of-turn silence + STT + LLM first "
         "token + TTS first byte), measured by the agent per turn.",
         "\n".join(table) + "\n\n" + summary,
     )

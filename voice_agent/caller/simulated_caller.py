@@ -13,6 +13,7 @@ import collections
 import contextlib
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,9 @@ class CallerOptions:
     listen_audio: bool = True
     """Subscribe to the agent's audio (needed for `record` and caller-side voice-to-voice);
     load tests turn it off to spare the caller's CPU."""
+    before_first_turn: Callable[[], Awaitable[None]] | None = None
+    """Awaited after the greeting, before the first utterance: load tests line callers up so
+    that every measured turn runs with all their calls connected."""
     microphone_delay_s: float = 0.0
     """Publish the microphone this long after joining (a slow device, or a busy server)."""
     confirm: bool | None = None
@@ -116,6 +120,8 @@ class SimulatedCaller:
             await self._join()
             if self._opts.wait_for_greeting:
                 greeting = (await self._next_turn("greeting"))["agent_text"]
+            if self._opts.before_first_turn is not None:
+                await self._opts.before_first_turn()
             for i, utterance in enumerate(self._opts.utterances):
                 last = i == len(self._opts.utterances) - 1
                 if last and self._opts.hang_up_after_ms is not None:
