@@ -4,9 +4,10 @@ A real LiveKit server, the token service and the scripted OpenAI-compatible serv
 process) run on CPU 1, LiveKit and the models ahead of the simulated callers, which speak
 espeak-ng utterances in real time from this process (CPU 1); `voice-agent worker` runs pinned to
 CPU 0. The calls of a level join 100 ms apart; once all are greeted, callers start talking spread
-over 4 s, so every measured turn runs with all the level's calls connected. The scripted models answer at once, so what remains of
-voice-to-voice beyond end-of-turn silence, STT, LLM first token and TTS first byte is our own
-pipeline's overhead. Figures are printed and written to docs/benchmarks.md.
+over 4 s, so every measured turn runs with all the level's calls connected. The scripted models
+answer at once, so what remains of voice-to-voice beyond end-of-turn silence, STT, LLM first
+token and TTS first byte is our own pipeline's overhead. Figures are printed and written to
+docs/benchmarks.md.
 
 Targets (issue 3): overhead p95 <= 30 ms; barge-in (speech onset to agent audio stopped) p95
 <= 150 ms; >= 20 concurrent calls per worker core with voice-to-voice p95 within 20 % of a lone
@@ -36,6 +37,7 @@ import aiohttp  # noqa: E402
 from aiohttp import web  # noqa: E402
 
 from benchmarks.report import write_section  # noqa: E402
+from voice_agent.agent import ffi_routing  # noqa: E402
 from voice_agent.caller.audio import Utterance, synthesize  # noqa: E402
 from voice_agent.caller.simulated_caller import CallerOptions, SimulatedCaller  # noqa: E402
 from voice_agent.devstack.livekit_server import (  # noqa: E402
@@ -113,6 +115,16 @@ async def run_calls(
     return await asyncio.gather(*(one(i) for i in range(n)))
 
 
+def _stage_p95(results: list[dict[str, Any]]) -> str:
+    """p95 of each stage over the answered turns: where a voice-to-voice tail comes from."""
+    keys = ("eou_delay_ms", "stt_ms", "llm_ttft_ms", "tts_ttfb_ms")
+    metrics = [t["metrics"] for r in results for t in r["turns"] if not t["interrupted"]]
+    return " ".join(
+        f"{k.removesuffix('_ms')} {pct([m[k] for m in metrics if m.get(k) is not None], 95):.0f}"
+        for k in keys
+    )
+
+
 def turn_figures(results: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
     """Voice-to-voice and pipeline overhead (ms) of every answered, uninterrupted turn."""
     v2v, overhead = [], []
@@ -141,6 +153,7 @@ async def main() -> int:
     if args.local and args.levels == parser.get_default("levels"):
         args.levels = [1]
     os.sched_setaffinity(0, {1})
+    ffi_routing.install()  # the simulated callers share this process: see ffi_routing
     tmp = Path(tempfile.mkdtemp(prefix="voice-bench-"))
     key, secret = new_key_pair()
     lk = LiveKitEndpoint(port=free_port(), api_key=key, api_secret=secret)
@@ -221,6 +234,7 @@ async def main() -> int:
                 cpu_share = cpu_used / elapsed
                 v2v, overhead = turn_figures(results)
                 failed = sum(not r["ok"] for r in results)
+                print(f"  stage p95 ms: {_stage_p95(results)}", flush=True)
                 for reason, count in Counter(r["error"] for r in results if not r["ok"]).items():
                     print(f"  {count} calls failed: {reason}", flush=True)
                 p95 = pct(v2v, 95)

@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 from livekit import rtc
 
+from voice_agent.agent import ffi_routing
 from voice_agent.caller.audio import (
     FRAME_MS,
     ROOM_RATE,
@@ -188,6 +189,7 @@ class SimulatedCaller:
             self._grant["token"],
             options=rtc.RoomOptions(auto_subscribe=self._opts.listen_audio),
         )
+        ffi_routing.narrow_room(room)  # many callers in one process: see ffi_routing
         log.info("caller.joined", room=room.name, identity=room.local_participant.identity)
         for participant in room.remote_participants.values():
             self._on_participant(participant)
