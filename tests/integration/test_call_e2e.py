@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+import aiohttp
 import pytest
 from livekit import api, rtc
 
@@ -169,8 +170,28 @@ async def test_the_greeting_waits_for_the_callers_microphone(
     greeting = record.transcript[0]
     assert greeting.kind == "greeting"
     assert heard - joined >= 1.5  # the microphone really came late
-    assert greeting.started_at >= heard
+    assert heard <= greeting.started_at < heard + 2.0  # after it, and promptly
     assert [t.speaker for t in record.transcript] == ["agent", "user", "agent"]
+
+
+async def test_a_caller_who_leaves_before_being_heard_ends_the_call_at_once(
+    livekit_server: LiveKitEndpoint, tmp_path: Path
+) -> None:
+    """No microphone, then gone: the agent stops waiting to greet and ends the call."""
+    async with voice_stack(livekit_server, tmp_path) as stack:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(f"{stack.url}/api/voice-token", json={}) as resp,
+        ):
+            grant = await resp.json()
+        room = rtc.Room()
+        await room.connect(grant["rtc_url"], grant["token"])
+        await asyncio.sleep(1.0)  # the agent joins and waits for a microphone that never comes
+        await room.disconnect()
+        await _wait_idle(stack.worker, timeout_s=8)  # well before the 10 s wait for audio
+    [record] = stack.sink.records.values()
+    assert record.end_reason == "user_left"
+    assert record.transcript == []
 
 
 async def test_failure_before_the_fixed_lines_are_ready_still_says_goodbye(

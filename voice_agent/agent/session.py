@@ -248,9 +248,18 @@ class CallSession:
         # Greet once the caller's microphone reaches the VAD: a reply the caller gives to the
         # greeting must not fall into the gap while their track is still being subscribed
         # (seconds, on a busy server). A caller without a microphone is greeted anyway.
+        listening: asyncio.Future[Any] = asyncio.ensure_future(self._listening.wait())
         try:
-            await asyncio.wait_for(self._listening.wait(), _USER_AUDIO_WAIT_S)
-        except TimeoutError:
+            await asyncio.wait(
+                {listening, self._ended},
+                timeout=_USER_AUDIO_WAIT_S,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            listening.cancel()
+        if self._ended.done():  # the caller left (or the call failed) before being heard
+            return await self._ended
+        if not self._listening.is_set():
             self.log.warning("call.user_audio_missing", waited_s=_USER_AUDIO_WAIT_S)
             self.journal.add_event("user_audio_missing", waited_s=_USER_AUDIO_WAIT_S)
         await self._start_reply(fixed_text=self.opts.greeting, kind="greeting", timer=None)
