@@ -33,6 +33,7 @@ export class CallView {
     this._timerHandle = null;
     this._blockedUntil = 0;
     this._blockHandle = null;
+    this._focusStartWhenIdle = false;
   }
 
   /** Show the controller's state; `detail` replaces the default status text. */
@@ -45,8 +46,14 @@ export class CallView {
     this.start.disabled = !idle || Date.now() < this._blockedUntil;
     this.end.disabled = idle || state === "ending";
     // Keep keyboard focus on the button that matters now, not on one that just got disabled.
-    if (hadFocus === this.start && !idle && !this.end.disabled) this.end.focus();
-    if (hadFocus === this.end && idle) this.start.focus();
+    // While ending, neither button can be used: focus returns to Start once the call is over.
+    if (hadFocus === this.end && this.end.disabled && !idle) this._focusStartWhenIdle = true;
+    if (idle && (hadFocus === this.end || this._focusStartWhenIdle)) {
+      this._focusStartWhenIdle = false;
+      this.start.focus();
+    } else if (hadFocus === this.start && !idle && !this.end.disabled) {
+      this.end.focus();
+    }
   }
 
   showAgentState(state) {
