@@ -154,7 +154,7 @@ class Settings(BaseSettings):
     context_token_budget: int = Field(
         4000, ge=256, le=1_000_000, validation_alias=_env("VOICE_AGENT_CONTEXT_TOKEN_BUDGET")
     )
-    max_jobs: int = Field(25, ge=1, le=1000, validation_alias=_env("VOICE_AGENT_MAX_JOBS"))
+    max_jobs: int = Field(20, ge=1, le=1000, validation_alias=_env("VOICE_AGENT_MAX_JOBS"))
     drain_timeout_s: float = Field(
         600.0, gt=0, le=86_400, validation_alias=_env("VOICE_AGENT_DRAIN_TIMEOUT_S")
     )
