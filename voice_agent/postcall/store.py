@@ -267,12 +267,9 @@ class ReportStore:
 
     async def add_job_event(self, call_id: str, event: str, **detail: Any) -> None:
         """Append one step to the call's post-call history."""
-        entry = JobEvent(at=time.time(), event=event, detail=detail)
         async with self._engine.begin() as conn:
             await self._require(conn, call_id)
-            await conn.execute(
-                job_events.insert().values(call_id=call_id, **entry.model_dump(mode="json"))
-            )
+            await _append_event(conn, call_id, event, detail)
 
     async def save_report(self, call_id: str, stored: StoredReport) -> None:
         """Keep the call's report (replacing an earlier one) and what the list shows of it."""
@@ -323,10 +320,7 @@ class ReportStore:
             if event is not None:
                 if error is not None:
                     detail = {**detail, "error": error}
-                entry = JobEvent(at=time.time(), event=event, detail=detail)
-                await conn.execute(
-                    job_events.insert().values(call_id=call_id, **entry.model_dump(mode="json"))
-                )
+                await _append_event(conn, call_id, event, detail)
         log.info("store.status", call_id=call_id, status=status.value, error=error)
 
     async def save_integration(self, call_id: str, result: IntegrationResult) -> None:
@@ -449,6 +443,14 @@ class ReportStore:
         """A read connection, for tests and diagnostics that need raw SQL."""
         async with self._reader.connect() as conn:
             yield conn
+
+
+async def _append_event(
+    conn: AsyncConnection, call_id: str, event: str, detail: dict[str, Any]
+) -> None:
+    """One step of the call's post-call history, in the caller's transaction."""
+    entry = JobEvent(at=time.time(), event=event, detail=detail)
+    await conn.execute(job_events.insert().values(call_id=call_id, **entry.model_dump(mode="json")))
 
 
 def _summary_fields(row: AnyRow) -> dict[str, Any]:
