@@ -58,6 +58,8 @@ SERVICE_NICENESS = -5
 # Callers start talking spread over this long once all calls of a level are connected.
 TURN_SPREAD_S = 4.0
 LINE_UP_TIMEOUT_S = 90.0
+# The stages the agent times per turn; what voice-to-voice holds beyond them is our overhead.
+STAGES = ("eou_delay_ms", "stt_ms", "llm_ttft_ms", "tts_ttfb_ms")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -117,11 +119,10 @@ async def run_calls(
 
 def _stage_p95(results: list[dict[str, Any]]) -> str:
     """p95 of each stage over the answered turns: where a voice-to-voice tail comes from."""
-    keys = ("eou_delay_ms", "stt_ms", "llm_ttft_ms", "tts_ttfb_ms")
     metrics = [t["metrics"] for r in results for t in r["turns"] if not t["interrupted"]]
     return " ".join(
         f"{k.removesuffix('_ms')} {pct([m[k] for m in metrics if m.get(k) is not None], 95):.0f}"
-        for k in keys
+        for k in STAGES
     )
 
 
@@ -131,7 +132,7 @@ def turn_figures(results: list[dict[str, Any]]) -> tuple[list[float], list[float
     for result in results:
         for turn in result["turns"]:
             m = turn["metrics"]
-            stages = [m.get(k) for k in ("eou_delay_ms", "stt_ms", "llm_ttft_ms", "tts_ttfb_ms")]
+            stages = [m.get(k) for k in STAGES]
             if turn["interrupted"] or m.get("voice_to_voice_ms") is None or None in stages:
                 continue
             v2v.append(m["voice_to_voice_ms"])
@@ -331,7 +332,7 @@ def _barge_in_figures(records: Path) -> list[float]:
 
 
 def _write_local(results: list[dict[str, Any]]) -> None:
-    keys = ("eou_delay_ms", "stt_ms", "llm_ttft_ms", "tts_ttfb_ms", "voice_to_voice_ms")
+    keys = (*STAGES, "voice_to_voice_ms")
     turns = [t["metrics"] for r in results for t in r["turns"] if not t["interrupted"]]
     medians = {k: statistics.median(m[k] for m in turns if m.get(k) is not None) for k in keys}
     line = ", ".join(f"{k.removesuffix('_ms')} {v:.0f} ms" for k, v in medians.items())
