@@ -24,11 +24,33 @@ if [[ ! -x .venv/bin/python ]]; then
   echo "setup: creating .venv"
   "$PYTHON" -m venv .venv
 fi
-stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+# llama.cpp (the offline demo LLM) compiles at install. Its default build detects the build
+# machine's CPU and may emit instructions another machine, or this sandbox, cannot run (AMX tile
+# loads die with SIGILL on a CPU that reports AMX). So it is built for a fixed x86-64 baseline,
+# AVX2/FMA/F16C, once per version and flag set, into a wheel cache outside the checkout that later
+# clones reuse. pip's own wheel cache is bypassed: it would hand back a native build.
+LLAMA_CPP_VERSION="0.3.36"  # keep in step with pyproject.toml
+LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_CPU_ALL_VARIANTS=OFF -DGGML_BACKEND_DL=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX_VNNI=OFF -DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+wheel_key="$(printf '%s %s %s' "$LLAMA_CPP_VERSION" "$LLAMA_CMAKE_ARGS" "$("$PYTHON" -c 'import sys; print(sys.version_info[:2])')" | sha256sum | cut -c1-16)"
+WHEELS="${VOICE_AGENT_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/voice-agent/wheels}/llama-$wheel_key"
+if ! compgen -G "$WHEELS/llama_cpp_python-${LLAMA_CPP_VERSION}-*.whl" >/dev/null; then
+  echo "setup: building llama-cpp-python ${LLAMA_CPP_VERSION} for a portable CPU baseline (minutes on 2 cores)"
+  mkdir -p "$WHEELS"
+  .venv/bin/pip install -q --upgrade pip
+  CMAKE_ARGS="$LLAMA_CMAKE_ARGS" FORCE_CMAKE=1 .venv/bin/pip wheel -q --no-cache-dir --no-deps \
+    --no-binary llama-cpp-python -w "$WHEELS" "llama-cpp-python==${LLAMA_CPP_VERSION}"
+fi
+
+stamp=".venv/.installed-$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
 if [[ ! -f "$stamp" ]]; then
   echo "setup: installing Python packages"
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e ".[dev,local]"
+  # The portable llama.cpp wheel first, from the cache only, so nothing rebuilds it natively.
+  .venv/bin/pip install -q --no-index --force-reinstall --no-deps \
+    "$WHEELS"/llama_cpp_python-"${LLAMA_CPP_VERSION}"-*.whl
+  .venv/bin/pip install -q --find-links "$WHEELS" -e ".[dev,local]"
+  # One tiny completion proves the build runs on this CPU (a bad build loads, then dies at once).
+  .venv/bin/python -m voice_agent.devstack.local_llm --check
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

