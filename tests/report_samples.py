@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from voice_agent.agent.call_record import (
+from voice_agent.call_record import (
     CallEvent,
     CallRecord,
     CallUsage,

@@ -12,9 +12,9 @@ from typing import Any
 from aiohttp import web
 
 from tests.helpers import make_settings
-from voice_agent.agent.call_record import CallRecord, FileRecordSink
 from voice_agent.agent.runner import build_call_runner
 from voice_agent.agent.worker import AgentWorker, WorkerOptions
+from voice_agent.call_record import CallRecord, FileRecordSink
 from voice_agent.caller.audio import Utterance, synthesize
 from voice_agent.caller.simulated_caller import CallerOptions, SimulatedCaller
 from voice_agent.devstack.livekit_server import LiveKitEndpoint

@@ -25,7 +25,7 @@ from tests.integration.postcall_support import (
     wait_for_status,
 )
 from tests.report_samples import sample_record
-from voice_agent.agent.call_record import CallJournal, TranscriptTurn
+from voice_agent.call_record import CallJournal, TranscriptTurn
 from voice_agent.postcall.handover import PostCallSink
 from voice_agent.postcall.models import CallStatus
 from voice_agent.postcall.queue import PostCallQueue, connect

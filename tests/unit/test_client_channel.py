@@ -13,13 +13,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import make_settings
-from voice_agent.agent.call_record import CallJournal
 from voice_agent.agent.client_channel import ClientChannel
 from voice_agent.agent.client_messages import (
     MessageRejectedError,
     build_client_action,
     parse_client_event,
 )
+from voice_agent.call_record import CallJournal
 from voice_agent.exceptions import ConfigError
 from voice_agent.logging import get_logger
 from voice_agent.profile import AgentProfile, ClientActionPolicy, load_profile

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.report_samples import sample_record
-from voice_agent.agent.call_record import CallRecord, ToolAuditEntry
+from voice_agent.call_record import CallRecord, ToolAuditEntry
 from voice_agent.postcall.fallback import fallback_report
 from voice_agent.postcall.models import PostCallReport
 

@@ -17,12 +17,12 @@ import pytest
 from prometheus_client import REGISTRY
 
 from tests.helpers import make_settings
-from voice_agent.agent.call_record import CallJournal
 from voice_agent.agent.call_tools import CallTools, ToolKit
 from voice_agent.agent.client_channel import ClientChannel
 from voice_agent.agent.metrics import TurnTimer
 from voice_agent.agent.reply import AgentReply
 from voice_agent.agent.speaker import AgentSpeaker
+from voice_agent.call_record import CallJournal
 from voice_agent.logging import get_logger
 from voice_agent.profile import AgentProfile, ClientActionPolicy, ToolAllowance
 from voice_agent.providers.base import LLM, ChatMessage, LLMCapabilities, LLMDelta, ToolCall

@@ -20,9 +20,9 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from voice_agent.agent import metrics
-from voice_agent.agent.call_record import CallJournal, ToolAuditEntry
 from voice_agent.agent.client_channel import ClientChannel
 from voice_agent.agent.client_messages import MessageRejectedError
+from voice_agent.call_record import CallJournal, ToolAuditEntry
 from voice_agent.profile import AgentProfile
 from voice_agent.providers.base import ChatMessage, ToolCall
 from voice_agent.settings import Settings

@@ -18,7 +18,6 @@ from typing import Any, Literal
 
 from livekit import rtc
 
-from voice_agent.agent.call_record import CallJournal, ClientActionAuditEntry
 from voice_agent.agent.client_messages import (
     ActionResult,
     AppContext,
@@ -28,6 +27,7 @@ from voice_agent.agent.client_messages import (
     parse_client_event,
 )
 from voice_agent.agent.metrics import CLIENT_EVENTS_DROPPED
+from voice_agent.call_record import CallJournal, ClientActionAuditEntry
 from voice_agent.profile import ClientActionPolicy
 from voice_agent.protocol import TOPIC_CLIENT_ACTIONS, TOPIC_CLIENT_EVENTS
 

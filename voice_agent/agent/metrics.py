@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from voice_agent.agent.call_record import TurnMetricsRecord
+from voice_agent.call_record import TurnMetricsRecord
 
 _B = (0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 

@@ -14,12 +14,12 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from voice_agent.agent import ffi_routing
-from voice_agent.agent.call_record import CallJournal, CallRecordSink, FileRecordSink
 from voice_agent.agent.call_tools import CallTools, ToolKit
 from voice_agent.agent.client_channel import ClientChannel
 from voice_agent.agent.job import JobContext
 from voice_agent.agent.session import CallSession, SessionOptions, spoken_lines
 from voice_agent.agent.worker import AgentWorker, WorkerOptions
+from voice_agent.call_record import CallJournal, CallRecordSink, FileRecordSink
 from voice_agent.logging import bind_context, get_logger
 from voice_agent.pipeline.vad_model import SileroModelPool
 from voice_agent.postcall.handover import PostCallSink

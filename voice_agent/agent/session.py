@@ -30,7 +30,6 @@ from livekit import rtc
 
 from voice_agent.agent import ffi_routing, metrics
 from voice_agent.agent.arrival_clock import ArrivalClock
-from voice_agent.agent.call_record import CallJournal, CallRecordSink, CallUsage, TranscriptTurn
 from voice_agent.agent.call_tools import CallTools
 from voice_agent.agent.captions import CaptionPublisher, new_segment_id
 from voice_agent.agent.client_channel import ClientChannel
@@ -39,6 +38,7 @@ from voice_agent.agent.lines import SpokenLines
 from voice_agent.agent.metrics import TurnTimer
 from voice_agent.agent.reply import AgentReply, ReplyFailedError, to_chat_messages
 from voice_agent.agent.speaker import AgentSpeaker
+from voice_agent.call_record import CallJournal, CallRecordSink, CallUsage, TranscriptTurn
 from voice_agent.exceptions import ProviderError
 from voice_agent.pipeline.context import ConversationContext
 from voice_agent.pipeline.turn import SilenceTurnDetector, TurnDetector, TurnEvidence

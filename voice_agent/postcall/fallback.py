@@ -7,7 +7,7 @@ happened, not what it meant.
 
 from __future__ import annotations
 
-from voice_agent.agent.call_record import CallRecord, ToolAuditEntry
+from voice_agent.call_record import CallRecord, ToolAuditEntry
 from voice_agent.postcall.models import (
     ActionItem,
     EmailDraft,

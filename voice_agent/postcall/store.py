@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from voice_agent.agent.call_record import CallRecord
+from voice_agent.call_record import CallRecord
 from voice_agent.exceptions import InvalidCursorError, UnknownCallError
 from voice_agent.logging import get_logger
 from voice_agent.postcall import database, migrations

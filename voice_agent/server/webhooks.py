@@ -23,7 +23,7 @@ from aiohttp import web
 from livekit import api
 from redis.exceptions import RedisError
 
-from voice_agent.agent.call_record import CallJournal, CallRecord
+from voice_agent.call_record import CallJournal, CallRecord
 from voice_agent.logging import bound_contextvars, get_logger
 from voice_agent.postcall.handover import spool_for
 from voice_agent.postcall.queue import PostCallQueue, connect, valid_call_id

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
-from voice_agent.agent.call_record import ToolAuditEntry, ToolOutcome
+from voice_agent.call_record import ToolAuditEntry, ToolOutcome
 from voice_agent.exceptions import ToolArgumentsError, ToolReportedError
 from voice_agent.providers.base import ToolCall
 from voice_agent.tooling import messages

@@ -17,7 +17,7 @@ from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Any, Self
 
-from voice_agent.agent.call_record import ToolAuditEntry
+from voice_agent.call_record import ToolAuditEntry
 from voice_agent.logging import get_logger
 from voice_agent.providers.base import ToolCall
 from voice_agent.tooling.breakers import BreakerBoard
