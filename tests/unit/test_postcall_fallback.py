@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from tests.report_samples import sample_record
-from voice_agent.call_record import CallRecord, ToolAuditEntry
+from voice_agent.call_record import CallRecord
 from voice_agent.postcall.fallback import fallback_report
 from voice_agent.postcall.models import PostCallReport
+from voice_agent.tooling.audit import ToolAuditEntry
 
 
 def _with_tools(*entries: ToolAuditEntry) -> CallRecord:

@@ -22,7 +22,7 @@ from pydantic import Field
 from voice_agent.agent import metrics
 from voice_agent.agent.client_channel import ClientChannel
 from voice_agent.agent.client_messages import MessageRejectedError
-from voice_agent.call_record import CallJournal, ToolAuditEntry
+from voice_agent.call_record import CallJournal
 from voice_agent.profile import AgentProfile
 from voice_agent.providers.base import ChatMessage, ToolCall
 from voice_agent.settings import Settings
@@ -41,6 +41,7 @@ from voice_agent.tooling import (
     cancelled_content,
     tool,
 )
+from voice_agent.tooling.audit import ToolAuditEntry
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -22,10 +22,10 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
-from voice_agent.call_record import ToolAuditEntry, ToolOutcome
 from voice_agent.exceptions import ToolArgumentsError, ToolReportedError
 from voice_agent.providers.base import ToolCall
 from voice_agent.tooling import messages
+from voice_agent.tooling.audit import ToolAuditEntry, ToolOutcome
 from voice_agent.tooling.breakers import BreakerBoard, BreakerPass
 from voice_agent.tooling.confirm import ConfirmationAnswer, ConfirmationRequest, Confirmer
 from voice_agent.tooling.context import ToolContext
