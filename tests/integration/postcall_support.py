@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import redis.asyncio as aioredis
 
 from tests.helpers import make_settings
-from voice_agent.agent.backoff import ReconnectPolicy
+from voice_agent.backoff import ReconnectPolicy
 from voice_agent.postcall.models import CallDetail, CallStatus
 from voice_agent.postcall.store import ReportStore
 from voice_agent.postcall.worker import (

@@ -28,7 +28,7 @@ from tests.integration.postcall_support import (
     wait_for_status,
 )
 from tests.report_samples import sample_record
-from voice_agent.agent.backoff import ReconnectPolicy
+from voice_agent.backoff import ReconnectPolicy
 from voice_agent.devstack.processes import ManagedProcess, free_port
 from voice_agent.devstack.redis_server import redis_process
 from voice_agent.postcall.handover import PostCallSink, SpoolFlusher

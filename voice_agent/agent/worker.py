@@ -28,11 +28,11 @@ from livekit.protocol import agent as agent_pb
 from livekit.protocol import models as models_pb
 
 from voice_agent import __version__
-from voice_agent.agent.backoff import ReconnectPolicy
 from voice_agent.agent.connection import WorkerConnection, websocket_url
 from voice_agent.agent.job import Entrypoint, JobContext, call_id_of, job_context_from_assignment
 from voice_agent.agent.jobs import JobSlots
 from voice_agent.agent.load import ProcessCpuMeter, worker_load
+from voice_agent.backoff import ReconnectPolicy
 from voice_agent.exceptions import DependencyUnavailableError
 from voice_agent.logging import get_logger
 from voice_agent.protocol import ATTR_AGENT_STATE, AgentState

@@ -32,7 +32,7 @@ import aiohttp
 from arq.worker import Retry, Worker, func
 from redis.exceptions import RedisError
 
-from voice_agent.agent.backoff import ReconnectPolicy
+from voice_agent.backoff import ReconnectPolicy
 from voice_agent.call_record import CallRecord
 from voice_agent.exceptions import ConfigError, ProviderError, ToolLoadError
 from voice_agent.logging import bound_contextvars, get_logger
