@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import REGISTRY
 
 from tests.helpers import make_settings
 from voice_agent.agent.call_tools import CallTools, ToolKit
@@ -24,6 +23,7 @@ from voice_agent.agent.reply import AgentReply
 from voice_agent.agent.speaker import AgentSpeaker
 from voice_agent.call_record import CallJournal
 from voice_agent.logging import get_logger
+from voice_agent.metrics import WORKER_REGISTRY
 from voice_agent.profile import AgentProfile, ClientActionPolicy, ToolAllowance
 from voice_agent.providers.base import LLM, ChatMessage, LLMCapabilities, LLMDelta, ToolCall
 from voice_agent.providers.fake import FakeCompletion, FakeLLM, FakeTimeline, FakeTTS
@@ -448,7 +448,7 @@ async def test_model_never_sees_tools_outside_the_profile(
     """A tool call naming a registered but not allowed tool is refused, and it is not offered."""
     rig = make_rig()
     labels = {"tool": "(not allowed)", "outcome": "refused"}
-    before = REGISTRY.get_sample_value("voice_agent_tool_calls_total", labels) or 0.0
+    before = WORKER_REGISTRY.get_sample_value("voice_agent_tool_calls_total", labels) or 0.0
     offered = {t["function"]["name"] for t in rig.tools.schemas() or []}
     assert "show_checklist" not in offered  # client action not allowed in this profile
     llm = FakeLLM(
@@ -460,7 +460,7 @@ async def test_model_never_sees_tools_outside_the_profile(
     await rig.reply(llm).run()
     assert rig.outcomes() == [("show_checklist", "refused")]
     assert rig.app.received == []
-    assert REGISTRY.get_sample_value("voice_agent_tool_calls_total", labels) == before + 1
+    assert WORKER_REGISTRY.get_sample_value("voice_agent_tool_calls_total", labels) == before + 1
 
 
 async def test_slow_model_timeline_still_commits_tool_calls(make_rig: Callable[..., Rig]) -> None:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import AsyncIterator
+from typing import Protocol
 
 from aiohttp import web
 
@@ -21,11 +22,11 @@ from voice_agent.agent.session import CallSession, SessionOptions, spoken_lines
 from voice_agent.agent.worker import AgentWorker, WorkerOptions
 from voice_agent.call_record import CallJournal, CallRecordSink, FileRecordSink
 from voice_agent.logging import bind_context, get_logger
+from voice_agent.metrics import WORKER_REGISTRY, metrics_endpoint
 from voice_agent.pipeline.vad_model import SileroModelPool
 from voice_agent.postcall.handover import PostCallSink
 from voice_agent.profile import AgentProfile, load_profile
 from voice_agent.providers.factory import Providers, build_providers
-from voice_agent.server.health import metrics_endpoint
 from voice_agent.settings import Settings
 
 log = get_logger("agent.runner")
@@ -136,8 +137,21 @@ def build_call_runner(
     return runner, tool_kit
 
 
+class WorkerStatus(Protocol):
+    """What the worker's `/healthz` reports (an `AgentWorker`)."""
+
+    @property
+    def worker_id(self) -> str | None: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def active_jobs(self) -> int: ...
+    @property
+    def draining(self) -> bool: ...
+
+
 @contextlib.asynccontextmanager
-async def _health_server(settings: Settings, worker: AgentWorker) -> AsyncIterator[None]:
+async def health_server(settings: Settings, worker: WorkerStatus) -> AsyncIterator[None]:
     """`/metrics` and `/healthz` (200 once registered with LiveKit) on the worker metrics port."""
     if settings.worker_metrics_port is None:
         yield
@@ -154,7 +168,7 @@ async def _health_server(settings: Settings, worker: AgentWorker) -> AsyncIterat
         return web.json_response(body, status=200 if registered else 503)
 
     app = web.Application()
-    app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_get("/metrics", metrics_endpoint(WORKER_REGISTRY))
     app.router.add_get("/healthz", healthz)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -186,7 +200,7 @@ async def run_worker(settings: Settings) -> None:
         async with (
             sink if sink is not None else contextlib.nullcontext(),  # closes after the drain
             AgentWorker(settings=settings, entrypoint=runner, options=options) as worker,
-            _health_server(settings, worker),
+            health_server(settings, worker),
         ):
             log.info("worker.started", agent_name=settings.agent_name, max_jobs=settings.max_jobs)
             stopping = asyncio.ensure_future(stop.wait())

@@ -13,6 +13,7 @@ from aiohttp.typedefs import Handler
 from livekit import api
 
 from voice_agent.logging import get_logger
+from voice_agent.metrics import TOKEN_SERVICE_REGISTRY, metrics_endpoint
 from voice_agent.profile import load_profile
 from voice_agent.server import (
     calls_api,
@@ -61,12 +62,14 @@ async def _livekit_client(app: web.Application) -> AsyncIterator[None]:
 
 
 def _metrics_guard(token: str | None) -> Handler:
+    metrics = metrics_endpoint(TOKEN_SERVICE_REGISTRY)
+
     async def guarded(request: web.Request) -> web.StreamResponse:
         if token is not None:
             given = request.headers.get("Authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
                 return error_response(401, "unauthorized", "metrics need the metrics bearer token")
-        return await health.metrics_endpoint(request)
+        return await metrics(request)
 
     return guarded
 

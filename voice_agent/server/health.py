@@ -1,4 +1,4 @@
-"""`/healthz` (alive), `/readyz` (dependencies answer), `/metrics` (Prometheus)."""
+"""`/healthz` (alive) and `/readyz` (dependencies answer)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import prometheus_client
 from aiohttp import web
 from livekit import api
 
@@ -79,9 +78,3 @@ async def readyz(request: web.Request) -> web.Response:
             503, "not_ready", {"failing": sorted(failing), "reasons": failing, "checks": status}
         )
     return web.json_response({"status": "ready", "checks": status})
-
-
-async def metrics_endpoint(request: web.Request) -> web.Response:
-    """Prometheus exposition of this process's metrics."""
-    body = prometheus_client.generate_latest()
-    return web.Response(body=body, headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST})
