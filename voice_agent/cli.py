@@ -100,9 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return asyncio.run(run_dev(settings))
         if args.command == "worker":
-            from voice_agent.agent.runner import run_worker
-
-            asyncio.run(run_worker(settings))
+            asyncio.run(_worker(settings))
             return 0
         if args.command == "postcall":
             from voice_agent.postcall.worker import PostCallOptions, run_postcall
@@ -134,6 +132,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"configuration error: {e}", file=sys.stderr)
         return 2
     return 2
+
+
+async def _worker(settings: Settings) -> None:
+    from voice_agent.agent.runner import run_worker
+    from voice_agent.postcall.handover import PostCallSink
+
+    # With Redis, finished calls go to the post-call queue (spooled first, so none is lost).
+    sink = PostCallSink.from_settings(settings) if settings.redis_url else None
+    await run_worker(settings, sink=sink)
 
 
 def _tools(args: argparse.Namespace, settings: Settings) -> int:

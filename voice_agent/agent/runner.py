@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 from aiohttp import web
@@ -24,7 +25,6 @@ from voice_agent.call_record import CallJournal, CallRecordSink, FileRecordSink
 from voice_agent.logging import bind_context, get_logger
 from voice_agent.metrics import WORKER_REGISTRY, metrics_endpoint
 from voice_agent.pipeline.vad_model import SileroModelPool
-from voice_agent.postcall.handover import PostCallSink
 from voice_agent.profile import AgentProfile, load_profile
 from voice_agent.providers.factory import Providers, build_providers
 from voice_agent.settings import Settings
@@ -179,15 +179,17 @@ async def health_server(settings: Settings, worker: WorkerStatus) -> AsyncIterat
         await runner.cleanup()
 
 
-async def run_worker(settings: Settings) -> None:
-    """Run the worker until SIGTERM/SIGINT, then drain."""
+async def run_worker(settings: Settings, *, sink: CallRecordSink | None = None) -> None:
+    """Run the worker until SIGTERM/SIGINT, then drain.
+
+    Finished call records go to `sink` (default: a JSON file each under the data directory); a
+    sink that is an async context manager is entered first and closed after the drain.
+    """
     ffi_routing.install()  # before any room exists: see ffi_routing
     profile = load_profile(settings)
     if profile.voice is not None:
         settings = settings.model_copy(update={"tts_voice": profile.voice})
     providers = build_providers(settings)
-    # With Redis, finished calls go to the post-call queue (spooled first, so none is lost).
-    sink = PostCallSink.from_settings(settings) if settings.redis_url else None
     runner, tool_kit = build_call_runner(settings, providers, profile=profile, sink=sink)
     # Models for the first calls, loaded before the worker takes any (about 50 ms each).
     await runner.vad_models.prewarm(_PREWARMED_VAD_MODELS)
@@ -198,7 +200,7 @@ async def run_worker(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         async with (
-            sink if sink is not None else contextlib.nullcontext(),  # closes after the drain
+            sink if isinstance(sink, AbstractAsyncContextManager) else contextlib.nullcontext(),
             AgentWorker(settings=settings, entrypoint=runner, options=options) as worker,
             health_server(settings, worker),
         ):
