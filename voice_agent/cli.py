@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from voice_agent import __version__
 from voice_agent.exceptions import ConfigError
 from voice_agent.logging import configure_logging
-from voice_agent.settings import LogFormat, Settings, load_settings
+from voice_agent.settings import LogFormat, Settings, env_name, load_settings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -82,7 +82,10 @@ def _settings(args: argparse.Namespace, **defaults: Any) -> Settings:
 def _describe(error: ValidationError) -> str:
     lines = ["invalid configuration:"]
     for e in error.errors(include_url=False, include_input=False):
-        where = ".".join(str(p) for p in e["loc"]) or "settings"
+        loc = [str(p) for p in e["loc"]]
+        if loc and loc[0] in Settings.model_fields:  # name the variable the user sets
+            loc[0] = env_name(loc[0])
+        where = ".".join(loc) or "settings"
         lines.append(f"  {where}: {e['msg']}")
     return "\n".join(lines)
 

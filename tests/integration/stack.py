@@ -71,8 +71,8 @@ async def voice_stack(
             "token_rate_limit": "1000/minute",
             "provider_timeout_s": 5.0,
             # The scripted server plays STT and TTS too, unless a test asks for local speech.
-            "stt_provider": "openai",
-            "tts_provider": "openai",
+            "stt": "openai",
+            "tts": "openai",
         }
         values.update(settings)
         config = make_settings(**values)

@@ -21,9 +21,7 @@ async def test_call_on_local_stt_and_tts(livekit_server: LiveKitEndpoint, tmp_pa
     models = ScriptedOpenAI(chat=[ChatReply(text="We are open from nine to five.")])
     async with (
         models,
-        voice_stack(
-            livekit_server, tmp_path, models=models, stt_provider="local", tts_provider="local"
-        ) as stack,
+        voice_stack(livekit_server, tmp_path, models=models, stt="local", tts="local") as stack,
     ):
         result = await stack.call(await speech("What are your opening hours?"), turn_timeout_s=60)
         async with asyncio.timeout(15):

@@ -61,8 +61,8 @@ async def test_real_call_becomes_a_report_in_the_staff_api_and_page(
             port=port,
             staff_token=STAFF["Authorization"].removeprefix("Bearer "),
             token_rate_limit="1000/minute",
-            stt_provider="openai",
-            tts_provider="openai",
+            stt="openai",
+            tts="openai",
             stt_language="en",
         )
         runner = web.AppRunner(create_app(settings))

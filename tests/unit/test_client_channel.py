@@ -252,7 +252,7 @@ def test_build_client_action_rejects_oversize_message() -> None:
 
 def test_profile_file_is_validated_with_a_clear_message(tmp_path: Path) -> None:
     """A profile with an unknown key or a bad host names it; a good one loads."""
-    settings = make_settings(agent_greeting="Hello there.")
+    settings = make_settings(greeting="Hello there.")
     bad = tmp_path / "bad.toml"
     bad.write_text('[client_actions]\nallowed = ["open_url"]\nurl_hosts = ["https://x"]\n')
     with pytest.raises(ConfigError, match="url_hosts"):

@@ -77,13 +77,13 @@ def build_providers(settings: Settings) -> Providers:
     their packages are an optional extra.
     """
     switch = settings.fallback_after_s
-    stt = _stt(settings.stt_provider, settings)
+    stt = _stt(settings.stt, settings)
     if settings.stt_fallback is not None:
         stt = FallbackSTT(stt, _stt(settings.stt_fallback, settings), switch_after_s=switch)
-    llm = _llm(settings.llm_provider, settings)
+    llm = _llm(settings.llm, settings)
     if settings.llm_fallback is not None:
         llm = FallbackLLM(llm, _llm(settings.llm_fallback, settings), switch_after_s=switch)
-    tts = _tts(settings.tts_provider, settings)
+    tts = _tts(settings.tts, settings)
     if settings.tts_fallback is not None:
         tts = FallbackTTS(tts, _tts(settings.tts_fallback, settings), switch_after_s=switch)
     return Providers(stt=stt, llm=llm, tts=tts)
