@@ -7,8 +7,9 @@ from contextlib import aclosing
 
 import pytest
 
+from voice_agent.chat import ChatMessage, ToolCall
 from voice_agent.exceptions import ProviderResponseError, ProviderTimeoutError
-from voice_agent.providers.base import ChatMessage, PcmAudio, ToolCall, Usage
+from voice_agent.providers.base import PcmAudio, Usage
 from voice_agent.providers.fake import (
     CallOutcome,
     FakeCompletion,

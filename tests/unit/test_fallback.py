@@ -7,8 +7,9 @@ import asyncio
 import pytest
 from structlog.testing import capture_logs
 
+from voice_agent.chat import ChatMessage
 from voice_agent.exceptions import ProviderResponseError
-from voice_agent.providers.base import ChatMessage, PcmAudio
+from voice_agent.providers.base import PcmAudio
 from voice_agent.providers.fake import (
     FakeCompletion,
     FakeLLM,

@@ -10,8 +10,8 @@ import pytest
 from voice_agent.agent.metrics import TurnTimer
 from voice_agent.agent.reply import AgentReply, ReplyFailedError
 from voice_agent.agent.speaker import FRAME_MS, AgentSpeaker
+from voice_agent.chat import ChatMessage
 from voice_agent.exceptions import ProviderResponseError
-from voice_agent.providers.base import ChatMessage
 from voice_agent.providers.fake import (
     CallOutcome,
     FakeCompletion,

@@ -22,10 +22,11 @@ from voice_agent.agent.metrics import TurnTimer
 from voice_agent.agent.reply import AgentReply
 from voice_agent.agent.speaker import AgentSpeaker
 from voice_agent.call_record import CallJournal
+from voice_agent.chat import ChatMessage, ToolCall
 from voice_agent.logging import get_logger
 from voice_agent.metrics import WORKER_REGISTRY
 from voice_agent.profile import AgentProfile, ClientActionPolicy, ToolAllowance
-from voice_agent.providers.base import LLM, ChatMessage, LLMCapabilities, LLMDelta, ToolCall
+from voice_agent.providers.base import LLM, LLMCapabilities, LLMDelta
 from voice_agent.providers.fake import FakeCompletion, FakeLLM, FakeTimeline, FakeTTS
 from voice_agent.tooling import (
     BreakerBoard,

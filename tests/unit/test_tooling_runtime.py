@@ -12,8 +12,8 @@ import pytest
 from pydantic import Field
 from structlog.testing import capture_logs
 
+from voice_agent.chat import ToolCall
 from voice_agent.exceptions import ToolReportedError
-from voice_agent.providers.base import ToolCall
 from voice_agent.tooling import (
     REDACTED,
     BreakerBoard,

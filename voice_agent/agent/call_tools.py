@@ -23,8 +23,8 @@ from voice_agent.agent import metrics
 from voice_agent.agent.client_channel import ClientChannel
 from voice_agent.agent.client_messages import MessageRejectedError
 from voice_agent.call_record import CallJournal
+from voice_agent.chat import ChatMessage, ToolCall
 from voice_agent.profile import AgentProfile
-from voice_agent.providers.base import ChatMessage, ToolCall
 from voice_agent.settings import Settings
 from voice_agent.tooling import (
     BreakerBoard,

@@ -17,15 +17,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from voice_agent.agent.metrics import TurnTimer
 from voice_agent.agent.speaker import AgentSpeaker
+from voice_agent.chat import ChatMessage, ToolCall
 from voice_agent.exceptions import ProviderError, VoiceAgentError
 from voice_agent.pipeline.chunker import SentenceChunker
-from voice_agent.providers.base import LLM, TTS, ChatMessage, Role, ToolCall, Usage
+from voice_agent.providers.base import LLM, TTS, Usage
 
 T = TypeVar("T")
 
@@ -38,25 +39,6 @@ class ReplyFailedError(VoiceAgentError):
     def __init__(self, stage: str, cause: BaseException) -> None:
         super().__init__(f"{stage} failed: {cause}")
         self.stage = stage
-
-
-def to_chat_messages(messages: Sequence[Mapping[str, Any]]) -> list[ChatMessage]:
-    """OpenAI-format dicts (as the conversation context keeps them) as provider messages."""
-    out = []
-    for m in messages:
-        calls = tuple(
-            ToolCall(id=c["id"], name=c["function"]["name"], arguments=c["function"]["arguments"])
-            for c in m.get("tool_calls") or ()
-        )
-        out.append(
-            ChatMessage(
-                role=Role(m["role"]),
-                content=m.get("content"),
-                tool_calls=calls,
-                tool_call_id=m.get("tool_call_id"),
-            )
-        )
-    return out
 
 
 async def _next_within(iterator: AsyncIterator[T], timeout_s: float) -> T | None:

@@ -36,7 +36,7 @@ from voice_agent.agent.client_channel import ClientChannel
 from voice_agent.agent.job import JobContext
 from voice_agent.agent.lines import SpokenLines
 from voice_agent.agent.metrics import TurnTimer
-from voice_agent.agent.reply import AgentReply, ReplyFailedError, to_chat_messages
+from voice_agent.agent.reply import AgentReply, ReplyFailedError
 from voice_agent.agent.speaker import AgentSpeaker
 from voice_agent.call_record import CallJournal, CallRecordSink, CallUsage, TranscriptTurn
 from voice_agent.exceptions import ProviderError
@@ -526,7 +526,7 @@ class CallSession:
             timer=timer,
             provider_timeout_s=self.opts.provider_timeout_s,
             llm=None if fixed_text is not None else self.providers.llm,
-            messages=to_chat_messages(self.context.messages()) if fixed_text is None else (),
+            messages=self.context.messages() if fixed_text is None else (),
             fixed_text=fixed_text,
             on_first_audio=self._on_first_audio,
             on_chunk=self._on_reply_chunk,
@@ -576,7 +576,7 @@ class CallSession:
         timer.interrupted = interrupted
         self._count_usage(reply)
         for message in reply.committed:  # finished tool rounds, with every call's result
-            self.context.add(message.to_openai())
+            self.context.add(message)
         said_last = reply.heard_text(last_round_only=True) if reply.committed else heard
         if said_last or interrupted:
             self.context.add_assistant(said_last)

@@ -4,18 +4,16 @@
 `fake` holds scripted fakes for unit tests.
 """
 
+from voice_agent.chat import ChatMessage, Role, ToolCall
 from voice_agent.providers.base import (
     LLM,
     STT,
     TTS,
-    ChatMessage,
     LLMCapabilities,
     LLMDelta,
     PcmAudio,
     Provider,
-    Role,
     STTCapabilities,
-    ToolCall,
     Transcript,
     TranscriptEvent,
     TTSCapabilities,

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from prometheus_client import Counter
 
+from voice_agent.chat import ChatMessage
 from voice_agent.exceptions import ProviderError
 from voice_agent.logging import get_logger
 from voice_agent.metrics import WORKER_REGISTRY
@@ -22,7 +23,6 @@ from voice_agent.providers.base import (
     LLM,
     STT,
     TTS,
-    ChatMessage,
     LLMDelta,
     PcmAudio,
     Provider,

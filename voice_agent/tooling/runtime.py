@@ -22,8 +22,8 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
+from voice_agent.chat import ToolCall
 from voice_agent.exceptions import ToolArgumentsError, ToolReportedError
-from voice_agent.providers.base import ToolCall
 from voice_agent.tooling import messages
 from voice_agent.tooling.audit import ToolAuditEntry, ToolOutcome
 from voice_agent.tooling.breakers import BreakerBoard, BreakerPass

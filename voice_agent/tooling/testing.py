@@ -17,8 +17,8 @@ from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Any, Self
 
+from voice_agent.chat import ToolCall
 from voice_agent.logging import get_logger
-from voice_agent.providers.base import ToolCall
 from voice_agent.tooling.audit import ToolAuditEntry
 from voice_agent.tooling.breakers import BreakerBoard
 from voice_agent.tooling.confirm import ConfirmationAnswer, ConfirmationRequest
