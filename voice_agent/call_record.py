@@ -73,7 +73,7 @@ class CallUsage(BaseModel):
 
     stt_audio_s: float = 0.0
     tts_audio_s: float = 0.0
-    llm_requests: int = 0
+    llm_requests: int = 0  # completions asked for; a retry is counted by its Prometheus metric
     llm_prompt_tokens: int = 0
     llm_completion_tokens: int = 0
 

@@ -20,6 +20,7 @@ from voice_agent.providers.fake import (
     FakeTimeline,
     FakeTTS,
 )
+from voice_agent.providers.retry import RetryingLLM, RetryingTTS
 
 SENTENCES = [
     "Our office opens at nine in the morning.",
@@ -37,15 +38,16 @@ async def speaker() -> AsyncIterator[AgentSpeaker]:
     await speaker.aclose()
 
 
-def _reply(speaker: AgentSpeaker, llm: FakeLLM, tts: FakeTTS, **kwargs: object) -> AgentReply:
+def _reply(
+    speaker: AgentSpeaker, llm: FakeLLM, tts: FakeTTS, *, timeout_s: float = 2.0
+) -> AgentReply:
+    """A reply whose providers are retried and timed as the worker's are (`build_providers`)."""
     return AgentReply(
         speaker=speaker,
-        tts=tts,
-        llm=llm,
+        tts=RetryingTTS(tts, silence_timeout_s=timeout_s),
+        llm=RetryingLLM(llm, silence_timeout_s=timeout_s),
         timer=TurnTimer(turn=1),
-        provider_timeout_s=2.0,
         messages=[ChatMessage.user("When are you open?")],
-        **kwargs,  # type: ignore[arg-type]
     )
 
 
@@ -133,8 +135,7 @@ async def test_tts_that_goes_silent_times_out_and_fails_the_reply(speaker: Agent
     """A TTS stream that stalls is cut by the provider timeout (and retried once)."""
     stall = FakeSpeech(timeline=FakeTimeline(stall_after=0))
     tts = FakeTTS([stall, stall])
-    reply = _reply(speaker, FakeLLM([FakeCompletion(text="Hello there.")]), tts)
-    reply.provider_timeout_s = 0.2
+    reply = _reply(speaker, FakeLLM([FakeCompletion(text="Hello there.")]), tts, timeout_s=0.2)
     with pytest.raises(ReplyFailedError) as raised:
         await reply.run()
     assert raised.value.stage == "tts"

@@ -28,6 +28,7 @@ from voice_agent.metrics import WORKER_REGISTRY
 from voice_agent.profile import AgentProfile, ClientActionPolicy, ToolAllowance
 from voice_agent.providers.base import LLM, LLMCapabilities, LLMDelta
 from voice_agent.providers.fake import FakeCompletion, FakeLLM, FakeTimeline, FakeTTS
+from voice_agent.providers.retry import RetryingLLM, RetryingTTS
 from voice_agent.tooling import (
     BreakerBoard,
     IdempotencyLedger,
@@ -126,10 +127,10 @@ class Rig:
         self.tools.begin_turn(1)
         return AgentReply(
             speaker=self.speaker,
-            tts=tts or FakeTTS(),
-            llm=llm,
+            # Retried and timed as the worker's providers are (`build_providers`).
+            tts=RetryingTTS(tts or FakeTTS(), silence_timeout_s=5.0),
+            llm=RetryingLLM(llm, silence_timeout_s=5.0),
             timer=TurnTimer(turn=1),
-            provider_timeout_s=5.0,
             messages=[ChatMessage.user("Help me please.")],
             tools=self.tools,
             max_tool_rounds=self.tools.max_rounds,

@@ -3,8 +3,8 @@
 The LLM streams text; the sentence chunker hands each finished sentence or clause to TTS at once,
 so the first audio plays while the model is still writing the rest. Audio is tagged with its
 chunk's index, so after a barge-in the speaker's playout accounting tells which words were heard.
-A provider failure is retried once when nothing of that stage has come out yet (a retry then is
-safe); otherwise `ReplyFailedError` names the stage and the session says its fallback line.
+The providers retry by their own rule (`providers/retry.py`); a failure that reaches the reply
+raises `ReplyFailedError` naming the stage, and the session says its fallback line.
 
 With tools, a reply runs in rounds: the model streams text and tool calls; a round whose stream
 finished is committed (its text and calls join the conversation), its calls run through the
@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -39,15 +39,6 @@ class ReplyFailedError(VoiceAgentError):
     def __init__(self, stage: str, cause: BaseException) -> None:
         super().__init__(f"{stage} failed: {cause}")
         self.stage = stage
-
-
-async def _next_within(iterator: AsyncIterator[T], timeout_s: float) -> T | None:
-    """The iterator's next item, None when exhausted; a provider that goes silent times out."""
-    try:
-        async with asyncio.timeout(timeout_s):
-            return await anext(iterator)
-    except StopAsyncIteration:
-        return None
 
 
 class ReplyTools(Protocol):
@@ -98,7 +89,6 @@ class AgentReply:
     speaker: AgentSpeaker
     tts: TTS
     timer: TurnTimer
-    provider_timeout_s: float
     llm: LLM | None = None
     messages: Sequence[ChatMessage] = ()
     fixed_text: str | None = None
@@ -210,39 +200,30 @@ class AgentReply:
         chunker = SentenceChunker()
         calls: list[ToolCall] = []
         parts: list[str] = []
-        for attempt in (1, 2):
-            produced = False
-            if self._round == 0:  # time to first token counts from the turn's first request
-                self.timer.llm_started = time.monotonic()
-            try:
-                self.usage.llm_requests += 1
-                stream = self.llm.stream(messages, tools=schemas)
-                async with contextlib.aclosing(stream):
-                    while (
-                        delta := await _next_within(stream, self.provider_timeout_s)
-                    ) is not None:
-                        if delta.usage is not None:
-                            self.usage.add(delta.usage)
-                        text = delta.text
-                        if not text and not delta.tool_calls:
-                            continue
-                        if self.timer.llm_first_token is None:
-                            self.timer.llm_first_token = time.monotonic()
-                        produced = True
-                        calls.extend(delta.tool_calls)
-                        parts.append(text)
-                        for chunk in chunker.push(text):
-                            queue.put_nowait((self._round, chunk))
-                break
-            except asyncio.CancelledError:
-                if calls and self.tools is not None:
-                    self.tools.skip(calls, "generation interrupted before it was committed")
-                raise
-            except (ProviderError, TimeoutError) as e:
-                retryable = isinstance(e, TimeoutError) or e.retryable
-                if produced or attempt == 2 or not retryable:
-                    queue.put_nowait(_END)
-                    raise ReplyFailedError("llm", e) from e
+        if self._round == 0:  # time to first token counts from the turn's first request
+            self.timer.llm_started = time.monotonic()
+        try:
+            self.usage.llm_requests += 1
+            async with contextlib.aclosing(self.llm.stream(messages, tools=schemas)) as stream:
+                async for delta in stream:
+                    if delta.usage is not None:
+                        self.usage.add(delta.usage)
+                    text = delta.text
+                    if not text and not delta.tool_calls:
+                        continue
+                    if self.timer.llm_first_token is None:
+                        self.timer.llm_first_token = time.monotonic()
+                    calls.extend(delta.tool_calls)
+                    parts.append(text)
+                    for chunk in chunker.push(text):
+                        queue.put_nowait((self._round, chunk))
+        except asyncio.CancelledError:
+            if calls and self.tools is not None:
+                self.tools.skip(calls, "generation interrupted before it was committed")
+            raise
+        except ProviderError as e:
+            queue.put_nowait(_END)
+            raise ReplyFailedError("llm", e) from e
         if rest := chunker.flush():
             queue.put_nowait((self._round, rest))
         return "".join(parts).strip(), tuple(calls)
@@ -259,27 +240,19 @@ class AgentReply:
             await self._synthesize(chunk, index)
 
     async def _synthesize(self, text: str, index: int) -> None:
-        for attempt in (1, 2):
-            samples = 0
-            rate = self.tts.capabilities.sample_rate
-            started = time.monotonic()
-            if self.timer.tts_started is None:
-                self.timer.tts_started = started
-            try:
-                stream = self.tts.synthesize(text)
-                async with contextlib.aclosing(stream):
-                    while (
-                        audio := await _next_within(stream, self.provider_timeout_s)
-                    ) is not None:
-                        if samples == 0 and self.timer.tts_first_byte is None:
-                            self.timer.tts_first_byte = time.monotonic()
-                        samples += audio.sample_count
-                        rate = audio.sample_rate
-                        self.speaker.push(audio.data, sample_rate=rate, segment=index)
-                self.speaker.end_segment(index)
-                self._audio_s[index] = samples / rate
-                return
-            except (ProviderError, TimeoutError) as e:
-                retryable = isinstance(e, TimeoutError) or e.retryable
-                if samples or attempt == 2 or not retryable:
-                    raise ReplyFailedError("tts", e) from e
+        samples = 0
+        rate = self.tts.capabilities.sample_rate
+        if self.timer.tts_started is None:
+            self.timer.tts_started = time.monotonic()
+        try:
+            async with contextlib.aclosing(self.tts.synthesize(text)) as stream:
+                async for audio in stream:
+                    if samples == 0 and self.timer.tts_first_byte is None:
+                        self.timer.tts_first_byte = time.monotonic()
+                    samples += audio.sample_count
+                    rate = audio.sample_rate
+                    self.speaker.push(audio.data, sample_rate=rate, segment=index)
+        except ProviderError as e:
+            raise ReplyFailedError("tts", e) from e
+        self.speaker.end_segment(index)
+        self._audio_s[index] = samples / rate

@@ -484,26 +484,19 @@ class CallSession:
         )
 
     async def _transcribe(self, audio: PcmAudio, segment: str) -> str | None:
-        """The segment's text, captioned as it comes; None when STT failed twice."""
+        """The segment's text, captioned as it comes; None when STT failed (after its retry)."""
         self.usage.stt_audio_s += audio.duration_s
-        for attempt in (1, 2):
-            try:
-                async with asyncio.timeout(self.opts.provider_timeout_s):
-                    stream = self.providers.stt.transcribe_stream(
-                        audio, language=self.opts.stt_language
-                    )
-                    async with contextlib.aclosing(stream):
-                        async for event in stream:
-                            if event.transcript is not None:
-                                return event.transcript.text.strip()
-                            self._caption_user(event.text, segment, final=False)
-                return ""
-            except (ProviderError, TimeoutError) as e:
-                retryable = isinstance(e, TimeoutError) or e.retryable
-                self.log.warning("stt.failed", attempt=attempt, error=str(e), retryable=retryable)
-                if attempt == 2 or not retryable:
-                    return None
-        return None
+        try:
+            stream = self.providers.stt.transcribe_stream(audio, language=self.opts.stt_language)
+            async with contextlib.aclosing(stream):
+                async for event in stream:
+                    if event.transcript is not None:
+                        return event.transcript.text.strip()
+                    self._caption_user(event.text, segment, final=False)
+            return ""
+        except ProviderError as e:
+            self.log.warning("stt.failed", error=str(e), retryable=e.retryable)
+            return None
 
     # Speaking
 
@@ -524,7 +517,6 @@ class CallSession:
             speaker=self.speaker,
             tts=self.providers.tts,
             timer=timer,
-            provider_timeout_s=self.opts.provider_timeout_s,
             llm=None if fixed_text is not None else self.providers.llm,
             messages=self.context.messages() if fixed_text is None else (),
             fixed_text=fixed_text,
