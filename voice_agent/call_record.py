@@ -17,6 +17,7 @@ from typing import IO, Any, Literal, Protocol
 from pydantic import BaseModel, Field
 
 from voice_agent.logging import get_logger
+from voice_agent.protocol import TurnKind
 from voice_agent.tooling.audit import ToolAuditEntry
 
 log = get_logger("agent.call_record")
@@ -32,7 +33,7 @@ class TranscriptTurn(BaseModel):
     started_at: float
     ended_at: float
     interrupted: bool = False
-    kind: Literal["greeting", "reply", "fallback", "goodbye", "user"] = "user"
+    kind: TurnKind = TurnKind.USER
 
 
 class TurnMetricsRecord(BaseModel):

@@ -24,6 +24,7 @@ from voice_agent.agent.client_channel import ClientChannel
 from voice_agent.agent.client_messages import MessageRejectedError
 from voice_agent.call_record import CallJournal
 from voice_agent.chat import ChatMessage, ToolCall
+from voice_agent.logging import Logger
 from voice_agent.profile import AgentProfile
 from voice_agent.settings import Settings
 from voice_agent.tooling import (
@@ -85,7 +86,7 @@ class CallTools:
         journal: CallJournal,
         call_id: str,
         user_id: str | None,
-        log: Any,
+        log: Logger,
     ) -> None:
         self._channel = channel
         self._log = log

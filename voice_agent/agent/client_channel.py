@@ -28,10 +28,11 @@ from voice_agent.agent.client_messages import (
 )
 from voice_agent.agent.metrics import CLIENT_EVENTS_DROPPED
 from voice_agent.call_record import CallJournal, ClientActionAuditEntry
+from voice_agent.logging import Logger
 from voice_agent.profile import ClientActionPolicy
 from voice_agent.protocol import TOPIC_CLIENT_ACTIONS, TOPIC_CLIENT_EVENTS
+from voice_agent.tooling.confirm import ConfirmationAnswer
 
-Confirmation = Literal["confirmed", "declined", "timeout"]
 Publish = Callable[[str], Awaitable[None]]
 
 _MAX_OPEN_ACTIONS = 64  # ids remembered for results; older ones are forgotten first
@@ -47,7 +48,7 @@ class ClientChannel:
         *,
         policy: ClientActionPolicy,
         journal: CallJournal,
-        log: Any,
+        log: Logger,
         publish: Publish,
     ) -> None:
         self.policy = policy
@@ -63,7 +64,7 @@ class ClientChannel:
 
     @classmethod
     def for_room(
-        cls, room: rtc.Room, *, policy: ClientActionPolicy, journal: CallJournal, log: Any
+        cls, room: rtc.Room, *, policy: ClientActionPolicy, journal: CallJournal, log: Logger
     ) -> ClientChannel:
         """A channel publishing on `room` (reliable, topic `client_actions`)."""
 
@@ -90,7 +91,9 @@ class ClientChannel:
         self._log.info("client_action.sent", action=action, action_id=action_id)
         return action_id
 
-    async def request_confirm(self, *, prompt: str, tool: str, timeout_s: float) -> Confirmation:
+    async def request_confirm(
+        self, *, prompt: str, tool: str, timeout_s: float
+    ) -> ConfirmationAnswer:
         """Ask the app to confirm; "timeout" when no answer arrives in time (counts as no)."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         payload = {"prompt": prompt, "tool": tool, "timeout_s": timeout_s}

@@ -26,6 +26,7 @@ from voice_agent.agent.speaker import AgentSpeaker
 from voice_agent.chat import ChatMessage, ToolCall
 from voice_agent.exceptions import ProviderError, VoiceAgentError
 from voice_agent.pipeline.chunker import SentenceChunker
+from voice_agent.protocol import Stage
 from voice_agent.providers.base import LLM, TTS, Usage
 
 T = TypeVar("T")
@@ -36,9 +37,9 @@ _END = object()
 class ReplyFailedError(VoiceAgentError):
     """A stage of the reply failed even after its retry; `stage` is "llm" or "tts"."""
 
-    def __init__(self, stage: str, cause: BaseException) -> None:
+    def __init__(self, stage: Stage, cause: BaseException) -> None:
         super().__init__(f"{stage} failed: {cause}")
-        self.stage = stage
+        self.stage: Stage = stage
 
 
 class ReplyTools(Protocol):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -34,7 +33,7 @@ from voice_agent.agent.call_tools import CallTools
 from voice_agent.agent.captions import CaptionPublisher, new_segment_id
 from voice_agent.agent.client_channel import ClientChannel
 from voice_agent.agent.job import JobContext
-from voice_agent.agent.lines import SpokenLines
+from voice_agent.agent.lines import LineName, SpokenLines
 from voice_agent.agent.metrics import TurnTimer
 from voice_agent.agent.reply import AgentReply, ReplyFailedError
 from voice_agent.agent.speaker import AgentSpeaker
@@ -46,7 +45,14 @@ from voice_agent.pipeline.vad import SAMPLE_RATE as VAD_RATE
 from voice_agent.pipeline.vad import VadConfig, VadEvent, VadEventType, VoiceActivityDetector
 from voice_agent.pipeline.vad_model import SileroModelPool
 from voice_agent.profile import ClientActionPolicy
-from voice_agent.protocol import ATTR_AGENT_STATE, TOPIC_AGENT_TURNS, AgentState
+from voice_agent.protocol import (
+    ATTR_AGENT_STATE,
+    TOPIC_AGENT_TURNS,
+    AgentState,
+    AgentTurnMessage,
+    Stage,
+    TurnKind,
+)
 from voice_agent.providers.base import PcmAudio
 from voice_agent.providers.factory import Providers
 
@@ -97,9 +103,9 @@ def spoken_lines(options: SessionOptions) -> SpokenLines:
     """The fixed lines of calls with these options (share one among a worker's calls)."""
     return SpokenLines(
         texts={
-            "fallback": options.fallback_line,
-            "goodbye": options.goodbye_line,
-            "failure_goodbye": options.failure_goodbye_line,
+            LineName.FALLBACK: options.fallback_line,
+            LineName.GOODBYE: options.goodbye_line,
+            LineName.FAILURE_GOODBYE: options.failure_goodbye_line,
         }
     )
 
@@ -262,7 +268,7 @@ class CallSession:
         if not self._listening.is_set():
             self.log.warning("call.user_audio_missing", waited_s=_USER_AUDIO_WAIT_S)
             self.journal.add_event("user_audio_missing", waited_s=_USER_AUDIO_WAIT_S)
-        await self._start_reply(fixed_text=self.opts.greeting, kind="greeting", timer=None)
+        await self._start_reply(fixed_text=self.opts.greeting, kind=TurnKind.GREETING, timer=None)
         return await self._ended
 
     async def _shutdown(self) -> None:
@@ -439,7 +445,9 @@ class CallSession:
             self._confirmed_interruption = None
             line = await self._recover("stt")
             await self._publish_turn(
-                "reply", "", line, False, timer.export().model_dump(), failed="stt"
+                AgentTurnMessage(
+                    kind=TurnKind.REPLY, agent_text=line, failed="stt", metrics=_figures(timer)
+                )
             )
             if self._end_after_turn:
                 self._end(self._end_after_turn)
@@ -468,7 +476,7 @@ class CallSession:
             self._confirm_interruption()
             await asyncio.gather(self._reply_task, return_exceptions=True)
         self.context.add_user(text)
-        await self._start_reply(user_text=text, kind="reply", timer=timer)
+        await self._start_reply(user_text=text, kind=TurnKind.REPLY, timer=timer)
 
     def _caption_user(self, text: str, segment: str, *, final: bool) -> None:
         if self.captions is None or self._user is None or not text:
@@ -503,7 +511,7 @@ class CallSession:
     async def _start_reply(
         self,
         *,
-        kind: str,
+        kind: TurnKind,
         timer: TurnTimer | None,
         user_text: str = "",
         fixed_text: str | None = None,
@@ -548,12 +556,12 @@ class CallSession:
         self._set_state(AgentState.SPEAKING)
 
     async def _run_reply(
-        self, reply: AgentReply, kind: str, user_text: str, timer: TurnTimer
+        self, reply: AgentReply, kind: TurnKind, user_text: str, timer: TurnTimer
     ) -> None:
         started = time.time()
         segment = self._reply_segment
         interrupted = False
-        failed: str | None = None
+        failed: Stage | None = None
         try:
             outcome = await reply.run()
             heard = outcome.heard
@@ -583,7 +591,7 @@ class CallSession:
             )
         )
         record = timer.export()
-        if kind == "reply":
+        if kind is TurnKind.REPLY:
             self.journal.add_metrics(record)
         figures = record.model_dump(exclude={"turn", "interrupted"})
         self.log.info(
@@ -598,7 +606,14 @@ class CallSession:
         if failed is not None:
             heard = f"{heard} {await self._recover(failed)}".strip()
         await self._publish_turn(
-            kind, user_text, heard, interrupted, record.model_dump(), failed=failed
+            AgentTurnMessage(
+                kind=kind,
+                user_text=user_text,
+                agent_text=heard,
+                interrupted=interrupted,
+                failed=failed,
+                metrics=figures,
+            )
         )
         if self._end_after_turn:
             self._end(self._end_after_turn)
@@ -617,9 +632,9 @@ class CallSession:
         metrics.FALSE_INTERRUPTIONS.inc()
         self.log.info("call.resume_after_interruption", rest_chars=len(rest))
         if rest:
-            await self._start_reply(fixed_text=rest, kind="reply", timer=None)
+            await self._start_reply(fixed_text=rest, kind=TurnKind.REPLY, timer=None)
 
-    async def _say_line(self, name: str) -> str:
+    async def _say_line(self, name: LineName) -> str:
         """Say a pre-synthesised line (works while TTS is down); the text, or "" if unavailable."""
         assert self.speaker is not None
         if name not in self._lines.audio and not self._lines_ready.done():
@@ -636,7 +651,7 @@ class CallSession:
         self.speaker.begin_reply()
         self.speaker.push_frames(pcm, segment=0)
         await self.speaker.wait_idle()
-        kind = "fallback" if name == "fallback" else "goodbye"
+        kind = TurnKind.FALLBACK if name is LineName.FALLBACK else TurnKind.GOODBYE
         self.journal.add_turn(
             TranscriptTurn(
                 speaker="agent", text=text, started_at=started, ended_at=time.time(), kind=kind
@@ -650,23 +665,23 @@ class CallSession:
             self._set_state(AgentState.LISTENING)
         return text
 
-    async def _recover(self, stage: str) -> str:
+    async def _recover(self, stage: Stage) -> str:
         """A stage failed after its retry: say the fallback line, or, after too many failed
         turns in a row, apologise and end the call. The line said."""
         metrics.PROVIDER_FAILURES.labels(stage=stage).inc()
         self._failures += 1
         self.journal.add_event("stage_failed", stage=stage, consecutive=self._failures)
         if self._failures < self.opts.max_consecutive_failures:
-            return await self._say_line("fallback")
+            return await self._say_line(LineName.FALLBACK)
         self._end_after_turn = "repeated_failures"  # once the turn is published
-        return await self._say_line("failure_goodbye")
+        return await self._say_line(LineName.FAILURE_GOODBYE)
 
-    async def _hang_up(self, line: str, reason: str) -> None:
+    async def _hang_up(self, line: LineName, reason: str) -> None:
         if self._reply_task is not None and not self._reply_task.done():
             self._confirm_interruption()
             await asyncio.gather(self._reply_task, return_exceptions=True)
         text = await self._say_line(line)
-        await self._publish_turn("goodbye", "", text, False, {})
+        await self._publish_turn(AgentTurnMessage(kind=TurnKind.GOODBYE, agent_text=text))
         self._end(reason)
 
     async def _watchdog(self) -> None:
@@ -675,13 +690,13 @@ class CallSession:
             await asyncio.sleep(0.5)
             now = time.monotonic()
             if now - started >= self.opts.max_call_s:
-                await self._hang_up("goodbye", "max_duration")
+                await self._hang_up(LineName.GOODBYE, "max_duration")
                 return
             idle = self.state is AgentState.LISTENING and (
                 self._reply_task is None or self._reply_task.done()
             )
             if idle and now - self._last_user_activity >= self.opts.user_silence_timeout_s:
-                await self._hang_up("goodbye", "user_silent")
+                await self._hang_up(LineName.GOODBYE, "user_silent")
                 return
 
     # Room output
@@ -707,27 +722,13 @@ class CallSession:
             with contextlib.suppress(Exception):
                 await self.room.local_participant.set_attributes({ATTR_AGENT_STATE: state.value})
 
-    async def _publish_turn(
-        self,
-        kind: str,
-        user_text: str,
-        agent_text: str,
-        interrupted: bool,
-        figures: dict[str, Any],
-        *,
-        failed: str | None = None,
-    ) -> None:
-        message = {
-            "failed": failed,
-            "type": "turn",
-            "v": 1,
-            "kind": kind,
-            "user_text": user_text,
-            "agent_text": agent_text,
-            "interrupted": interrupted,
-            "metrics": {k: v for k, v in figures.items() if k not in ("turn", "interrupted")},
-        }
+    async def _publish_turn(self, message: AgentTurnMessage) -> None:
         with contextlib.suppress(Exception):
             await self.room.local_participant.publish_data(
-                json.dumps(message), reliable=True, topic=TOPIC_AGENT_TURNS
+                message.model_dump_json(), reliable=True, topic=TOPIC_AGENT_TURNS
             )
+
+
+def _figures(timer: TurnTimer) -> dict[str, float | None]:
+    """A turn's latency figures for the app (without the turn number and interruption flag)."""
+    return timer.export().model_dump(exclude={"turn", "interrupted"})

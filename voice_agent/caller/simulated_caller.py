@@ -35,10 +35,12 @@ from voice_agent.protocol import (
     ATTR_AGENT_STATE,
     ATTR_TRANSCRIPTION_FINAL,
     ATTR_TRANSCRIPTION_SEGMENT_ID,
+    PROTOCOL_VERSION,
     TOPIC_AGENT_TURNS,
     TOPIC_CLIENT_ACTIONS,
     TOPIC_CLIENT_EVENTS,
     TOPIC_TRANSCRIPTION,
+    TurnKind,
 )
 
 log = get_logger("caller")
@@ -120,7 +122,7 @@ class SimulatedCaller:
             self._grant = await self._fetch_token()
             await self._join()
             if self._opts.wait_for_greeting:
-                greeting = (await self._next_turn("greeting"))["agent_text"]
+                greeting = (await self._next_turn(TurnKind.GREETING))["agent_text"]
             if self._opts.before_first_turn is not None:
                 await self._opts.before_first_turn()
             for i, utterance in enumerate(self._opts.utterances):
@@ -221,7 +223,7 @@ class SimulatedCaller:
             expected = 2
         turns = []
         for i in range(expected):
-            turn = await self._next_turn("reply")
+            turn = await self._next_turn(TurnKind.REPLY)
             turn["caller_voice_to_voice_ms"] = v2v[i] if i < len(v2v) else None
             turns.append(turn)
         return turns
@@ -245,7 +247,7 @@ class SimulatedCaller:
             return None
         return round((self._heard.audio_heard_at - ended) * 1000, 1)
 
-    async def _next_turn(self, kind: str) -> dict[str, Any]:
+    async def _next_turn(self, kind: TurnKind) -> dict[str, Any]:
         deadline = time.monotonic() + self._opts.turn_timeout_s
         while True:
             remaining = deadline - time.monotonic()
@@ -368,12 +370,17 @@ class SimulatedCaller:
                 return
             answer = {
                 "type": "user_confirmed",
-                "v": 1,
+                "v": PROTOCOL_VERSION,
                 "id": message.get("id"),
                 "ok": self._opts.confirm,
             }
         else:
-            answer = {"type": "action_result", "v": 1, "id": message.get("id"), "ok": True}
+            answer = {
+                "type": "action_result",
+                "v": PROTOCOL_VERSION,
+                "id": message.get("id"),
+                "ok": True,
+            }
         self._spawn(
             self._room.local_participant.publish_data(
                 json.dumps(answer), reliable=True, topic=TOPIC_CLIENT_EVENTS

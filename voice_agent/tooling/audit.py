@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from voice_agent.tooling.confirm import ConfirmationState
+
 ToolOutcome = Literal[
     "ok",  # ran and returned a result
     "refused",  # unknown or not allowed for this agent
@@ -34,7 +36,7 @@ class ToolAuditEntry(BaseModel):
     turn: int | None = None
     arguments: dict[str, Any] = Field(default_factory=dict)  # secrets redacted
     outcome: ToolOutcome
-    confirmation: Literal["not_needed", "confirmed", "declined", "timeout"] = "not_needed"
+    confirmation: ConfirmationState = "not_needed"
     result: Any = None
     error: str | None = None
     duration_ms: float | None = None

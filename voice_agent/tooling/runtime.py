@@ -17,25 +17,30 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
 from voice_agent.chat import ToolCall
 from voice_agent.exceptions import ToolArgumentsError, ToolReportedError
+from voice_agent.logging import Logger
 from voice_agent.tooling import messages
 from voice_agent.tooling.audit import ToolAuditEntry, ToolOutcome
 from voice_agent.tooling.breakers import BreakerBoard, BreakerPass
-from voice_agent.tooling.confirm import ConfirmationAnswer, ConfirmationRequest, Confirmer
+from voice_agent.tooling.confirm import (
+    CONFIRMATION_ANSWERS,
+    ConfirmationAnswer,
+    ConfirmationRequest,
+    ConfirmationState,
+    Confirmer,
+)
 from voice_agent.tooling.context import ToolContext
 from voice_agent.tooling.ledger import IdempotencyLedger, LedgerBusy, LedgerClaim, LedgerDone
 from voice_agent.tooling.policy import ToolPolicy
 from voice_agent.tooling.redact import bounded, redact, truncate_json, truncate_text
 from voice_agent.tooling.registry import ToolRegistry
 from voice_agent.tooling.spec import ToolSpec
-
-ConfirmationState = Literal["not_needed", "confirmed", "declined", "timeout"]
 
 _WARN = {"timeout", "error", "breaker_open", "limit", "refused", "invalid"}
 
@@ -83,7 +88,7 @@ class ToolRuntime:
         user_id: str | None,
         app_context: Callable[[], Mapping[str, Any]],
         data_dir: Path,
-        log: Any,
+        log: Logger,
     ) -> None:
         self._registry = registry
         self._policy = policy
@@ -259,7 +264,7 @@ class ToolRuntime:
         except Exception:
             self._log.exception("tool.confirm_failed", call_id=self._call_id, tool=spec.name)
             return "declined"
-        return answer if answer in ("confirmed", "declined", "timeout") else "declined"
+        return answer if answer in CONFIRMATION_ANSWERS else "declined"
 
     async def _undo(self, attempt: _Attempt) -> None:
         """Release what the attempt holds (breaker pass, ledger claim); safe to repeat."""
