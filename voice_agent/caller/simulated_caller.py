@@ -13,7 +13,7 @@ import collections
 import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,6 +97,7 @@ class _Listening:
     audio_heard: asyncio.Event = field(default_factory=asyncio.Event)
     agent_joined: asyncio.Event = field(default_factory=asyncio.Event)
     agent_left: asyncio.Event = field(default_factory=asyncio.Event)
+    goodbye: asyncio.Event = field(default_factory=asyncio.Event)  # the agent's goodbye turn
     agent_identity: str | None = None
 
 
@@ -110,6 +111,7 @@ class SimulatedCaller:
         self._speech_done = asyncio.Event()
         self._speech_ended_at = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._caption_reads: set[asyncio.Task[None]] = set()
         self._room = rtc.Room()
         self._grant: dict[str, Any] = {}
 
@@ -138,6 +140,7 @@ class SimulatedCaller:
                     await asyncio.wait_for(
                         self._heard.agent_left.wait(), self._opts.trailing_silence_s
                     )
+                    await self._settle_departure()
         except CallFailedError as e:
             error = str(e)
         except (aiohttp.ClientError, rtc.ConnectError, OSError) as e:
@@ -270,6 +273,15 @@ class SimulatedCaller:
                     "metrics": turn.get("metrics", {}),
                 }
 
+    async def _settle_departure(self) -> None:
+        """The agent hung up: its goodbye turn and captions, sent just before it left, may still
+        be on their way (data and signalling travel different paths); let them arrive."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._heard.goodbye.wait(), _DEPARTURE_GRACE_S)
+        reading = [task for task in self._caption_reads if not task.done()]
+        if reading:
+            await asyncio.wait(reading, timeout=_DEPARTURE_GRACE_S)
+
     async def _turn_in_flight(self) -> bool:
         """After the agent left: whether a turn message still arrives within a short grace."""
         try:
@@ -355,6 +367,8 @@ class SimulatedCaller:
             message = json.loads(packet.data)
             if isinstance(message, dict) and message.get("type") == "turn":
                 self._heard.turns.put_nowait(message)
+                if message.get("kind") == TurnKind.GOODBYE:
+                    self._heard.goodbye.set()
 
     def _on_client_action(self, data: bytes) -> None:
         """Keep what the agent asked of the app; answer confirmations as the options say."""
@@ -388,7 +402,9 @@ class SimulatedCaller:
         )
 
     def _on_caption(self, reader: rtc.TextStreamReader, sender: str) -> None:
-        self._spawn(self._read_caption(reader, sender))
+        task = self._spawn(self._read_caption(reader, sender))
+        self._caption_reads.add(task)
+        task.add_done_callback(self._caption_reads.discard)
 
     async def _read_caption(self, reader: rtc.TextStreamReader, sender: str) -> None:
         attrs = reader.info.attributes or {}
@@ -405,10 +421,11 @@ class SimulatedCaller:
         entry["text"] = text
         entry["final"] = final
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _hang_up(self) -> None:
         for task in list(self._tasks):
