@@ -10,6 +10,7 @@ import pytest
 from voice_agent.agent.metrics import TurnTimer
 from voice_agent.agent.reply import AgentReply, ReplyFailedError
 from voice_agent.agent.speaker import FRAME_MS, AgentSpeaker
+from voice_agent.agent.spoken import SpokenOutput
 from voice_agent.chat import ChatMessage
 from voice_agent.exceptions import ProviderResponseError
 from voice_agent.providers.fake import (
@@ -42,11 +43,14 @@ def _reply(
     speaker: AgentSpeaker, llm: FakeLLM, tts: FakeTTS, *, timeout_s: float = 2.0
 ) -> AgentReply:
     """A reply whose providers are retried and timed as the worker's are (`build_providers`)."""
+    timer = TurnTimer(turn=1)
+    output = SpokenOutput(
+        speaker=speaker, tts=RetryingTTS(tts, silence_timeout_s=timeout_s), timer=timer
+    )
     return AgentReply(
-        speaker=speaker,
-        tts=RetryingTTS(tts, silence_timeout_s=timeout_s),
+        output=output,
         llm=RetryingLLM(llm, silence_timeout_s=timeout_s),
-        timer=TurnTimer(turn=1),
+        timer=timer,
         messages=[ChatMessage.user("When are you open?")],
     )
 
@@ -74,7 +78,7 @@ async def test_cancelled_reply_records_only_what_was_heard(speaker: AgentSpeaker
     reply = _reply(speaker, llm, tts)
     task = asyncio.create_task(reply.run())
     heard_audio = asyncio.Event()
-    reply.on_first_audio = lambda _: heard_audio.set()
+    reply.on_first_output = lambda _: heard_audio.set()
     await asyncio.wait_for(heard_audio.wait(), 5)
     await asyncio.sleep(1.2)  # let about a sentence and a half play
     speaker.stop()
@@ -93,7 +97,7 @@ async def test_pause_and_resume_play_every_frame(speaker: AgentSpeaker) -> None:
     tts = FakeTTS([FakeSpeech(duration_s=1.0)])
     reply = _reply(speaker, llm, tts)
     started = asyncio.Event()
-    reply.on_first_audio = lambda _: started.set()
+    reply.on_first_output = lambda _: started.set()
     task = asyncio.create_task(reply.run())
     await asyncio.wait_for(started.wait(), 5)
     await asyncio.sleep(0.3)

@@ -21,6 +21,7 @@ from voice_agent.agent.client_channel import ClientChannel
 from voice_agent.agent.metrics import TurnTimer
 from voice_agent.agent.reply import AgentReply
 from voice_agent.agent.speaker import AgentSpeaker
+from voice_agent.agent.spoken import SpokenOutput
 from voice_agent.call_record import CallJournal
 from voice_agent.chat import ChatMessage, ToolCall
 from voice_agent.logging import get_logger
@@ -125,12 +126,13 @@ class Rig:
 
     def reply(self, llm: LLM, tts: FakeTTS | None = None) -> AgentReply:
         self.tools.begin_turn(1)
+        timer = TurnTimer(turn=1)
+        # Retried and timed as the worker's providers are (`build_providers`).
+        retried = RetryingTTS(tts or FakeTTS(), silence_timeout_s=5.0)
         return AgentReply(
-            speaker=self.speaker,
-            # Retried and timed as the worker's providers are (`build_providers`).
-            tts=RetryingTTS(tts or FakeTTS(), silence_timeout_s=5.0),
+            output=SpokenOutput(speaker=self.speaker, tts=retried, timer=timer),
             llm=RetryingLLM(llm, silence_timeout_s=5.0),
-            timer=TurnTimer(turn=1),
+            timer=timer,
             messages=[ChatMessage.user("Help me please.")],
             tools=self.tools,
             max_tool_rounds=self.tools.max_rounds,

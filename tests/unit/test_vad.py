@@ -338,3 +338,18 @@ def test_windows_below_the_silence_floor_skip_the_model() -> None:
     )
     ungated.push(bytes(10 * W * 2))
     assert ungated.speaking
+
+
+def test_voiced_time_stops_growing_in_the_silence_after_speech(speak: Callable[[str], Pcm]) -> None:
+    """`voiced_s` runs from the onset to the last voiced window: trailing silence adds nothing,
+    while `speech_duration_s` keeps counting until SPEECH_END."""
+    vad = VoiceActivityDetector()
+    vad.push(_silence(0.5).tobytes())
+    vad.push(speak(SENTENCE)[:SAMPLE_RATE].tobytes())
+    assert vad.speaking
+    voiced = vad.voiced_s
+    assert 0.25 <= voiced <= 1.0
+    vad.push(_silence(0.3).tobytes())  # shorter than min_silence_ms: still speaking
+    assert vad.speaking
+    assert vad.voiced_s == pytest.approx(voiced, abs=0.04)
+    assert vad.speech_duration_s == pytest.approx(voiced + 0.3, abs=0.1)

@@ -19,7 +19,8 @@ from voice_agent.agent import ffi_routing
 from voice_agent.agent.call_tools import CallTools, ToolKit
 from voice_agent.agent.client_channel import ClientChannel
 from voice_agent.agent.job import JobContext
-from voice_agent.agent.session import CallSession, SessionOptions, spoken_lines
+from voice_agent.agent.options import session_options, spoken_lines
+from voice_agent.agent.session import CallSession
 from voice_agent.agent.worker import AgentWorker, WorkerOptions
 from voice_agent.call_record import CallJournal, CallRecordSink, FileRecordSink
 from voice_agent.logging import bind_context, get_logger
@@ -33,23 +34,6 @@ log = get_logger("agent.runner")
 
 # VAD models loaded at start; later calls reuse the models of calls that ended.
 _PREWARMED_VAD_MODELS = 4
-
-
-def session_options(settings: Settings, profile: AgentProfile | None = None) -> SessionOptions:
-    """The call behaviour the settings (and the agent profile, where it says) describe."""
-    profile = profile or AgentProfile.built_in(settings)
-    return SessionOptions(
-        instructions=profile.instructions,
-        greeting=profile.greeting,
-        eou_silence_ms=settings.eou_silence_ms,
-        min_interruption_ms=settings.min_interruption_ms,
-        max_call_s=profile.limits.max_call_s or settings.max_call_s,
-        user_silence_timeout_s=settings.user_silence_timeout_s,
-        max_consecutive_failures=settings.max_consecutive_failures,
-        context_token_budget=settings.context_token_budget,
-        provider_timeout_s=settings.provider_timeout_s,
-        stt_language=settings.stt_language,
-    )
 
 
 class CallRunner:
