@@ -1,4 +1,5 @@
-"""An agent reply with fakes on a scripted timeline, spoken into a real, unpublished AudioSource."""
+"""An agent reply with fakes on a scripted timeline, spoken into a real, unpublished AudioSource,
+or, where playout timing is the point, into a virtual one the test plays out frame by frame."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from tests.virtual_audio import VirtualSource, settle, virtual_speaker
 from voice_agent.agent.metrics import TurnTimer
 from voice_agent.agent.reply import AgentReply, ReplyFailedError
 from voice_agent.agent.speaker import FRAME_MS, AgentSpeaker
@@ -36,6 +38,15 @@ async def speaker() -> AsyncIterator[AgentSpeaker]:
     speaker, _track = AgentSpeaker.create()
     speaker.start()
     yield speaker
+    await speaker.aclose()
+
+
+@pytest.fixture
+async def virtual() -> AsyncIterator[tuple[AgentSpeaker, VirtualSource]]:
+    """A speaker whose audio plays only as the test plays it (virtual time)."""
+    speaker, source = virtual_speaker()
+    speaker.start()
+    yield speaker, source
     await speaker.aclose()
 
 
@@ -71,41 +82,45 @@ async def test_first_audio_plays_before_the_model_has_finished(speaker: AgentSpe
     assert outcome.text == " ".join(SENTENCES)
 
 
-async def test_cancelled_reply_records_only_what_was_heard(speaker: AgentSpeaker) -> None:
-    """Barge-in: cancelling mid-reply stops the stream; the heard text is a strict prefix."""
+async def test_cancelled_reply_records_only_what_was_heard(
+    virtual: tuple[AgentSpeaker, VirtualSource],
+) -> None:
+    """Barge-in: cancelling mid-reply stops the stream; the heard text is what was played."""
+    speaker, source = virtual
     llm = FakeLLM([FakeCompletion(text=" ".join(SENTENCES))])
-    tts = FakeTTS()
-    reply = _reply(speaker, llm, tts)
+    reply = _reply(speaker, llm, FakeTTS())
     task = asyncio.create_task(reply.run())
-    heard_audio = asyncio.Event()
-    reply.on_first_output = lambda _: heard_audio.set()
-    await asyncio.wait_for(heard_audio.wait(), 5)
-    await asyncio.sleep(1.2)  # let about a sentence and a half play
+    await source.play(1.2)  # 1.2 s of the first sentence's 2.67 s
     speaker.stop()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    heard = reply.heard_text()
-    full = " ".join(SENTENCES)
-    assert heard and full.startswith(heard) and len(heard) < len(full)
+    words = SENTENCES[0].split()
+    assert reply.heard_text() == " ".join(words[: int(len(words) * 1.2 / 2.67)])
     assert not speaker.speaking
 
 
-async def test_pause_and_resume_play_every_frame(speaker: AgentSpeaker) -> None:
-    """A false interruption: paused speech resumes where it stopped and nothing is lost."""
+async def test_pause_and_resume_play_every_frame(
+    virtual: tuple[AgentSpeaker, VirtualSource],
+) -> None:
+    """A false interruption: paused speech stays silent however long the pause, then resumes
+    where it stopped and nothing is lost."""
+    speaker, source = virtual
     llm = FakeLLM([FakeCompletion(text=SENTENCES[0])])
     tts = FakeTTS([FakeSpeech(duration_s=1.0)])
     reply = _reply(speaker, llm, tts)
-    started = asyncio.Event()
-    reply.on_first_output = lambda _: started.set()
     task = asyncio.create_task(reply.run())
-    await asyncio.wait_for(started.wait(), 5)
-    await asyncio.sleep(0.3)
+    await source.play(0.3)
     speaker.pause()
     assert not speaker.speaking
-    await asyncio.sleep(0.3)
+    await settle()  # a frame already on its way to the room still lands, as with LiveKit's
+    handed_over = source.captured
+    await source.play(2.0)  # twice what is left: without the pause all of it would play
+    assert source.captured == handed_over  # nothing more reached the room
+    assert source.played_s <= 0.3 + 2 * FRAME_MS / 1000
     assert not task.done()  # held, not finished, while paused
     speaker.resume()
+    await source.play(2.0)
     outcome = await asyncio.wait_for(task, 5)
     assert outcome.heard == SENTENCES[0]
     # All of it, to within the padding of the last frame.
