@@ -4,6 +4,7 @@ and the scripted OpenAI-compatible server for STT, LLM and TTS."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -41,6 +42,21 @@ async def _wait_idle(stack_worker: object, timeout_s: float = 15) -> None:
     async with asyncio.timeout(timeout_s):
         while stack_worker.active_jobs:  # type: ignore[attr-defined]  # noqa: ASYNC110 - polled
             await asyncio.sleep(0.05)
+
+
+async def _journaled(journal: Path, event: str, timeout_s: float = 15) -> None:
+    """Until the call's journal holds `event` (the agent writes it line by line, flushed)."""
+    async with asyncio.timeout(timeout_s):
+        while not (journal.exists() and event in _journal_events(journal)):  # noqa: ASYNC110 - a file
+            await asyncio.sleep(0.05)
+
+
+def _journal_events(journal: Path) -> set[str]:
+    events = set()
+    for line in journal.read_text().splitlines():
+        with contextlib.suppress(ValueError):  # a line still being written
+            events.add(json.loads(line).get("d", {}).get("event"))
+    return events
 
 
 async def test_call_answers_with_audio_captions_and_states(
@@ -186,7 +202,9 @@ async def test_a_caller_who_leaves_before_being_heard_ends_the_call_at_once(
             grant = await resp.json()
         room = rtc.Room()
         await room.connect(grant["rtc_url"], grant["token"])
-        await asyncio.sleep(1.0)  # the agent joins and waits for a microphone that never comes
+        # The agent has the caller and now waits for a microphone that never comes.
+        call_id = grant["room"].removeprefix("call-")
+        await _journaled(stack.settings.data_dir / "calls" / f"{call_id}.jsonl", "user_joined")
         await room.disconnect()
         await _wait_idle(stack.worker, timeout_s=8)  # well before the 10 s wait for audio
     [record] = stack.sink.records.values()
