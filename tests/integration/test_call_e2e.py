@@ -91,7 +91,8 @@ async def test_call_answers_with_audio_captions_and_states(
     # The LLM saw the instructions, the greeting and the question.
     sent = models.requests_to("/v1/chat/completions")[0].json
     roles = [m["role"] for m in sent["messages"]]
-    assert roles[0] == "system" and sent["messages"][-1]["content"] == QUESTION
+    assert roles[0] == "system"
+    assert sent["messages"][-1]["content"] == QUESTION
     [record] = stack.sink.records.values()
     assert [t.speaker for t in record.transcript] == ["agent", "user", "agent"]
     assert record.metrics[0].voice_to_voice_ms == turn["metrics"]["voice_to_voice_ms"]
@@ -111,13 +112,15 @@ async def test_barge_in_stops_the_agent_and_records_the_truncation(
     assert result["ok"], result
     first, second = result["turns"]
     assert first["interrupted"] is True
-    assert first["agent_text"] and LONG_ANSWER.startswith(first["agent_text"])
+    assert first["agent_text"]
+    assert LONG_ANSWER.startswith(first["agent_text"])
     assert len(first["agent_text"]) < len(LONG_ANSWER) / 2
     assert second["user_text"] == "Stop please"
     assert second["agent_text"] == "Sure, go ahead."
     [record] = stack.sink.records.values()
     cut = [t for t in record.transcript if t.interrupted]
-    assert len(cut) == 1 and cut[0].text == first["agent_text"]
+    assert len(cut) == 1
+    assert cut[0].text == first["agent_text"]
     # The model's next prompt holds only what the caller heard of the cut answer.
     second_prompt = models.requests_to("/v1/chat/completions")[1].json["messages"]
     assert {"role": "assistant", "content": first["agent_text"]} in [
@@ -277,7 +280,8 @@ async def test_second_user_is_ignored_and_user_leaving_mid_reply_ends_cleanly(
     [record] = stack.sink.records.values()
     assert record.end_reason == "user_left"
     assert any(e.event == "extra_participant_ignored" for e in record.events)
-    assert record.transcript[-1].speaker == "agent" and record.transcript[-1].interrupted
+    assert record.transcript[-1].speaker == "agent"
+    assert record.transcript[-1].interrupted
     assert stack.worker.active_jobs == 0
 
 
@@ -293,7 +297,8 @@ async def test_silence_and_noise_get_no_reply_and_no_crash(
         result = await stack.call(Utterance(label="noise", pcm=noise), turn_timeout_s=5)
         await _wait_idle(stack.worker)
         assert stack.models.requests_to("/v1/chat/completions") == []
-    assert not result["ok"] and "no reply turn" in result["error"]
+    assert not result["ok"]
+    assert "no reply turn" in result["error"]
     [record] = stack.sink.records.values()
     assert [t.speaker for t in record.transcript] == ["agent"]  # the greeting only
     assert record.end_reason == "user_left"

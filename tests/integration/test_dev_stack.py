@@ -90,7 +90,8 @@ async def _run_dev(tmp_path: Path, **extra_env: str) -> AsyncIterator[DevRun]:
         env=env, cwd=tmp_path,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout is not None
+    assert proc.stderr is not None
     stderr: list[str] = []
     stderr_task = asyncio.create_task(_collect(proc.stderr, stderr))
     stdout: list[str] = []
@@ -159,10 +160,12 @@ async def test_dev_starts_ready_and_stops_clean_on_sigterm(dev_stack: DevRun) ->
     assert failures == [], failures
     assert "having trouble" not in result["turns"][0]["agent_text"]
     lines = [e["data"].get("line") for e in record["events"] if e["event"] == "line_spoken"]
-    assert "fallback" not in lines and "failure_goodbye" not in lines, lines
+    assert "fallback" not in lines, lines
+    assert "failure_goodbye" not in lines, lines
     assert record["usage"]["llm_requests"] >= 1  # (llama.cpp's server streams no token usage)
     spoken = [t for t in record["transcript"] if t["speaker"] == "agent" and t["kind"] == "reply"]
-    assert spoken and spoken[0]["text"], record["transcript"]
+    assert spoken, record["transcript"]
+    assert spoken[0]["text"], record["transcript"]
     children = _descendants(dev_stack.proc.pid)
     # livekit, redis, token service, local LLM, post-call worker, agent worker
     assert len(children) >= 6, children

@@ -101,7 +101,8 @@ async def test_killed_worker_job_is_retried_and_the_ticket_exists_once(
                 mid_job = await store.get_call("k1")
                 first.send_signal(signal.SIGKILL)
                 assert await first.wait() == -signal.SIGKILL
-            assert mid_job is not None and mid_job.status is CallStatus.PROCESSING
+            assert mid_job is not None
+            assert mid_job.status is CallStatus.PROCESSING
             async with postcall_process(tmp_path, url, models.base_url, "second") as second:
                 call = await wait_for_status(store, "k1", CallStatus.DONE, timeout_s=60)
                 second.send_signal(signal.SIGTERM)  # a graceful stop, while idle
@@ -115,8 +116,10 @@ async def test_killed_worker_job_is_retried_and_the_ticket_exists_once(
             await store.close()
         assert len(models.requests_to(CHAT_PATH)) == 2
     assert ticket_rows(tmp_path) == 1
-    assert events_of(call).count("started") == 2 and call.attempts == 2
-    assert call.report is not None and not call.report.needs_review
+    assert events_of(call).count("started") == 2
+    assert call.attempts == 2
+    assert call.report is not None
+    assert not call.report.needs_review
     assert health == 0  # the stopped worker took its health signal with it
 
 

@@ -108,10 +108,12 @@ async def test_failing_integration_is_dead_lettered_then_staff_retry_finishes_it
         finally:
             await client.close()
         assert len(models.requests_to(CHAT_PATH)) == 1  # the report is kept across tries
-    assert dead.last_error is not None and "webhook failed" in dead.last_error
+    assert dead.last_error is not None
+    assert "webhook failed" in dead.last_error
     assert events_of(dead)[-1] == "dead"
     history = events_of(done)
-    assert "retry_requested" in history and history[-1] == "done"
+    assert "retry_requested" in history
+    assert history[-1] == "done"
     assert history.count("integration_skipped") >= 2  # email draft and ticket were not redone
     assert len(endpoint.received) == 3  # two failed tries, then the retry
     headers, body = endpoint.received[-1]
@@ -136,7 +138,8 @@ async def test_retry_needs_a_staff_token(redis_url: str, tmp_path: Path) -> None
         body = await missing.json()
     finally:
         await client.close()
-    assert missing.status == 401 and wrong.status == 401
+    assert missing.status == 401
+    assert wrong.status == 401
     assert body["error"] == "unauthorized"
 
 
@@ -160,7 +163,8 @@ async def test_retry_of_a_call_that_is_not_dead_is_a_conflict(
             jobs = await sink.queue.redis.queued_jobs()
     finally:
         await client.close()
-    assert queued.status == 409 and conflict["error"] == "conflict"
+    assert queued.status == 409
+    assert conflict["error"] == "conflict"
     assert unknown.status == 404
     assert invalid.status == 400
     assert [j.job_id for j in jobs] == ["call:d3"]

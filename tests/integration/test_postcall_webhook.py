@@ -99,7 +99,8 @@ async def test_bad_signature_is_401_and_nothing_is_enqueued(hooked: Hooked) -> N
     status, error = await hooked.post(
         body, signed(body, secret="someone-elses-secret-0123456789abcdef")
     )
-    assert status == 401 and error["error"] == "unauthorized"
+    assert status == 401
+    assert error["error"] == "unauthorized"
     assert await hooked.keys() == []
 
 
@@ -128,7 +129,9 @@ async def test_same_room_finished_twice_makes_one_job(hooked: Hooked) -> None:
     assert second == (200, {"status": "duplicate"})
     assert [j.job_id for j in jobs] == ["call:w1"]
     kept = await hooked.queue.get_record("w1")
-    assert kept is not None and kept.source == "webhook" and not kept.record.complete
+    assert kept is not None
+    assert kept.source == "webhook"
+    assert not kept.record.complete
 
 
 async def test_other_events_and_rooms_are_ignored(hooked: Hooked) -> None:
@@ -147,7 +150,9 @@ async def test_webhook_does_not_replace_the_agents_record(hooked: Hooked) -> Non
     body = event_body(room="call-w2")
     assert await hooked.post(body, signed(body)) == (200, {"status": "duplicate"})
     kept = await hooked.queue.get_record("w2")
-    assert kept is not None and kept.source == "agent" and kept.record.complete
+    assert kept is not None
+    assert kept.source == "agent"
+    assert kept.record.complete
     assert [j.job_id for j in await hooked.queue.redis.queued_jobs()] == ["call:w2"]
 
 
@@ -155,7 +160,8 @@ async def test_oversized_webhook_is_refused(hooked: Hooked) -> None:
     """A body over the webhook limit is 413 before any signature work."""
     body = b"{" + b" " * (webhooks.MAX_WEBHOOK_BYTES + 1) + b"}"
     status, error = await hooked.post(body, signed(body))
-    assert status == 413 and error["error"] == "payload_too_large"
+    assert status == 413
+    assert error["error"] == "payload_too_large"
 
 
 async def test_call_whose_agent_died_is_reported_from_its_journal(
@@ -174,4 +180,5 @@ async def test_call_whose_agent_died_is_reported_from_its_journal(
             call = await wait_for_status(deps.store, "w3", CallStatus.DONE)
     assert call.source == "webhook"
     assert [t.text for t in call.record.transcript] == ["My router keeps rebooting."]
-    assert call.report is not None and call.report.review_reasons == ["partial_record"]
+    assert call.report is not None
+    assert call.report.review_reasons == ["partial_record"]

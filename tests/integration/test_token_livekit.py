@@ -88,7 +88,8 @@ async def test_endpoint_token_publishes_microphone_only(
             api.RoomParticipantIdentity(room=body["room"], identity=body["identity"])
         )
         assert list(info.permission.can_publish_sources) == [api.TrackSource.MICROPHONE]
-        assert info.permission.can_publish_data and info.permission.can_subscribe
+        assert info.permission.can_publish_data
+        assert info.permission.can_subscribe
         assert not info.permission.can_update_metadata
     finally:
         await room.disconnect()

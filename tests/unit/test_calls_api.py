@@ -98,7 +98,8 @@ async def test_denial_is_logged_without_the_token(client: TestClient) -> None:
     with capture_logs() as logs:
         await client.get("/api/calls", headers={"Authorization": "Bearer guess-0123456789"})
     denied = [e for e in logs if e["event"] == "staff.denied"]
-    assert denied and denied[0]["reason"] == "unknown staff token"
+    assert denied
+    assert denied[0]["reason"] == "unknown staff token"
     assert "guess-0123456789" not in repr(logs)
 
 
@@ -154,7 +155,8 @@ async def test_list_returns_summaries_newest_first_uncached(client: TestClient) 
     assert [c["call_id"] for c in body["items"]] == ["c2", "c1", "c0"]
     assert body["next_cursor"] is None
     c1 = body["items"][1]
-    assert c1["summary"] == "Router keeps rebooting" and c1["needs_review"] is True
+    assert c1["summary"] == "Router keeps rebooting"
+    assert c1["needs_review"] is True
     assert c1["started_at"] == "2025-03-14T10:30:00Z"
     assert "record" not in c1
 
@@ -183,7 +185,8 @@ async def test_list_pages_with_the_cursor(client: TestClient) -> None:
     rest = await client.get(f"/api/calls?limit=2&cursor={first['next_cursor']}", headers=STAFF)
     second = await rest.json()
     assert [c["call_id"] for c in first["items"]] == ["c2", "c1"]
-    assert [c["call_id"] for c in second["items"]] == ["c0"] and second["next_cursor"] is None
+    assert [c["call_id"] for c in second["items"]] == ["c0"]
+    assert second["next_cursor"] is None
 
 
 @pytest.mark.parametrize(
@@ -210,13 +213,15 @@ async def test_bad_parameter_is_400_naming_it(
     resp = await client.get(f"/api/calls?{query}", headers=STAFF)
     assert resp.status == 400
     body = await resp.json()
-    assert body["error"] == "bad_request" and body["detail"]["parameter"] == parameter
+    assert body["error"] == "bad_request"
+    assert body["detail"]["parameter"] == parameter
 
 
 async def test_detail_holds_record_report_integrations_and_history(client: TestClient) -> None:
     """One call's detail carries its transcript, report, integration results and job history."""
     resp = await client.get("/api/calls/c1", headers=STAFF)
-    assert resp.status == 200 and resp.headers["Cache-Control"] == "no-store"
+    assert resp.status == 200
+    assert resp.headers["Cache-Control"] == "no-store"
     body = await resp.json()
     assert body["report"]["report"]["summary"] == "Router keeps rebooting"
     assert len(body["record"]["transcript"]) == 5
@@ -228,7 +233,8 @@ async def test_detail_holds_record_report_integrations_and_history(client: TestC
 async def test_dead_call_detail_shows_its_last_error(client: TestClient) -> None:
     """A dead call's detail says why it died."""
     body = await (await client.get("/api/calls/c2", headers=STAFF)).json()
-    assert body["status"] == "dead" and body["last_error"] == "ticket service answered 503"
+    assert body["status"] == "dead"
+    assert body["last_error"] == "ticket service answered 503"
 
 
 async def test_unknown_call_is_404(client: TestClient) -> None:
@@ -256,5 +262,6 @@ async def test_reports_page_is_a_public_shell(client: TestClient) -> None:
     resp = await client.get("/reports")
     assert resp.status == 200
     text = await resp.text()
-    assert "reports.js" in text and "Router keeps rebooting" not in text
+    assert "reports.js" in text
+    assert "Router keeps rebooting" not in text
     assert "script-src 'self'" in resp.headers["Content-Security-Policy"]

@@ -41,7 +41,9 @@ def test_system_prompt_comes_first_and_short_history_is_kept_whole() -> None:
         ChatMessage.assistant("Of course. For how many people?"),
         ChatMessage.user("Two, tonight at seven."),
     ]
-    assert ctx.dropped_count == 0 and len(ctx) == 3 and not ctx.over_budget
+    assert ctx.dropped_count == 0
+    assert len(ctx) == 3
+    assert not ctx.over_budget
 
 
 def test_oldest_turns_are_dropped_first_to_fit_the_budget() -> None:
@@ -153,7 +155,8 @@ def test_changing_the_system_prompt_trims_again() -> None:
         ctx.add_user(f"q{i} " + _words(20))
     assert ctx.dropped_count == 0
     ctx.system_prompt = SYSTEM + " " + _words(120)
-    assert ctx.dropped_count > 0 and ctx.token_count <= 200
+    assert ctx.dropped_count > 0
+    assert ctx.token_count <= 200
     assert ctx.system_prompt.startswith(SYSTEM)
 
 

@@ -40,10 +40,12 @@ async def test_an_utterance_starts_continues_and_ends_with_its_audio(question: b
     heard = _feed(listener, question)
     starts = [e for e in heard if isinstance(e, SpeechStarted)]
     ends = [e for e in heard if isinstance(e, SpeechEnded)]
-    assert len(starts) == 1 and len(ends) == 1
+    assert len(starts) == 1
+    assert len(ends) == 1
     [start], [end] = starts, ends
     continuing = [e for e in heard if isinstance(e, SpeechContinues)]
-    assert continuing and all(start.at <= e.at <= end.at for e in continuing)
+    assert continuing
+    assert all(start.at <= e.at <= end.at for e in continuing)
     assert [e.speech_s for e in continuing] == sorted(e.speech_s for e in continuing)
     assert 1.5 < end.speech_s < 3.5
     assert len(end.audio) / 2 / SAMPLE_RATE >= end.speech_s

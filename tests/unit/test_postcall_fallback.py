@@ -67,4 +67,5 @@ def test_silent_partial_call_says_so() -> None:
     """No caller speech and a partial record: the summary says both."""
     record = sample_record("f3", lines=(("agent", "Hello!"),), complete=False)
     summary = fallback_report(record).summary
-    assert "partial" in summary and "said nothing" in summary
+    assert "partial" in summary
+    assert "said nothing" in summary

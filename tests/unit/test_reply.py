@@ -74,7 +74,8 @@ async def test_first_audio_plays_before_the_model_has_finished(speaker: AgentSpe
     reply = _reply(speaker, llm, tts)
     outcome = await reply.run()
     timer = reply.timer
-    assert timer.llm_started is not None and timer.first_audio is not None
+    assert timer.llm_started is not None
+    assert timer.first_audio is not None
     words = len(" ".join(SENTENCES).split())
     llm_cannot_finish_before = timer.llm_started + (words - 1) * 0.05
     assert timer.first_audio < llm_cannot_finish_before - 0.5

@@ -404,7 +404,8 @@ async def test_open_breaker_makes_the_agent_offer_the_manual_fallback(
     assert [o for _, o in rig.outcomes()] == ["error", "breaker_open"]
     assert len(rig.ran.calls) == 1
     spoken = " ".join(t.text for t in tts.calls)
-    assert "unavailable" in spoken and "support@example.com" in spoken
+    assert "unavailable" in spoken
+    assert "support@example.com" in spoken
 
 
 async def test_words_before_a_blocked_tool_do_not_stand_in_for_the_fallback(
@@ -438,7 +439,8 @@ async def test_client_action_tool_passes_policy_and_is_sent(
     llm = FakeLLM([FakeCompletion(tool_calls=[checklist]), FakeCompletion(text="On screen.")])
     await rig.reply(llm).run()
     names = [t["function"]["name"] for t in llm.calls[0].tools or []]
-    assert "show_checklist" in names and "open_url" not in names
+    assert "show_checklist" in names
+    assert "open_url" not in names
     assert rig.app.received[0]["payload"] == {
         "title": "Reset VPN",
         "items": ["Quit the app", "Sign in"],

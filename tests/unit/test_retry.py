@@ -75,9 +75,13 @@ async def test_a_failure_after_output_has_started_is_not_retried() -> None:
     midway = FakeTimeline(error=TRANSIENT, fail_after=2)
     fake = FakeLLM([FakeCompletion("one two three four", timeline=midway), FakeCompletion("x")])
     seen: list[str] = []
-    with pytest.raises(ProviderResponseError):
+
+    async def consume() -> None:
         async for delta in RetryingLLM(fake, silence_timeout_s=2).stream(MESSAGES):
             seen.append(delta.text)
+
+    with pytest.raises(ProviderResponseError):
+        await consume()
     assert seen == ["one", " two"]
     assert len(fake.calls) == 1
 

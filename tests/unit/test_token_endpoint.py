@@ -57,7 +57,9 @@ async def test_grant_is_one_room_microphone_only(client: TestClient) -> None:
     assert video.can_publish_sources == ["microphone"]
     assert video.can_publish_data is True
     assert video.can_subscribe is True
-    assert not video.room_admin and not video.room_create and not video.room_list
+    assert not video.room_admin
+    assert not video.room_create
+    assert not video.room_list
     assert claims.identity == body["identity"]
 
 

@@ -152,7 +152,8 @@ def test_speech_to_a_listening_agent_is_asked_about_then_committed() -> None:
     started = call.now
     actions = call.speak(1.0, agent_audible=False, audio=b"hello")
     [ask] = actions
-    assert isinstance(ask, DecideTurn) and ask.evidence.audio == b"hello"
+    assert isinstance(ask, DecideTurn)
+    assert ask.evidence.audio == b"hello"
     turn = call.decide(actions)
     assert (turn.audio, turn.started_at, turn.committed_at) == (b"hello", started, call.now)
     assert turn.ended_at == pytest.approx(call.now - 0.5)

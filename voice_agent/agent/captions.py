@@ -79,5 +79,5 @@ class CaptionPublisher:
                 attributes=attributes,
                 sender_identity=sender_identity,
             )
-        except Exception as e:  # a caption lost is logged; the call goes on
+        except Exception as e:  # noqa: BLE001 - a caption lost is logged; the call goes on
             log.warning("captions.publish_failed", segment_id=segment_id, error=str(e))

@@ -66,7 +66,8 @@ class Listener:
         onset = self._clock.at(event.speech_start_sample)
         if event.type is VadEventType.SPEECH_START:
             return SpeechStarted(at=at, onset_at=onset, agent_audible=self._agent_audible())
-        assert event.speech_end_sample is not None and event.end_s is not None
+        assert event.speech_end_sample is not None
+        assert event.end_s is not None
         return SpeechEnded(
             at=at,
             started_at=onset,

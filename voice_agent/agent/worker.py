@@ -276,10 +276,10 @@ class AgentWorker:
                     except DependencyUnavailableError as e:
                         self._log.warning("worker.disconnected", error=str(e))
                         attempt, error = 1, str(e)
-                    except Exception as e:  # a bug in handling one message must not end calls
+                    except Exception as e:  # noqa: BLE001 - one bad message must not end calls
                         self._log.error("worker.disconnected", error=repr(e), exc_info=e)
                         attempt, error = 1, repr(e)
-        except Exception as e:
+        except Exception as e:  # fatal, logged and stopped on (not swallowed)
             # Fatal (bad credentials, LiveKit gone for good): no call may outlive the worker.
             self._log.error("worker.failed", error=str(e), error_type=type(e).__name__)
             self._closing = True

@@ -51,7 +51,7 @@ async def _check(name: str, probe: Probe, timeout_s: float) -> tuple[str, str | 
             await probe()
     except TimeoutError:
         return name, f"no answer within {timeout_s:g} s"
-    except Exception as e:  # any failure of a dependency reads as "not ready", with its reason
+    except Exception as e:  # noqa: BLE001 - any dependency failure is "not ready", with its reason
         return name, f"{type(e).__name__}: {e}"[:300]
     return name, None
 

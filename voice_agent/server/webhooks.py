@@ -139,7 +139,7 @@ async def livekit_webhook(request: web.Request) -> web.Response:
         return error_response(401, "unauthorized", "missing webhook signature")
     try:
         event = options.receiver.receive(body.decode("utf-8"), token)
-    except Exception as e:  # livekit-api raises plain Exceptions (and jwt/protobuf errors)
+    except Exception as e:  # noqa: BLE001 - livekit-api raises plain Exceptions (and jwt/protobuf)
         log.warning("webhook.rejected", reason=type(e).__name__)
         return error_response(401, "unauthorized", "invalid webhook signature")
     if event.event != "room_finished":

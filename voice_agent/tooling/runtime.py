@@ -133,7 +133,7 @@ class ToolRuntime:
             content = messages.cancelled(call.name)
             self._finish(attempt, "cancelled", content, result=attempt.result, error="cancelled")
             raise
-        except Exception as e:  # a fault in the guards themselves (e.g. the ledger's disk)
+        except Exception as e:  # noqa: BLE001 - a fault in the guards themselves (the ledger's disk)
             await self._undo(attempt)
             self._log.exception("tool.runtime_failed", call_id=self._call_id, tool=call.name)
             return self._finish(
@@ -206,7 +206,8 @@ class ToolRuntime:
         return await self._execute(spec, args, attempt)
 
     async def _execute(self, spec: ToolSpec, args: BaseModel, attempt: _Attempt) -> ToolResult:
-        assert attempt.key is not None and attempt.breaker is not None
+        assert attempt.key is not None
+        assert attempt.breaker is not None
         timeout_s = spec.timeout_s or self._policy.default_timeout_s
         ctx = ToolContext(
             call_id=self._call_id,
@@ -227,7 +228,7 @@ class ToolRuntime:
             await self._undo(attempt)  # the system answered: not a breaker failure
             content = messages.error(spec.name, spec.fallback, reported=str(e))
             return self._finish(attempt, "error", content, error=str(e))
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - any fault of the tool's code is its failure
             await attempt.breaker.failed(e)
             await self._undo(attempt)
             self._log.warning("tool.raised", call_id=self._call_id, tool=spec.name, exc_info=True)
@@ -261,7 +262,7 @@ class ToolRuntime:
                 answer = await self._confirmer(request)
         except TimeoutError:
             return "timeout"
-        except Exception:
+        except Exception:  # noqa: BLE001 - a confirmer that fails counts as no (logged)
             self._log.exception("tool.confirm_failed", call_id=self._call_id, tool=spec.name)
             return "declined"
         return answer if answer in CONFIRMATION_ANSWERS else "declined"
@@ -277,7 +278,7 @@ class ToolRuntime:
                 await asyncio.shield(release)
             except asyncio.CancelledError:
                 pass  # cancelled again while releasing: the release still completes
-            except Exception:
+            except Exception:  # noqa: BLE001 - a failed release is logged; the call goes on
                 self._log.exception("tool.ledger_release_failed", call_id=self._call_id)
 
     def _finish(
@@ -308,7 +309,7 @@ class ToolRuntime:
         )
         try:
             self._audit(entry)
-        except Exception:  # the audit sink failing must not end the call
+        except Exception:  # noqa: BLE001 - the audit sink failing must not end the call
             self._log.exception("tool.audit_failed", call_id=self._call_id, tool=call.name)
         level = self._log.warning if outcome in _WARN else self._log.info
         level(
@@ -332,7 +333,8 @@ class ToolRuntime:
 
 
 def _claim(attempt: _Attempt) -> LedgerClaim:
-    assert attempt.key is not None and attempt.token is not None
+    assert attempt.key is not None
+    assert attempt.token is not None
     return LedgerClaim(attempt.key, attempt.token)
 
 
