@@ -59,7 +59,9 @@ async def voice_stack(
 ) -> AsyncIterator[VoiceStack]:
     """Token service + worker on `livekit`, models from the scripted server."""
     async with contextlib.AsyncExitStack() as stack:
-        scripted = models or await stack.enter_async_context(ScriptedOpenAI())
+        scripted = (
+            models if models is not None else await stack.enter_async_context(ScriptedOpenAI())
+        )
         port = free_port()
         values: dict[str, Any] = {
             "livekit_url": livekit.ws_url,

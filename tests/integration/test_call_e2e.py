@@ -9,6 +9,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -351,7 +352,7 @@ async def test_voice_agent_call_cli_prints_the_contract_json(
     ids=["silence-timeout", "max-duration"],
 )
 async def test_agent_says_goodbye_before_hanging_up(
-    livekit_server: LiveKitEndpoint, tmp_path: Path, settings: dict[str, float], reason: str
+    livekit_server: LiveKitEndpoint, tmp_path: Path, settings: dict[str, Any], reason: str
 ) -> None:
     """A silent caller, or a call past its limit: the agent says goodbye, then ends the call."""
     async with voice_stack(livekit_server, tmp_path, **settings) as stack:

@@ -89,7 +89,7 @@ async def test_killed_worker_job_is_retried_and_the_ticket_exists_once(
 ) -> None:
     """`kill -9` while the model is thinking: a new worker reruns the job; one ticket."""
     url = await fresh_redis(redis_url)
-    replies = [Hang(), ChatReply(text=report_json())]
+    replies: list[ChatReply | Hang] = [Hang(), ChatReply(text=report_json())]
     async with ScriptedOpenAI(chat=replies) as models:
         settings = postcall_settings(tmp_path, url, models.base_url)
         async with PostCallSink.from_settings(settings) as sink:
@@ -107,7 +107,7 @@ async def test_killed_worker_job_is_retried_and_the_ticket_exists_once(
                 call = await wait_for_status(store, "k1", CallStatus.DONE, timeout_s=60)
                 second.send_signal(signal.SIGTERM)  # a graceful stop, while idle
                 assert await asyncio.wait_for(second.wait(), 20) == 0
-            redis = aioredis.from_url(url)
+            redis = aioredis.from_url(url)  # type: ignore[no-untyped-call]  # redis 5 (arq needs <6)
             try:
                 health = await redis.exists(health_key(pid=second.pid))
             finally:

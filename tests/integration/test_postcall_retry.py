@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from tests.helpers import AppClient
 from tests.integration.postcall_support import (
     events_of,
     fast_options,
@@ -69,7 +70,7 @@ async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
         await server.close()
 
 
-async def _staff_client(settings: Settings) -> TestClient:
+async def _staff_client(settings: Settings) -> AppClient:
     client = TestClient(TestServer(create_app(settings)))
     await client.start_server()
     return client
@@ -154,6 +155,7 @@ async def test_retry_of_a_call_that_is_not_dead_is_a_conflict(
     try:
         async with PostCallSink.from_settings(settings) as sink:
             await sink.submit(sample_record("d3"))
+            assert isinstance(client.server, TestServer)
             store = client.server.app[calls_api.REPORT_STORE]
             await store.add_call(sample_record("d3"), source="agent")
             queued = await client.post("/api/calls/d3/retry", headers=auth)

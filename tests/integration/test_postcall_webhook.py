@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 from livekit import api
 
-from tests.helpers import TEST_API_KEY, TEST_API_SECRET
+from tests.helpers import TEST_API_KEY, TEST_API_SECRET, AppClient
 from tests.integration.postcall_support import (
     fast_options,
     fresh_redis,
@@ -58,7 +58,7 @@ def signed(body: bytes, *, secret: str = TEST_API_SECRET) -> dict[str, str]:
 
 @dataclasses.dataclass
 class Hooked:
-    client: TestClient
+    client: AppClient
     settings: Settings
     queue: PostCallQueue
     redis_url: str
@@ -68,7 +68,7 @@ class Hooked:
         return resp.status, await resp.json()
 
     async def keys(self) -> list[bytes]:
-        client = aioredis.from_url(self.redis_url)
+        client = aioredis.from_url(self.redis_url)  # type: ignore[no-untyped-call]  # redis 5 (arq needs <6)
         try:
             return sorted(await client.keys("*"))
         finally:

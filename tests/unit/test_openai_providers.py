@@ -489,7 +489,7 @@ def test_tool_arguments_stay_a_json_string() -> None:
 def test_assistant_tool_call_message_sends_empty_content_not_null() -> None:
     """An assistant message with only tool calls sends content "" (llama.cpp 500s on null)."""
     call = ToolCall(id="c1", name="f", arguments="{}")
-    wire = wire_message(ChatMessage.assistant(tool_calls=[call]))
+    wire = dict(wire_message(ChatMessage.assistant(tool_calls=[call])))
     assert wire["content"] == ""
     assert wire["tool_calls"] == [
         {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}

@@ -40,4 +40,4 @@ def test_goodbye_turn_carries_no_figures() -> None:
 def test_turn_message_refuses_an_unknown_failed_stage() -> None:
     """`failed` names a pipeline stage (stt, llm, tts) or nothing."""
     with pytest.raises(ValidationError):
-        AgentTurnMessage(kind=TurnKind.REPLY, failed="vad")  # type: ignore[arg-type]
+        AgentTurnMessage(kind=TurnKind.REPLY, failed="vad")

@@ -179,7 +179,7 @@ def make_rig(tmp_path: Path, speaker: AgentSpeaker) -> Callable[..., Rig]:
             tools=ToolAllowance(
                 allowed=tuple(s.name for s in specs), max_calls_per_turn=max_calls_per_turn
             ),
-            client_actions=ClientActionPolicy(allowed=client_actions),  # type: ignore[arg-type]
+            client_actions=ClientActionPolicy(allowed=client_actions),
         )
         journal = CallJournal(directory=tmp_path / "calls", call_id="c1", room="r", user_id="u")
         app = App(answer)

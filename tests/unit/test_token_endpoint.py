@@ -13,20 +13,20 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from livekit import api
 
-from tests.helpers import TEST_API_KEY, TEST_API_SECRET, make_settings
+from tests.helpers import TEST_API_KEY, TEST_API_SECRET, AppClient, make_settings
 from voice_agent.server.app import create_app
 
 TOKEN_FIELDS = {"rtc_url", "token", "expires_in", "room", "identity", "client_policy"}
 
 
-async def _client(**overrides: Any) -> TestClient:
+async def _client(**overrides: Any) -> AppClient:
     client = TestClient(TestServer(create_app(make_settings(**overrides))))
     await client.start_server()
     return client
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[TestClient]:
+async def client() -> AsyncIterator[AppClient]:
     c = await _client(token_rate_limit="1000/minute")
     yield c
     await c.close()
@@ -36,7 +36,7 @@ def _claims(token: str) -> api.access_token.Claims:
     return api.TokenVerifier(TEST_API_KEY, TEST_API_SECRET).verify(token)
 
 
-async def test_returns_only_the_contract_fields_with_no_store(client: TestClient) -> None:
+async def test_returns_only_the_contract_fields_with_no_store(client: AppClient) -> None:
     """The body holds exactly rtc_url, token, expires_in, room, identity; nothing is cached."""
     resp = await client.post("/api/voice-token")
     assert resp.status == 200
@@ -47,11 +47,12 @@ async def test_returns_only_the_contract_fields_with_no_store(client: TestClient
     assert body["rtc_url"] == "ws://127.0.0.1:9"
 
 
-async def test_grant_is_one_room_microphone_only(client: TestClient) -> None:
+async def test_grant_is_one_room_microphone_only(client: AppClient) -> None:
     """The token joins only its own room and publishes only the microphone, plus data."""
     body = await (await client.post("/api/voice-token", json={})).json()
     claims = _claims(body["token"])
     video = claims.video
+    assert video is not None
     assert video.room_join is True
     assert video.room == body["room"]
     assert video.can_publish_sources == ["microphone"]
@@ -64,18 +65,20 @@ async def test_grant_is_one_room_microphone_only(client: TestClient) -> None:
 
 
 async def test_room_configuration_dispatches_the_agent_with_call_metadata(
-    client: TestClient,
+    client: AppClient,
 ) -> None:
     """The token's RoomConfiguration names our agent and carries the call id and user id."""
     body = await (await client.post("/api/voice-token")).json()
-    agents = _claims(body["token"]).room_config.agents
+    room_config = _claims(body["token"]).room_config
+    assert room_config is not None
+    agents = room_config.agents
     assert [a.agent_name for a in agents] == ["voice-agent"]
     meta = json.loads(agents[0].metadata)
     assert body["room"] == f"call-{meta['call_id']}"
     assert meta["user_id"] == body["identity"]
 
 
-async def test_every_call_gets_a_new_room_and_identity(client: TestClient) -> None:
+async def test_every_call_gets_a_new_room_and_identity(client: AppClient) -> None:
     """Two anonymous requests never share a room or an identity."""
     a = await (await client.post("/api/voice-token")).json()
     b = await (await client.post("/api/voice-token")).json()
@@ -111,7 +114,7 @@ async def test_ttl_setting_bounds_the_token_lifetime() -> None:
     ],
 )
 async def test_wrong_fields_give_400_naming_the_field(
-    client: TestClient, payload: dict[str, Any], field: str
+    client: AppClient, payload: dict[str, Any], field: str
 ) -> None:
     """Wrong types, bad lengths and fields the client may not set are refused by name."""
     resp = await client.post("/api/voice-token", json=payload)
@@ -122,7 +125,7 @@ async def test_wrong_fields_give_400_naming_the_field(
 
 
 @pytest.mark.parametrize("raw", [b"{", b"not json", b"\xff\xfe", b"[1, 2]", b'"text"'])
-async def test_malformed_json_gives_400(client: TestClient, raw: bytes) -> None:
+async def test_malformed_json_gives_400(client: AppClient, raw: bytes) -> None:
     """A body that is not a JSON object is a 400 JSON error, not a crash."""
     resp = await client.post(
         "/api/voice-token", data=raw, headers={"Content-Type": "application/json"}
@@ -131,14 +134,14 @@ async def test_malformed_json_gives_400(client: TestClient, raw: bytes) -> None:
     assert (await resp.json())["error"] in {"malformed_json", "invalid_request"}
 
 
-async def test_oversize_body_gives_413(client: TestClient) -> None:
+async def test_oversize_body_gives_413(client: AppClient) -> None:
     """A body past VOICE_AGENT_MAX_BODY_BYTES is refused with a JSON 413."""
     resp = await client.post("/api/voice-token", data=b"{" + b" " * 10_000 + b"}")
     assert resp.status == 413
     assert (await resp.json())["error"] == "payload_too_large"
 
 
-async def test_unknown_route_and_wrong_method_are_json_errors(client: TestClient) -> None:
+async def test_unknown_route_and_wrong_method_are_json_errors(client: AppClient) -> None:
     """404 and 405 come back as JSON errors too."""
     missing = await client.get("/nope")
     assert missing.status == 404
@@ -170,7 +173,7 @@ async def test_burst_past_the_limit_gets_429_then_recovers() -> None:
         await client.close()
 
 
-async def test_security_headers_on_every_response(client: TestClient) -> None:
+async def test_security_headers_on_every_response(client: AppClient) -> None:
     """CSP, nosniff and Referrer-Policy are on successes and errors alike."""
     for resp in (await client.get("/healthz"), await client.get("/nope")):
         assert resp.headers["X-Content-Type-Options"] == "nosniff"
@@ -205,7 +208,7 @@ async def test_cors_is_off_unless_the_origin_is_allowlisted() -> None:
         await client.close()
 
 
-async def test_metrics_count_minted_tokens(client: TestClient) -> None:
+async def test_metrics_count_minted_tokens(client: AppClient) -> None:
     """/metrics exposes the mint counter and latency histogram."""
     await client.post("/api/voice-token")
     text = await (await client.get("/metrics")).text()
@@ -224,7 +227,7 @@ async def test_metrics_token_guards_metrics_when_set() -> None:
         await client.close()
 
 
-async def test_static_files_are_revalidated_and_unchanged_ones_are_304(client: TestClient) -> None:
+async def test_static_files_are_revalidated_and_unchanged_ones_are_304(client: AppClient) -> None:
     """The web client's files carry no-cache; a conditional request for an unchanged one is 304."""
     first = await client.get("/static/app.css")
     assert first.status == 200

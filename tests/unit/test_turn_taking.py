@@ -85,10 +85,20 @@ class Call:
 
     def decide(self, actions: list[Action[Reply]], decision: TurnDecision = END) -> CallerTurn:
         """Answer the last DecideTurn with `decision`; the committed turn."""
-        [ask] = [a for a in actions if isinstance(a, DecideTurn)]
-        [commit] = self.machine.turn_decided(decision, ask=ask.ask, at=self.now)
+        [commit] = self.machine.turn_decided(decision, ask=asked(actions).ask, at=self.now)
         assert isinstance(commit, CommitTurn)
         return commit.turn
+
+
+def asked(actions: list[Action[Reply]]) -> DecideTurn:
+    """The one DecideTurn among `actions`."""
+    [ask] = [a for a in actions if isinstance(a, DecideTurn)]
+    return ask
+
+
+def floor(call: Call) -> Floor:
+    """Who has the floor now (a call, so each check reads it afresh)."""
+    return call.machine.floor
 
 
 def test_speech_over_the_audible_agent_pauses_it_at_once() -> None:
@@ -99,7 +109,7 @@ def test_speech_over_the_audible_agent_pauses_it_at_once() -> None:
     call.wait(0.096)
     actions = call.machine.hear(SpeechStarted(at=call.now, onset_at=onset, agent_audible=True))
     assert actions == [PauseAgent(onset_to_stop_ms=96.0)]
-    assert call.machine.floor is Floor.PAUSED
+    assert floor(call) is Floor.PAUSED
 
 
 def test_speech_while_the_agent_is_silent_does_not_pause() -> None:
@@ -108,7 +118,7 @@ def test_speech_while_the_agent_is_silent_does_not_pause() -> None:
     call.start_reply("answer", audible=False)
     actions = call.machine.hear(SpeechStarted(at=call.now, onset_at=call.now, agent_audible=False))
     assert actions == []
-    assert call.machine.floor is Floor.CALLER_SPEAKING
+    assert floor(call) is Floor.CALLER_SPEAKING
 
 
 def test_speech_past_the_interruption_threshold_interrupts_the_reply_once() -> None:
@@ -130,7 +140,7 @@ def test_the_interruption_comes_when_the_threshold_is_reached() -> None:
     before = call.machine.hear(SpeechContinues(at=call.now, speech_s=0.399))
     at = call.machine.hear(SpeechContinues(at=call.now, speech_s=0.400))
     assert (before, at) == ([], [InterruptAgent(reply=reply)])
-    assert call.machine.floor is Floor.INTERRUPTED
+    assert floor(call) is Floor.INTERRUPTED
 
 
 def test_short_speech_over_the_agent_resumes_it_and_is_no_turn() -> None:
@@ -139,11 +149,12 @@ def test_short_speech_over_the_agent_resumes_it_and_is_no_turn() -> None:
     call.start_reply("answer")
     actions = call.speak(0.25, agent_audible=True)
     assert isinstance(actions[0], PauseAgent)
-    assert isinstance(actions[-1], ResumeAgent)
-    assert actions[-1].speech_ms == pytest.approx(288, abs=1)
+    resume = actions[-1]
+    assert isinstance(resume, ResumeAgent)
+    assert resume.speech_ms == pytest.approx(288, abs=1)
     assert not any(isinstance(a, (InterruptAgent, DecideTurn)) for a in actions)
     assert not call.machine.holding
-    assert call.machine.floor is Floor.AGENT_SPEAKING
+    assert floor(call) is Floor.AGENT_SPEAKING
 
 
 def test_speech_to_a_listening_agent_is_asked_about_then_committed() -> None:
@@ -151,9 +162,8 @@ def test_speech_to_a_listening_agent_is_asked_about_then_committed() -> None:
     call = Call()
     started = call.now
     actions = call.speak(1.0, agent_audible=False, audio=b"hello")
-    [ask] = actions
-    assert isinstance(ask, DecideTurn)
-    assert ask.evidence.audio == b"hello"
+    assert len(actions) == 1
+    assert asked(actions).evidence.audio == b"hello"
     turn = call.decide(actions)
     assert (turn.audio, turn.started_at, turn.committed_at) == (b"hello", started, call.now)
     assert turn.ended_at == pytest.approx(call.now - 0.5)
@@ -164,14 +174,13 @@ def test_a_turn_held_by_the_detector_joins_the_next_utterance() -> None:
     """A wait without recheck holds the speech; the next utterance is asked about with both."""
     call = Call()
     started = call.now
-    first = call.speak(0.8, agent_audible=False, audio=b"my number is ")
-    [ask] = first
+    ask = asked(call.speak(0.8, agent_audible=False, audio=b"my number is "))
     wait = TurnDecision(end_of_turn=False, reason="incomplete")
     assert call.machine.turn_decided(wait, ask=ask.ask, at=call.now) == []
     assert call.machine.holding
     call.wait(0.7)
     second = call.speak(0.6, agent_audible=False, audio=b"four five six")
-    assert second[-1].evidence.audio == b"my number is four five six"  # type: ignore[union-attr]
+    assert asked(second).evidence.audio == b"my number is four five six"
     turn = call.decide(second)
     assert (turn.audio, turn.started_at) == (b"my number is four five six", started)
 
@@ -179,7 +188,7 @@ def test_a_turn_held_by_the_detector_joins_the_next_utterance() -> None:
 def test_a_recheck_commits_when_its_silence_has_passed() -> None:
     """Wait with recheck_after_s: nothing before the deadline, CommitTurn at it."""
     call = Call()
-    [ask] = call.speak(0.8, agent_audible=False)
+    ask = asked(call.speak(0.8, agent_audible=False))
     wait = TurnDecision(end_of_turn=False, recheck_after_s=0.3, reason="silence_short")
     assert call.machine.turn_decided(wait, ask=ask.ask, at=call.now) == []
     assert call.machine.next_deadline == pytest.approx(call.now + 0.3)
@@ -192,7 +201,7 @@ def test_a_recheck_commits_when_its_silence_has_passed() -> None:
 def test_speaking_again_cancels_a_pending_recheck() -> None:
     """The caller resumes before the recheck: their next utterance decides, not the timer."""
     call = Call()
-    [ask] = call.speak(0.8, agent_audible=False)
+    ask = asked(call.speak(0.8, agent_audible=False))
     wait = TurnDecision(end_of_turn=False, recheck_after_s=0.3, reason="silence_short")
     call.machine.turn_decided(wait, ask=ask.ask, at=call.now)
     call.wait(0.1)
@@ -204,9 +213,9 @@ def test_speaking_again_cancels_a_pending_recheck() -> None:
 def test_an_answer_to_an_older_question_is_moot() -> None:
     """Two utterances asked about: the first question's late answer commits nothing."""
     call = Call()
-    [first] = call.speak(0.5, agent_audible=False)
+    first = asked(call.speak(0.5, agent_audible=False))
     call.wait(0.2)
-    [second] = call.speak(0.5, agent_audible=False)
+    second = asked(call.speak(0.5, agent_audible=False))
     assert call.machine.turn_decided(END, ask=first.ask, at=call.now) == []
     [commit] = call.machine.turn_decided(END, ask=second.ask, at=call.now)
     assert isinstance(commit, CommitTurn)
@@ -237,7 +246,7 @@ def test_an_interruption_without_words_says_the_rest_of_the_cut_reply() -> None:
     call.machine.reply_finished(reply, at=call.now)  # cancelled by the InterruptAgent
     turn = call.decide(actions)
     assert call.machine.transcribed(turn, "  ", at=call.now) == [SayRest(reply=reply)]
-    assert call.machine.floor is Floor.LISTENING
+    assert floor(call) is Floor.LISTENING
 
 
 def test_no_words_without_an_interruption_are_ignored() -> None:
@@ -289,17 +298,17 @@ def test_a_late_finish_of_an_older_reply_leaves_the_running_one() -> None:
     new = call.start_reply("new")
     call.machine.reply_finished(old, at=call.now)
     assert call.machine.reply == new
-    assert call.machine.floor is Floor.AGENT_SPEAKING
+    assert floor(call) is Floor.AGENT_SPEAKING
 
 
 def test_the_floor_follows_a_barge_in_from_start_to_answer() -> None:
     """The e2e barge-in, step by step: speaking, paused, interrupted, thinking about the answer."""
     call = Call()
-    assert call.machine.floor is Floor.LISTENING
+    assert floor(call) is Floor.LISTENING
     answer = call.start_reply("long answer", audible=False)
-    assert call.machine.floor is Floor.THINKING
+    assert floor(call) is Floor.THINKING
     call.machine.reply_audible(answer, at=call.now)
-    assert call.machine.floor is Floor.AGENT_SPEAKING
+    assert floor(call) is Floor.AGENT_SPEAKING
     floors = []
     onset = call.now
     call.wait(0.096)
@@ -327,4 +336,4 @@ def test_the_floor_follows_a_barge_in_from_start_to_answer() -> None:
         AnswerTurn(turn=turn, text="Stop please")
     ]
     call.start_reply("Sure, go ahead.", audible=False)
-    assert call.machine.floor is Floor.THINKING
+    assert floor(call) is Floor.THINKING
