@@ -257,12 +257,16 @@ async def test_destructive_tool_runs_once_after_the_user_confirms(
     assert (audit.outcome, audit.confirmation) == ("ok", "confirmed")
 
 
-@pytest.mark.parametrize(("answer", "confirmation"), [(False, "declined"), (None, "timeout")])
+@pytest.mark.parametrize(
+    ("answer", "confirmation", "timeout_s"),
+    # A "no" gets all the time it needs (a loaded machine must not turn it into a timeout).
+    [(False, "declined", 10.0), (None, "timeout", 0.3)],
+)
 async def test_declined_or_unanswered_confirmation_never_runs_the_tool(
-    make_rig: Callable[..., Rig], answer: bool | None, confirmation: str
+    make_rig: Callable[..., Rig], answer: bool | None, confirmation: str, timeout_s: float
 ) -> None:
     """ "No", or no answer in time, leaves the tool unrun; the model is told."""
-    rig = make_rig(answer=answer, confirm_timeout_s=0.3)
+    rig = make_rig(answer=answer, confirm_timeout_s=timeout_s)
     llm = FakeLLM(
         [
             FakeCompletion(tool_calls=[call("create_ticket", title="VPN down")]),
