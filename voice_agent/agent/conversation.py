@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from voice_agent.agent import metrics
 from voice_agent.agent.captions import CaptionPublisher, new_segment_id
@@ -80,8 +80,16 @@ class Conversation:
         self.last_heard = time.monotonic()
         """When the caller's speech last started or ended."""
 
-    async def listen(self, audio: CallerAudio, *, caller: str, models: SileroModelPool) -> None:
-        """Hear `caller` on `audio` until the track ends or the call is over."""
+    async def listen(
+        self,
+        audio: CallerAudio,
+        *,
+        caller: str,
+        models: SileroModelPool,
+        on_listening: Callable[[], None],
+    ) -> None:
+        """Hear `caller` on `audio` until the track ends or the call is over; `on_listening`
+        once the VAD is ready for the first frame."""
         self._caller, self._track_sid = caller, audio.sid
         model = await models.acquire()
         listener = Listener(
@@ -91,6 +99,7 @@ class Conversation:
         )
         try:
             frames = audio.frames(sample_rate=SAMPLE_RATE, frame_ms=FRAME_MS)
+            on_listening()
             async with contextlib.aclosing(frames):
                 async for pcm in frames:
                     self._hear(listener.push(pcm, at=time.monotonic()))

@@ -268,11 +268,17 @@ class CallSession:
         """The caller's first audio track is the one the agent listens to."""
         if self._user is not None and identity == self._user and self._user_track_sid is None:
             self._user_track_sid = audio.sid
-            self.log.info("call.listening", track_sid=audio.sid)
-            self.journal.add_event("user_audio", track_sid=audio.sid)
-            self._listening.set()
-            listening = self.conversation.listen(audio, caller=identity, models=self._vad_models)
-            self.spawn(listening)
+
+            def listening() -> None:
+                self.log.info("call.listening", track_sid=audio.sid)
+                self.journal.add_event("user_audio", track_sid=audio.sid)
+                self._listening.set()
+
+            self.spawn(
+                self.conversation.listen(
+                    audio, caller=identity, models=self._vad_models, on_listening=listening
+                )
+            )
 
     def data_received(self, data: bytes, *, topic: str | None, sender: str | None) -> None:
         """App messages go to the call's client channel."""
