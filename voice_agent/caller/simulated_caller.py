@@ -104,7 +104,8 @@ class SimulatedCaller:
     def __init__(self, *, options: CallerOptions) -> None:
         self._opts = options
         self._heard = _Listening()
-        self._speech: collections.deque[bytes] = collections.deque()
+        # Microphone frames to send, each with where in it the speech ends (None: not in it).
+        self._speech: collections.deque[tuple[bytes, float | None]] = collections.deque()
         self._speech_done = asyncio.Event()
         self._speech_ended_at = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -227,9 +228,21 @@ class SimulatedCaller:
         return turns
 
     async def _say(self, utterance: Utterance) -> float | None:
-        """Speak one utterance; ms from its end to the agent's first audible answer."""
+        """Speak one utterance; ms from the end of its speech to the agent's first audible audio.
+
+        The end is the last voiced sample, not the end of the clip (a recording's silent tail
+        would otherwise be counted as the agent's time), taken when the microphone sends it.
+        """
         self._speech_done.clear()
-        self._speech.extend(utterance.frames())
+        self._heard.first_audio_after = None
+        self._heard.audio_heard.clear()
+        frames = utterance.frames()
+        end_frame, end_offset = divmod(utterance.speech_end_sample, SAMPLES_PER_FRAME)
+        if end_offset == 0 and end_frame > 0:  # the speech fills its last frame exactly
+            end_frame, end_offset = end_frame - 1, SAMPLES_PER_FRAME
+        end_frame = min(end_frame, len(frames) - 1)
+        for i, frame in enumerate(frames):
+            self._speech.append((frame, end_offset / ROOM_RATE if i == end_frame else None))
         log.info(
             "caller.speaking", utterance=utterance.label, seconds=round(utterance.duration_s, 2)
         )
@@ -237,8 +250,6 @@ class SimulatedCaller:
         ended = self._speech_ended_at
         if not self._opts.listen_audio:
             return None
-        self._heard.first_audio_after = ended
-        self._heard.audio_heard.clear()
         try:
             await asyncio.wait_for(self._heard.audio_heard.wait(), self._opts.turn_timeout_s)
         except TimeoutError:
@@ -282,10 +293,13 @@ class SimulatedCaller:
         next_at = time.monotonic()
         speaking = False
         while True:
-            frame = self._speech.popleft() if self._speech else None
+            frame, speech_ends_in = self._speech.popleft() if self._speech else (None, None)
+            if speech_ends_in is not None:
+                # The last voiced sample leaves this far into the frame sent now.
+                self._speech_ended_at = time.monotonic() + speech_ends_in
+                self._heard.first_audio_after = self._speech_ended_at
             if frame is None and speaking:
                 speaking = False
-                self._speech_ended_at = time.monotonic()
                 self._speech_done.set()
             speaking = speaking or frame is not None
             await source.capture_frame(
@@ -308,8 +322,10 @@ class SimulatedCaller:
                     self._heard.recording += data
                 if rms_dbfs(data) > self._opts.silence_dbfs:
                     self._heard.agent_audio_s += frame.duration
-                    if not self._heard.audio_heard.is_set() and self._heard.first_audio_after:
-                        self._heard.audio_heard_at = time.monotonic()
+                    after = self._heard.first_audio_after
+                    now = time.monotonic()
+                    if not self._heard.audio_heard.is_set() and after is not None and now >= after:
+                        self._heard.audio_heard_at = now
                         self._heard.audio_heard.set()
         finally:
             await stream.aclose()
