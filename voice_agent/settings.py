@@ -246,6 +246,12 @@ class Settings(BaseSettings):
     readiness_timeout_s: float = Field(
         2.0, gt=0, le=30, validation_alias=_env("VOICE_AGENT_READINESS_TIMEOUT_S")
     )
+    # Supervision (`voice-agent dev`): a child that exits is restarted with backoff; one that
+    # exits more than `restart_limit` times within `restart_window_s` stops the stack.
+    restart_limit: int = Field(5, ge=0, le=1000, validation_alias=_env("VOICE_AGENT_RESTART_LIMIT"))
+    restart_window_s: float = Field(
+        60.0, gt=0, le=86_400, validation_alias=_env("VOICE_AGENT_RESTART_WINDOW_S")
+    )
 
     @field_validator("token_rate_limit")
     @classmethod

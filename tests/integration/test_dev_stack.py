@@ -18,8 +18,8 @@ import pytest
 
 from tests.helpers import strip_project_env
 from voice_agent.devstack.processes import free_port
-from voice_agent.testing.openai_script import ChatReply, TranscriptionReply
-from voice_agent.testing.scripted_openai import ScriptedOpenAI
+from voice_agent.testing.openai_script import ChatReply, Timeline, TranscriptionReply
+from voice_agent.testing.scripted_openai import CHAT_PATH, ScriptedOpenAI
 
 pytestmark = pytest.mark.integration
 
@@ -138,19 +138,7 @@ async def test_dev_starts_ready_and_stops_clean_on_sigterm(dev_stack: DevRun) ->
     assert result["turns"][0]["agent_text"]  # whatever the tiny demo model says
     assert result["agent_audio_seconds"] > 1.0
     # The call reaches the post-call worker and its report the staff API, with the printed token.
-    async with asyncio.timeout(10):  # the banner's last lines follow the ready line
-        while not (banner := [line for line in dev_stack.stdout if "staff token " in line]):  # noqa: ASYNC110 - lines arrive on a reader task
-            await asyncio.sleep(0.05)
-    token = banner[0].split("staff token ", 1)[1].split()[0]
-    staff = {"Authorization": f"Bearer {token}"}
-    async with aiohttp.ClientSession(headers=staff) as http:
-        async with asyncio.timeout(90):
-            while True:
-                async with http.get(f"{dev_stack.url}/api/calls/{result['call_id']}") as resp:
-                    call = await resp.json() if resp.status == 200 else {}
-                if call.get("status") in ("done", "dead"):
-                    break
-                await asyncio.sleep(0.5)
+    call = await _stored_call(dev_stack, result["call_id"])
     assert call["status"] == "done", call.get("last_error")
     assert call["report"]["report"]["summary"]
     # The answer came from the model, not from the fallback line a failed turn plays.
@@ -183,14 +171,134 @@ async def _call(url: str, text: str) -> dict[str, Any]:
     return dict(json.loads(out))
 
 
-async def test_a_crashed_child_stops_the_whole_stack_loudly(dev_stack: DevRun) -> None:
-    """Killing one child (Redis) makes dev report the crash, stop everything and exit non-zero."""
-    children = _descendants(dev_stack.proc.pid)
-    redis_pids = [p for p in children if "redis-server" in Path(f"/proc/{p}/cmdline").read_text()]
-    assert len(redis_pids) == 1
-    os.kill(redis_pids[0], signal.SIGKILL)
-    assert await asyncio.wait_for(dev_stack.proc.wait(), timeout=30) == 1
-    assert any("dev.child_crashed" in line and "redis" in line for line in dev_stack.stderr)
+def _events(run: DevRun, name: str) -> list[dict[str, Any]]:
+    """dev's (and its children's) JSON log events called `name`, oldest first."""
+    found = []
+    for line in run.stderr:
+        with contextlib.suppress(ValueError):
+            entry = json.loads(line)
+            if isinstance(entry, dict) and entry.get("event") == name:
+                found.append(entry)
+    return found
+
+
+def _pids(run: DevRun) -> dict[str, int]:
+    """Each child's current pid, from the supervisor's `child.started` events."""
+    return {e["child"]: e["pid"] for e in _events(run, "child.started")}
+
+
+async def _staff_token(run: DevRun) -> str:
+    """The staff token dev printed in its ready banner."""
+    async with asyncio.timeout(10):  # the banner's last lines follow the ready line
+        while not (banner := [line for line in run.stdout if "staff token " in line]):  # noqa: ASYNC110 - lines arrive on a reader task
+            await asyncio.sleep(0.05)
+    return banner[0].split("staff token ", 1)[1].split()[0]
+
+
+async def _stored_call(run: DevRun, call_id: str, *, timeout_s: float = 90) -> dict[str, Any]:
+    """The call as the staff API shows it once its post-call job is done or dead."""
+    staff = {"Authorization": f"Bearer {await _staff_token(run)}"}
+    async with aiohttp.ClientSession(headers=staff) as http, asyncio.timeout(timeout_s):
+        while True:
+            async with http.get(f"{run.url}/api/calls/{call_id}") as resp:
+                call = await resp.json() if resp.status == 200 else {}
+            if call.get("status") in ("done", "dead"):
+                return dict(call)
+            await asyncio.sleep(0.5)
+
+
+def _restarts(run: DevRun, child: str) -> int:
+    """How often the supervisor has restarted `child` so far."""
+    return len([e for e in _events(run, "dev.child_restarted") if e["child"] == child])
+
+
+async def _kill_and_wait_for_restart(run: DevRun, child: str) -> None:
+    """kill -9 one child and wait until the supervisor says it runs again (and nobody else
+    was restarted)."""
+    before, restarts = _pids(run), _restarts(run, child)
+    os.kill(before[child], signal.SIGKILL)
+    async with asyncio.timeout(90):
+        while _restarts(run, child) == restarts:
+            assert run.proc.returncode is None, "".join(run.stderr[-50:])
+            await asyncio.sleep(0.1)
+    after = _pids(run)
+    assert after[child] != before[child]
+    others = {name: pid for name, pid in before.items() if name != child}
+    assert {name: after[name] for name in others} == others
+
+
+@pytest.fixture(scope="module")
+async def offline_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[DevRun]:
+    """One offline dev stack (local LLM, Whisper, Piper) shared by the restart tests."""
+    async with _run_dev(tmp_path_factory.mktemp("offline")) as run:
+        yield run
+
+
+@pytest.mark.parametrize("child", ["redis", "agent-worker", "local-llm"])
+async def test_a_killed_child_is_restarted_and_the_stack_serves_a_call_again(
+    offline_stack: DevRun, child: str
+) -> None:
+    """kill -9 of Redis, the agent worker or the local LLM: that child alone is restarted, and
+    the next call gets the model's answer and reaches a stored report."""
+    await _kill_and_wait_for_restart(offline_stack, child)
+    result = await _call(offline_stack.url, "What are your opening hours?")
+    assert result["turns"][0]["agent_text"]
+    assert "having trouble" not in result["turns"][0]["agent_text"]
+    call = await _stored_call(offline_stack, result["call_id"])
+    assert call["status"] == "done", call.get("last_error")
+    assert not [e for e in call["record"]["events"] if e["event"] == "stage_failed"]
+    assert offline_stack.proc.returncode is None
+
+
+async def test_a_child_that_keeps_dying_stops_the_stack_loudly(tmp_path: Path) -> None:
+    """A child that dies at once (here LiveKit) is restarted VOICE_AGENT_RESTART_LIMIT times,
+    then dev stops everything, exits 1 and says which child and with what exit codes."""
+    env = strip_project_env(dict(os.environ))
+    env.update(
+        VOICE_AGENT_PORT=str(free_port()),
+        VOICE_AGENT_DATA_DIR=str(tmp_path / "data"),
+        VOICE_AGENT_LOG_FORMAT="json",
+        VOICE_AGENT_RESTART_LIMIT="2",
+        LIVEKIT_SERVER_BIN="/bin/false",
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "voice_agent", "dev",
+        env=env, cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    run = DevRun(proc=proc, url="", stderr=err.decode().splitlines(), stdout=[])
+    assert proc.returncode == 1
+    started = [e for e in _events(run, "child.started") if e["child"] == "livekit"]
+    assert len(started) == 3  # the first start and two restarts
+    [loop] = _events(run, "dev.crash_loop")
+    assert loop["child"] == "livekit" and loop["returncodes"] == [1, 1, 1]
+    assert "livekit exited 3 times" in err.decode()
+    assert _alive({e["pid"] for e in started}) == set()
+    assert READY_LINE not in out.decode()
+
+
+async def test_sigterm_lets_a_call_in_progress_finish_and_be_handed_over(tmp_path: Path) -> None:
+    """SIGTERM while the agent waits for a slow model: the caller still hears the answer, the
+    call is handed to the post-call queue, and only then does dev exit 0."""
+    # Slower than any short stop grace: the agent worker's is its drain timeout.
+    slow = Timeline(first_delay_s=8.0)
+    models = ScriptedOpenAI(
+        chat=[ChatReply(text="We open at nine.", timeline=slow)],
+        transcriptions=[TranscriptionReply(text="When do you open?")],
+    )
+    speech_too = {"VOICE_AGENT_STT": "openai", "VOICE_AGENT_TTS": "openai"}
+    async with models, _run_dev(tmp_path, OPENAI_BASE_URL=models.base_url, **speech_too) as dev:
+        children = _descendants(dev.proc.pid)
+        call = asyncio.create_task(_call(dev.url, "When do you open?"))
+        await asyncio.wait_for(models.wait_for_requests(CHAT_PATH, 1), 60)
+        dev.proc.send_signal(signal.SIGTERM)
+        result = await call
+        assert await asyncio.wait_for(dev.proc.wait(), timeout=60) == 0
+    assert _events(dev, "worker.signal")  # the worker was draining while it answered
+    assert result["turns"][0]["agent_text"] == "We open at nine."
+    handed = [e for e in _events(dev, "postcall.handed_over") if e["call_id"] == result["call_id"]]
+    assert len(handed) == 1 and handed[0]["complete"]
     assert _alive(children) == set()
 
 
