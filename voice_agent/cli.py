@@ -43,9 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     postcall.add_argument(
         "--attempt-timeout",
         type=float,
-        default=120.0,
+        default=None,
         help="seconds one try of a call may take; a killed worker's job reruns this long "
-        "plus 15 s after it started (default 120)",
+        "plus 15 s after it started (default: VOICE_AGENT_POSTCALL_ATTEMPT_TIMEOUT_S, 120)",
     )
 
     call = sub.add_parser(
@@ -107,9 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "postcall":
             from voice_agent.postcall.worker import PostCallOptions, run_postcall
 
-            options = PostCallOptions.from_settings(
-                settings, attempt_timeout_s=max(1.0, args.attempt_timeout)
-            )
+            overrides = {}
+            if args.attempt_timeout is not None:
+                overrides["attempt_timeout_s"] = max(1.0, args.attempt_timeout)
+            options = PostCallOptions.from_settings(settings, **overrides)
             asyncio.run(run_postcall(settings, options=options))
             return 0
         if args.command == "call":

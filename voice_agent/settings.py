@@ -188,6 +188,9 @@ class Settings(BaseSettings):
     postcall_concurrency: int = Field(
         4, ge=1, le=256, validation_alias=_env("VOICE_AGENT_POSTCALL_CONCURRENCY")
     )
+    postcall_attempt_timeout_s: float = Field(
+        120.0, ge=1, le=3600, validation_alias=_env("VOICE_AGENT_POSTCALL_ATTEMPT_TIMEOUT_S")
+    )
     postcall_review_confidence: float = Field(
         0.6, ge=0, le=1, validation_alias=_env("VOICE_AGENT_POSTCALL_REVIEW_CONFIDENCE")
     )

@@ -36,7 +36,7 @@ from voice_agent.agent.backoff import ReconnectPolicy
 from voice_agent.agent.call_record import CallRecord
 from voice_agent.exceptions import ConfigError, ProviderError, ToolLoadError
 from voice_agent.logging import bound_contextvars, get_logger
-from voice_agent.postcall.handover import SpoolFlusher, spool_for
+from voice_agent.postcall.handover import DELIVERY_ERRORS, SpoolFlusher, spool_for
 from voice_agent.postcall.integrations import (
     TICKET_TOOL,
     EmailDraftIntegration,
@@ -83,6 +83,9 @@ class PostCallOptions:
         default_factory=lambda: ReconnectPolicy(initial_delay_s=2.0, max_delay_s=300.0)
     )
     poll_delay_s: float = 0.1  # how soon a free slot takes the next job (a Redis poll each time)
+    redis_backoff: ReconnectPolicy = field(
+        default_factory=lambda: ReconnectPolicy(initial_delay_s=0.5, max_delay_s=10.0)
+    )  # between pings while Redis is away
     shutdown_grace_s: int = 30
     health_interval_s: float = 5.0
 
@@ -92,6 +95,7 @@ class PostCallOptions:
         values: dict[str, Any] = {
             "max_tries": settings.postcall_max_tries,
             "concurrency": settings.postcall_concurrency,
+            "attempt_timeout_s": settings.postcall_attempt_timeout_s,
             "review_confidence": settings.postcall_review_confidence,
         }
         values.update(overrides)
@@ -340,22 +344,76 @@ def build_integrations(
     return tuple(found)
 
 
-async def _wait_for_redis(queue: PostCallQueue, stop: asyncio.Event) -> bool:
+async def _wait_for_redis(
+    queue: PostCallQueue, stop: asyncio.Event, backoff: ReconnectPolicy
+) -> bool:
     """Ping Redis with backoff until it answers (True) or a stop is asked for (False)."""
-    backoff = ReconnectPolicy(initial_delay_s=0.5, max_delay_s=10.0)
     failures = 0
     while not stop.is_set():
         try:
             await queue.redis.ping()
+            if failures:
+                log.info("postcall.redis_back", after_failures=failures)
             return True
-        except (RedisError, OSError) as e:
+        except DELIVERY_ERRORS as e:
             failures += 1
             delay = backoff.delay_s(failures)
-            log.warning("postcall.waiting_for_redis", error=str(e)[:200], retry_in_s=delay)
+            log.warning(
+                "postcall.waiting_for_redis",
+                error=f"{type(e).__name__}: {e}"[:200],
+                failures=failures,
+                retry_in_s=round(delay, 2),
+            )
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await stop.wait()
     return False
+
+
+async def serve_queue(worker: Worker, deps: PostCallContext, stop: asyncio.Event) -> None:
+    """Run `worker` until `stop`, riding out Redis outages.
+
+    arq's poll raises when Redis goes away; the worker then waits for Redis with backoff and
+    polls again. Jobs already running carry on meanwhile (they need the store, not Redis); one
+    that cannot report its end to Redis is run again after its lease, and finds its call done.
+    While Redis is away the worker's health key is not refreshed and lapses, so it reads as not
+    ready to whoever watches it (the dev supervisor); it is written again on the first poll.
+    """
+    while await _wait_for_redis(deps.queue, stop, deps.options.redis_backoff):
+        try:
+            await worker.async_run()
+            return
+        except DELIVERY_ERRORS as e:
+            if stop.is_set():
+                return
+            log.warning(
+                "postcall.redis_lost",
+                error=f"{type(e).__name__}: {e}"[:300],
+                running_jobs=await _resync_slots(worker),
+            )
+
+
+async def _resync_slots(worker: Worker) -> int:
+    """Recount arq's job slots from the jobs really running; how many run.
+
+    arq takes a slot before it asks Redis whether a job may start, and a Redis error there
+    leaves the slot taken; enough outages would leave a worker that never takes a job again.
+    Jobs that ended meanwhile are collected here (their end could not reach Redis: arq runs
+    them again after their lease). Uses arq 0.28's `tasks`, `job_counter` and `sem` (pinned).
+    """
+    for job_id, task in list(worker.tasks.items()):
+        if task.done():
+            del worker.tasks[job_id]
+            if not task.cancelled() and task.exception() is not None:
+                log.warning(
+                    "postcall.job_end_unrecorded", job_id=job_id, error=str(task.exception())[:200]
+                )
+    running = len(worker.tasks)
+    worker.job_counter = running
+    worker.sem = asyncio.BoundedSemaphore(worker.max_jobs + 1)
+    for _ in range(running):  # never blocks: the running jobs release theirs when they end
+        await worker.sem.acquire()
+    return running
 
 
 @contextlib.asynccontextmanager
@@ -432,8 +490,6 @@ async def run_postcall(settings: Settings, *, options: PostCallOptions | None = 
         loop.add_signal_handler(sig, on_signal, sig)
     try:
         async with postcall_context(settings, options) as deps:
-            if not await _wait_for_redis(deps.queue, stop):
-                return
             flusher = SpoolFlusher(spool=deps.spool, queue=deps.queue)
             flusher.start()
             worker = build_worker(deps)
@@ -445,7 +501,7 @@ async def run_postcall(settings: Settings, *, options: PostCallOptions | None = 
                 integrations=[i.name for i in deps.integrations],
             )
             try:
-                await worker.async_run()
+                await serve_queue(worker, deps, stop)
             except asyncio.CancelledError:
                 current = asyncio.current_task()
                 if not stop.is_set() or (current is not None and current.cancelling()):
