@@ -45,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="seconds one try of a call may take; a killed worker's job reruns this long "
-        "plus 15 s after it started (default: VOICE_AGENT_POSTCALL_ATTEMPT_TIMEOUT_S, 120)",
+        "plus twice the database timeout plus 20 s after it started "
+        "(default: VOICE_AGENT_POSTCALL_ATTEMPT_TIMEOUT_S, 120)",
     )
 
     call = sub.add_parser(

@@ -181,6 +181,9 @@ class Settings(BaseSettings):
     # Queue and post-call
     redis_url: str | None = Field(None, validation_alias=_env("REDIS_URL"))
     database_url: str | None = Field(None, validation_alias=_env("VOICE_AGENT_DATABASE_URL"))
+    database_timeout_s: float = Field(
+        10.0, gt=0, le=300, validation_alias=_env("VOICE_AGENT_DATABASE_TIMEOUT_S")
+    )
     staff_token: SecretStr | None = Field(None, validation_alias=_env("VOICE_AGENT_STAFF_TOKEN"))
     postcall_max_tries: int = Field(
         5, ge=1, le=50, validation_alias=_env("VOICE_AGENT_POSTCALL_MAX_TRIES")

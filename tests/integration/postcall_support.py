@@ -163,7 +163,7 @@ def events_of(call: CallDetail) -> list[str]:
     return [e.event for e in call.job_history]
 
 
-ATTEMPT_TIMEOUT_S = 3.0  # a killed worker's job reruns this + 15 s after it started
+ATTEMPT_TIMEOUT_S = 3.0  # a killed worker's job reruns this + 2 x 10 s + 20 s after it started
 
 
 @contextlib.asynccontextmanager

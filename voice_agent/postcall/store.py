@@ -125,9 +125,10 @@ class ReportStore:
         return f"sqlite+aiosqlite:///{path}"
 
     @classmethod
-    async def open(cls, url: str) -> ReportStore:
-        """Connect, create the database if needed and bring its schema up to date."""
-        engine = database.create_engine(url)
+    async def open(cls, url: str, *, timeout_s: float = database.DEFAULT_TIMEOUT_S) -> ReportStore:
+        """Connect, create the database if needed and bring its schema up to date; a step that
+        waits longer than `timeout_s` for the database fails."""
+        engine = database.create_engine(url, timeout_s=timeout_s)
         store = cls(engine=engine)
         try:
             version = await migrations.migrate(engine)

@@ -6,15 +6,20 @@ no side effects), writes the report (or reuses the one an earlier try saved) and
 integrations. Every step is a job event in the store, which is what staff see.
 
 Failures are retried by arq with capped exponential backoff and jitter (`Retry(defer=...)`):
-an integration that failed, a model that did not answer, a try that ran out of time. The try that
-exhausts `VOICE_AGENT_POSTCALL_MAX_TRIES` leaves the call `dead`, with its error, for staff to
-retry. arq is given one try more than that budget: it is only reached when the last real try
-never finished (its worker was killed), and it records the call dead instead of doing the work.
+an integration that failed, a model that did not answer, a try that ran out of time, a store or
+Redis that did not answer. The try that exhausts `VOICE_AGENT_POSTCALL_MAX_TRIES` leaves the call
+`dead`, with its error, for staff to retry. A run past that budget (the last try never finished:
+its worker was killed) records the call dead instead of doing the work.
 
-A killed worker's job is run again by arq once its in-progress lease expires (the job timeout
-plus ten seconds); the store's claim on the call lapses after `attempt_timeout_s`, which is
-shorter, so the rerun can take the call over. SIGTERM stops taking jobs, lets running ones
-finish for `shutdown_grace_s`, then cancels the rest, which arq runs again on the next worker.
+A job ends only once the store holds its outcome (`done` or `dead`): arq's own try limit is out
+of reach, every run is bounded by our timeouts well inside arq's, and while the store cannot take
+the outcome (`postcall.outcome_unsaved`) the job is retried with capped backoff instead of
+ending, however long the store stays away.
+
+A killed worker's job is run again by arq once its in-progress lease expires (arq's timeout plus
+ten seconds); the store's claim on the call lapses after `attempt_timeout_s`, which is shorter,
+so the rerun can take the call over. SIGTERM stops taking jobs, lets running ones finish for
+`shutdown_grace_s`, then cancels the rest, which arq runs again on the next worker.
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ from voice_agent.tooling.registry import ToolRegistry
 log = get_logger("postcall.worker")
 
 CTX_KEY = "postcall"
+ARQ_MAX_TRIES = 1_000_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,6 +83,7 @@ class PostCallOptions:
     concurrency: int = 4
     review_confidence: float = 0.6
     attempt_timeout_s: float = 120.0  # one try: model, store and integrations
+    store_timeout_s: float = 10.0  # one store statement (waiting for a lock included)
     model_timeout_s: float = 60.0  # one model request
     integration_timeout_s: float = 30.0  # one tool run
     backoff: ReconnectPolicy = field(
@@ -89,6 +96,17 @@ class PostCallOptions:
     shutdown_grace_s: int = 30
     health_interval_s: float = 5.0
 
+    @property
+    def job_timeout_s(self) -> float:
+        """The bound on one run of the job: the try, the store steps around it, and one
+        failing store statement."""
+        return self.attempt_timeout_s + self.store_timeout_s + 5.0
+
+    @property
+    def arq_timeout_s(self) -> float:
+        """arq's own limit, past ours and the give-up after it: arq never cuts a run short."""
+        return self.job_timeout_s + self.store_timeout_s + 5.0
+
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> PostCallOptions:
         """The options the settings give, with `overrides` (tests, benchmarks)."""
@@ -96,6 +114,7 @@ class PostCallOptions:
             "max_tries": settings.postcall_max_tries,
             "concurrency": settings.postcall_concurrency,
             "attempt_timeout_s": settings.postcall_attempt_timeout_s,
+            "store_timeout_s": settings.database_timeout_s,
             "review_confidence": settings.postcall_review_confidence,
         }
         values.update(overrides)
@@ -112,13 +131,22 @@ class PostCallContext:
     writer: ReportWriter | None  # None: no model configured; every report is the fallback
     integrations: tuple[Integration, ...]
     options: PostCallOptions
+    held: set[str] = field(default_factory=set)
+    """Calls whose claim a run in this process took and could not hand back (the store
+    failed): the next run here takes them over without waiting for the claim to lapse."""
+    unsaved: dict[str, str] = field(default_factory=dict)
+    """Calls given up on whose dead status the store did not take yet, with their error."""
 
 
 # -- the job ---------------------------------------------------------------------------------
 
 
 async def process_call(ctx: dict[str, Any], call_id: str) -> str:
-    """arq job: report and side effects for one call; its outcome as a word."""
+    """arq job: report and side effects for one call; its outcome as a word.
+
+    The job ends (returns) only once the store holds the call's outcome; until then it is
+    retried, the store's outages included, with capped backoff.
+    """
     deps: PostCallContext = ctx[CTX_KEY]
     job_try = int(ctx.get("job_try", 1))
     job_id = str(ctx.get("job_id", ""))
@@ -127,28 +155,30 @@ async def process_call(ctx: dict[str, Any], call_id: str) -> str:
             log.error("postcall.invalid_job", call_id=repr(call_id)[:140])
             return "invalid"
         try:
-            return await _process(deps, call_id, job_id=job_id, job_try=job_try)
+            async with asyncio.timeout(deps.options.job_timeout_s):
+                return await _process(deps, call_id, job_id=job_id, job_try=job_try)
         except Retry:
             raise
         except asyncio.CancelledError:
-            await _release_claim(deps.store, call_id)
+            await _release_claim(deps, call_id)
             raise
         except Exception as e:  # the store or Redis failed before the try could be judged
             log.exception("postcall.job_error")
+            error = f"{type(e).__name__}: {e}"[:2000]
             if job_try < deps.options.max_tries:
                 raise Retry(defer=deps.options.backoff.delay_s(job_try)) from e
-            with contextlib.suppress(Exception):  # best effort: the store may be what failed
-                await _give_up(deps.store, call_id, f"{type(e).__name__}: {e}"[:2000], job_try)
-            return "dead"
+            return await _give_up(deps, call_id, error, job_try)
 
 
-async def _release_claim(store: ReportStore, call_id: str) -> None:
+async def _release_claim(deps: PostCallContext, call_id: str) -> None:
     """Worker stopping mid-job: hand the call back so the rerun can claim it at once."""
     log.warning("postcall.interrupted")
     with contextlib.suppress(Exception):  # best effort; the claim lapses on its own anyway
-        await asyncio.wait_for(
-            store.set_status(call_id, CallStatus.QUEUED, error="the worker stopped mid-job"), 2.0
-        )
+        async with asyncio.timeout(2.0):
+            await deps.store.set_status(
+                call_id, CallStatus.QUEUED, error="the worker stopped mid-job"
+            )
+        deps.held.discard(call_id)
 
 
 async def _load_record(deps: PostCallContext, call_id: str) -> tuple[CallRecord, str] | None:
@@ -173,14 +203,19 @@ async def _process(deps: PostCallContext, call_id: str, *, job_id: str, job_try:
     record, source = loaded
     await store.add_call(record, source=source)
     if job_try > options.max_tries:
-        # Only reached when the last try never finished: its worker was killed or hung.
-        error = f"try {options.max_tries} of {options.max_tries} never finished (worker killed)"
-        await _give_up(store, call_id, error, job_try)
-        return "dead"
-    detail = await store.claim(call_id, lease_s=options.attempt_timeout_s)
+        # Reached when the last try never finished (its worker was killed or hung), or when
+        # the store could not take the outcome of the last try.
+        error = deps.unsaved.get(call_id) or (
+            f"try {options.max_tries} of {options.max_tries} never finished (worker killed)"
+        )
+        return await _give_up(deps, call_id, error, job_try)
+    # A claim this process holds from a run the store failed under is ours to take over.
+    lease_s = 0.0 if call_id in deps.held else options.attempt_timeout_s
+    detail = await store.claim(call_id, lease_s=lease_s)
     if detail is None:
         current = await store.get_call(call_id)
         if current is None or current.status is CallStatus.DONE:
+            deps.held.discard(call_id)
             log.info("postcall.already_done")
             return "already_done"
         # Claimed by a try whose worker died; its claim lapses after attempt_timeout_s.
@@ -188,6 +223,7 @@ async def _process(deps: PostCallContext, call_id: str, *, job_id: str, job_try:
         wait = max(0.5, options.attempt_timeout_s - held_for + 0.5)
         log.info("postcall.claim_held", status=current.status.value, retry_in_s=round(wait, 2))
         raise Retry(defer=wait)
+    deps.held.add(call_id)
     await store.add_job_event(
         call_id, "started", job_id=job_id, job_try=job_try, attempt=detail.attempts
     )
@@ -205,12 +241,12 @@ async def _process(deps: PostCallContext, call_id: str, *, job_id: str, job_try:
         failures = [f"{type(e).__name__}: {e}"]
     if not failures:
         await store.set_status(call_id, CallStatus.DONE, event="done", job_try=job_try)
+        deps.held.discard(call_id)
         log.info("postcall.done")
         return "done"
     error = "; ".join(failures)[:2000]
     if job_try >= options.max_tries:
-        await _give_up(store, call_id, error, job_try)
-        return "dead"
+        return await _give_up(deps, call_id, error, job_try)
     delay = options.backoff.delay_s(job_try)
     await store.set_status(
         call_id,
@@ -220,13 +256,34 @@ async def _process(deps: PostCallContext, call_id: str, *, job_id: str, job_try:
         job_try=job_try,
         defer_s=round(delay, 3),
     )
+    deps.held.discard(call_id)
     log.warning("postcall.retry_scheduled", defer_s=round(delay, 3), error=error)
     raise Retry(defer=delay)
 
 
-async def _give_up(store: ReportStore, call_id: str, error: str, job_try: int) -> None:
-    await store.set_status(call_id, CallStatus.DEAD, error=error, event="dead", job_try=job_try)
+async def _give_up(deps: PostCallContext, call_id: str, error: str, job_try: int) -> str:
+    """Record the call dead with its error; while the store cannot take that, the job is
+    retried with capped backoff instead of ending (arq would forget it)."""
+    try:
+        async with asyncio.timeout(deps.options.store_timeout_s + 2.0):
+            await deps.store.set_status(
+                call_id, CallStatus.DEAD, error=error, event="dead", job_try=job_try
+            )
+    except Exception as e:  # any failure to write it: the outcome is not stored yet
+        deps.unsaved[call_id] = error
+        delay = deps.options.backoff.delay_s(job_try)
+        log.error(
+            "postcall.outcome_unsaved",
+            outcome="dead",
+            error=error[:300],
+            store_error=f"{type(e).__name__}: {e}"[:300],
+            retry_in_s=round(delay, 2),
+        )
+        raise Retry(defer=delay) from e
+    deps.unsaved.pop(call_id, None)
+    deps.held.discard(call_id)
     log.error("postcall.dead", error=error)
+    return "dead"
 
 
 async def _attempt(
@@ -426,7 +483,9 @@ async def postcall_context(
     async with contextlib.AsyncExitStack() as stack:
         http = await stack.enter_async_context(aiohttp.ClientSession())
         integrations = build_integrations(settings, options, http)
-        store = await ReportStore.open(ReportStore.url_from_settings(settings))
+        store = await ReportStore.open(
+            ReportStore.url_from_settings(settings), timeout_s=settings.database_timeout_s
+        )
         stack.push_async_callback(store.close)
         queue = PostCallQueue(redis=connect(settings.redis_url))
         stack.push_async_callback(queue.aclose)
@@ -449,8 +508,10 @@ def build_worker(deps: PostCallContext, *, burst: bool = False) -> Worker:
     job = func(
         process_call,
         name=JOB_FUNCTION,
-        max_tries=options.max_tries + 1,  # the extra try only records a call that never finished
-        timeout=options.attempt_timeout_s + 5.0,  # our own timeout ends a try first
+        # arq must never end the job on its own: the try budget is counted by `process_call`,
+        # which ends the job only once the store holds its outcome.
+        max_tries=ARQ_MAX_TRIES,
+        timeout=options.arq_timeout_s,  # our own bounds end a run first
         keep_result=RESULT_TTL_S,  # a finished call's job id stays taken: no second run
     )
     return Worker(
@@ -463,7 +524,7 @@ def build_worker(deps: PostCallContext, *, burst: bool = False) -> Worker:
         max_jobs=options.concurrency,
         poll_delay=options.poll_delay_s,
         keep_result=RESULT_TTL_S,
-        max_tries=options.max_tries + 1,
+        max_tries=ARQ_MAX_TRIES,
         health_check_interval=options.health_interval_s,
         health_check_key=health_key(),
         ctx={CTX_KEY: deps},
