@@ -158,6 +158,9 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(
         600.0, gt=0, le=86_400, validation_alias=_env("VOICE_AGENT_DRAIN_TIMEOUT_S")
     )
+    journal_recovery_interval_s: float = Field(
+        60.0, gt=0, le=86_400, validation_alias=_env("VOICE_AGENT_JOURNAL_RECOVERY_INTERVAL_S")
+    )
     worker_metrics_port: int | None = Field(
         None, ge=0, le=65535, validation_alias=_env("VOICE_AGENT_WORKER_METRICS_PORT")
     )

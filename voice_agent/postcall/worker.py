@@ -31,6 +31,7 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -58,10 +59,12 @@ from voice_agent.postcall.queue import (
     QUEUE_NAME,
     RESULT_TTL_S,
     PostCallQueue,
+    StoredMark,
     connect,
     health_key,
     valid_call_id,
 )
+from voice_agent.postcall.recovery import forget_journal
 from voice_agent.postcall.reporter import ReportOutcome, ReportWriter, fallback_outcome
 from voice_agent.postcall.spool import RecordSpool
 from voice_agent.postcall.store import ReportStore
@@ -131,6 +134,7 @@ class PostCallContext:
     writer: ReportWriter | None  # None: no model configured; every report is the fallback
     integrations: tuple[Integration, ...]
     options: PostCallOptions
+    journal_dir: Path  # this host's call journals (the agent's, when they share the data dir)
     held: set[str] = field(default_factory=set)
     """Calls whose claim a run in this process took and could not hand back (the store
     failed): the next run here takes them over without waiting for the claim to lapse."""
@@ -202,6 +206,7 @@ async def _process(deps: PostCallContext, call_id: str, *, job_id: str, job_try:
         return "missing"
     record, source = loaded
     await store.add_call(record, source=source)
+    await _note_stored(deps, call_id)
     if job_try > options.max_tries:
         # Reached when the last try never finished (its worker was killed or hung), or when
         # the store could not take the outcome of the last try.
@@ -259,6 +264,20 @@ async def _process(deps: PostCallContext, call_id: str, *, job_id: str, job_try:
     deps.held.discard(call_id)
     log.warning("postcall.retry_scheduled", defer_s=round(delay, 3), error=error)
     raise Retry(defer=delay)
+
+
+async def _note_stored(deps: PostCallContext, call_id: str) -> None:
+    """The store holds the call: say so in Redis (the agent's host then removes its journal),
+    and remove this host's journal when the store has all of it."""
+    state = await deps.store.record_state(call_id)
+    if state is None:
+        return
+    mark = StoredMark(complete=state[0], turns=state[1])
+    try:
+        await deps.queue.mark_stored(call_id, complete=mark.complete, turns=mark.turns)
+    except DELIVERY_ERRORS as e:  # the journal waits for a later sweep; the job goes on
+        log.warning("postcall.mark_failed", error=f"{type(e).__name__}: {e}"[:200])
+    await asyncio.to_thread(forget_journal, deps.journal_dir, call_id, mark)
 
 
 async def _give_up(deps: PostCallContext, call_id: str, error: str, job_try: int) -> str:
@@ -499,6 +518,7 @@ async def postcall_context(
             writer=writer,
             integrations=integrations,
             options=options,
+            journal_dir=settings.data_dir / "calls",
         )
 
 
