@@ -96,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "dev" and settings.log_format is LogFormat.AUTO:
             settings = settings.model_copy(update={"log_format": LogFormat.CONSOLE})
         configure_logging(settings)
+        if args.command in _SERVICES:
+            _private_data(settings)
         if args.command == "dev":
             from voice_agent.devstack.supervisor import run_dev
 
@@ -136,6 +138,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"configuration error: {e}", file=sys.stderr)
         return 2
     return 2
+
+
+# The long-running commands: they keep personal data (transcripts) under the data dir.
+_SERVICES = frozenset({"dev", "serve", "worker", "postcall"})
+
+
+def _private_data(settings: Settings) -> None:
+    """Files this process and its children create are the owner's only; the data dir 0700."""
+    from voice_agent.datadir import UMASK, private_dir
+
+    os.umask(UMASK)
+    private_dir(settings.data_dir)
 
 
 def _tools(args: argparse.Namespace, settings: Settings) -> int:

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import stat
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -66,6 +67,7 @@ class DevRun:
     url: str
     stderr: list[str]
     stdout: list[str]
+    data_dir: Path = Path()
 
 
 async def _collect(stream: asyncio.StreamReader, sink: list[str]) -> None:
@@ -107,7 +109,13 @@ async def _run_dev(tmp_path: Path, **extra_env: str) -> AsyncIterator[DevRun]:
     try:
         await asyncio.wait_for(until_ready(), timeout=90)
         stdout_task = asyncio.create_task(_collect(proc.stdout, stdout))
-        yield DevRun(proc=proc, url=f"http://127.0.0.1:{port}", stderr=stderr, stdout=stdout)
+        yield DevRun(
+            proc=proc,
+            url=f"http://127.0.0.1:{port}",
+            stderr=stderr,
+            stdout=stdout,
+            data_dir=tmp_path / "data",
+        )
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -157,6 +165,21 @@ async def test_dev_starts_ready_and_stops_clean_on_sigterm(dev_stack: DevRun) ->
     dev_stack.proc.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(dev_stack.proc.wait(), timeout=60) == 0
     assert _alive(children) == set()
+    data = dev_stack.data_dir
+    assert not (data / "calls" / f"{result['call_id']}.jsonl").exists()  # stored: removed
+    assert _open_modes(data) == {}  # transcripts are personal data
+
+
+def _open_modes(root: Path) -> dict[str, str]:
+    """Everything under `root` (itself included) not private to its owner, with its mode."""
+    found = {}
+    for path in [root, *root.rglob("*")]:
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        if path.is_symlink():
+            continue
+        if mode != (0o700 if path.is_dir() else 0o600):
+            found[str(path.relative_to(root.parent))] = oct(mode)
+    return found
 
 
 async def _call(url: str, text: str) -> dict[str, Any]:

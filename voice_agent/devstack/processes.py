@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from voice_agent.datadir import open_private, private_dir
 from voice_agent.exceptions import DevStackError
 from voice_agent.logging import get_logger
 
@@ -81,8 +82,9 @@ class ManagedProcess:
         self._close_log()
         stdout: int | IO[bytes] | None = None
         if self._log_file is not None:
-            self._log_file.parent.mkdir(parents=True, exist_ok=True)
-            self._log_handle = self._log_file.open("ab")
+            private_dir(self._log_file.parent)
+            fd = open_private(self._log_file, os.O_WRONLY | os.O_APPEND)
+            self._log_handle = os.fdopen(fd, "ab")
             stdout = self._log_handle
         self.proc = await asyncio.create_subprocess_exec(
             *self.argv,
