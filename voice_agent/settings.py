@@ -183,6 +183,11 @@ class Settings(BaseSettings):
 
     # Queue and post-call
     redis_url: str | None = Field(None, validation_alias=_env("REDIS_URL"))
+    # Longest wait between two tries to reach Redis again (hand-overs waiting in the spool, the
+    # post-call worker's reconnects); the waits grow from 0.5 s up to this, with jitter.
+    redis_retry_max_s: float = Field(
+        30.0, ge=0.5, le=3600, validation_alias=_env("VOICE_AGENT_REDIS_RETRY_MAX_S")
+    )
     database_url: str | None = Field(None, validation_alias=_env("VOICE_AGENT_DATABASE_URL"))
     database_timeout_s: float = Field(
         10.0, gt=0, le=300, validation_alias=_env("VOICE_AGENT_DATABASE_TIMEOUT_S")
@@ -193,6 +198,9 @@ class Settings(BaseSettings):
     )
     postcall_concurrency: int = Field(
         4, ge=1, le=256, validation_alias=_env("VOICE_AGENT_POSTCALL_CONCURRENCY")
+    )
+    postcall_retry_max_s: float = Field(
+        300.0, ge=1, le=86_400, validation_alias=_env("VOICE_AGENT_POSTCALL_RETRY_MAX_S")
     )
     postcall_attempt_timeout_s: float = Field(
         120.0, ge=1, le=3600, validation_alias=_env("VOICE_AGENT_POSTCALL_ATTEMPT_TIMEOUT_S")

@@ -144,7 +144,10 @@ class PostCallSink:
         if not settings.redis_url:
             raise ValueError("the post-call sink needs REDIS_URL")
         queue = PostCallQueue(redis=connect(settings.redis_url))
-        return cls(spool=spool_for(settings), queue=queue)
+        spool = spool_for(settings)
+        backoff = ReconnectPolicy(initial_delay_s=0.5, max_delay_s=settings.redis_retry_max_s)
+        flusher = SpoolFlusher(spool=spool, queue=queue, backoff=backoff)
+        return cls(spool=spool, queue=queue, flusher=flusher)
 
     @property
     def spool(self) -> RecordSpool:

@@ -118,6 +118,13 @@ class PostCallOptions:
             "concurrency": settings.postcall_concurrency,
             "attempt_timeout_s": settings.postcall_attempt_timeout_s,
             "store_timeout_s": settings.database_timeout_s,
+            "backoff": ReconnectPolicy(
+                initial_delay_s=min(2.0, settings.postcall_retry_max_s),
+                max_delay_s=settings.postcall_retry_max_s,
+            ),
+            "redis_backoff": ReconnectPolicy(
+                initial_delay_s=0.5, max_delay_s=min(10.0, settings.redis_retry_max_s)
+            ),
             "review_confidence": settings.postcall_review_confidence,
         }
         values.update(overrides)
@@ -571,7 +578,13 @@ async def run_postcall(settings: Settings, *, options: PostCallOptions | None = 
         loop.add_signal_handler(sig, on_signal, sig)
     try:
         async with postcall_context(settings, options) as deps:
-            flusher = SpoolFlusher(spool=deps.spool, queue=deps.queue)
+            flusher = SpoolFlusher(
+                spool=deps.spool,
+                queue=deps.queue,
+                backoff=ReconnectPolicy(
+                    initial_delay_s=0.5, max_delay_s=settings.redis_retry_max_s
+                ),
+            )
             flusher.start()
             worker = build_worker(deps)
             log.info(
