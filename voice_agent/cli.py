@@ -43,9 +43,10 @@ def _parser() -> argparse.ArgumentParser:
     postcall.add_argument(
         "--attempt-timeout",
         type=float,
-        default=120.0,
+        default=None,
         help="seconds one try of a call may take; a killed worker's job reruns this long "
-        "plus 15 s after it started (default 120)",
+        "plus twice the database timeout plus 20 s after it started "
+        "(default: VOICE_AGENT_POSTCALL_ATTEMPT_TIMEOUT_S, 120)",
     )
 
     call = sub.add_parser(
@@ -95,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "dev" and settings.log_format is LogFormat.AUTO:
             settings = settings.model_copy(update={"log_format": LogFormat.CONSOLE})
         configure_logging(settings)
+        if args.command in _SERVICES:
+            _private_data(settings)
         if args.command == "dev":
             from voice_agent.devstack.supervisor import run_dev
 
@@ -107,9 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "postcall":
             from voice_agent.postcall.worker import PostCallOptions, run_postcall
 
-            options = PostCallOptions.from_settings(
-                settings, attempt_timeout_s=max(1.0, args.attempt_timeout)
-            )
+            overrides = {}
+            if args.attempt_timeout is not None:
+                overrides["attempt_timeout_s"] = max(1.0, args.attempt_timeout)
+            options = PostCallOptions.from_settings(settings, **overrides)
             asyncio.run(run_postcall(settings, options=options))
             return 0
         if args.command == "call":
@@ -134,6 +138,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"configuration error: {e}", file=sys.stderr)
         return 2
     return 2
+
+
+# The long-running commands: they keep personal data (transcripts) under the data dir.
+_SERVICES = frozenset({"dev", "serve", "worker", "postcall"})
+
+
+def _private_data(settings: Settings) -> None:
+    """Files this process and its children create are the owner's only; the data dir 0700."""
+    from voice_agent.datadir import UMASK, private_dir
+
+    os.umask(UMASK)
+    private_dir(settings.data_dir)
 
 
 def _tools(args: argparse.Namespace, settings: Settings) -> int:

@@ -158,6 +158,9 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(
         600.0, gt=0, le=86_400, validation_alias=_env("VOICE_AGENT_DRAIN_TIMEOUT_S")
     )
+    journal_recovery_interval_s: float = Field(
+        60.0, gt=0, le=86_400, validation_alias=_env("VOICE_AGENT_JOURNAL_RECOVERY_INTERVAL_S")
+    )
     worker_metrics_port: int | None = Field(
         None, ge=0, le=65535, validation_alias=_env("VOICE_AGENT_WORKER_METRICS_PORT")
     )
@@ -180,13 +183,27 @@ class Settings(BaseSettings):
 
     # Queue and post-call
     redis_url: str | None = Field(None, validation_alias=_env("REDIS_URL"))
+    # Longest wait between two tries to reach Redis again (hand-overs waiting in the spool, the
+    # post-call worker's reconnects); the waits grow from 0.5 s up to this, with jitter.
+    redis_retry_max_s: float = Field(
+        30.0, ge=0.5, le=3600, validation_alias=_env("VOICE_AGENT_REDIS_RETRY_MAX_S")
+    )
     database_url: str | None = Field(None, validation_alias=_env("VOICE_AGENT_DATABASE_URL"))
+    database_timeout_s: float = Field(
+        10.0, gt=0, le=300, validation_alias=_env("VOICE_AGENT_DATABASE_TIMEOUT_S")
+    )
     staff_token: SecretStr | None = Field(None, validation_alias=_env("VOICE_AGENT_STAFF_TOKEN"))
     postcall_max_tries: int = Field(
         5, ge=1, le=50, validation_alias=_env("VOICE_AGENT_POSTCALL_MAX_TRIES")
     )
     postcall_concurrency: int = Field(
         4, ge=1, le=256, validation_alias=_env("VOICE_AGENT_POSTCALL_CONCURRENCY")
+    )
+    postcall_retry_max_s: float = Field(
+        300.0, ge=1, le=86_400, validation_alias=_env("VOICE_AGENT_POSTCALL_RETRY_MAX_S")
+    )
+    postcall_attempt_timeout_s: float = Field(
+        120.0, ge=1, le=3600, validation_alias=_env("VOICE_AGENT_POSTCALL_ATTEMPT_TIMEOUT_S")
     )
     postcall_review_confidence: float = Field(
         0.6, ge=0, le=1, validation_alias=_env("VOICE_AGENT_POSTCALL_REVIEW_CONFIDENCE")
@@ -245,6 +262,12 @@ class Settings(BaseSettings):
     )
     readiness_timeout_s: float = Field(
         2.0, gt=0, le=30, validation_alias=_env("VOICE_AGENT_READINESS_TIMEOUT_S")
+    )
+    # Supervision (`voice-agent dev`): a child that exits is restarted with backoff; one that
+    # exits more than `restart_limit` times within `restart_window_s` stops the stack.
+    restart_limit: int = Field(5, ge=0, le=1000, validation_alias=_env("VOICE_AGENT_RESTART_LIMIT"))
+    restart_window_s: float = Field(
+        60.0, gt=0, le=86_400, validation_alias=_env("VOICE_AGENT_RESTART_WINDOW_S")
     )
 
     @field_validator("token_rate_limit")

@@ -128,6 +128,21 @@ async def test_partial_record_never_replaces_a_complete_one(store: ReportStore) 
     assert call is not None and call.record.complete
 
 
+async def test_partial_record_with_more_turns_replaces_a_thinner_partial_one(
+    store: ReportStore,
+) -> None:
+    """A journal recovered later (more turns) replaces the webhook's thinner partial record;
+    a partial one with fewer turns does not replace it back."""
+    thin = sample_record("c-1", complete=False, lines=(("agent", "Hello!"),))
+    rich = sample_record("c-1", complete=False)
+    await store.add_call(thin, source="webhook")
+    await store.add_call(rich, source="journal")
+    await store.add_call(thin, source="webhook")
+    call = await store.get_call("c-1")
+    assert call is not None and call.turns == 5 and not call.record.complete
+    assert await store.record_state("c-1") == (False, 5)
+
+
 async def test_claim_marks_processing_and_counts_the_attempt(store: ReportStore) -> None:
     """Claiming a queued call makes it processing with one attempt, and returns it."""
     await store.add_call(sample_record("c-1"), source="agent")

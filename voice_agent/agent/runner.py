@@ -23,6 +23,7 @@ from voice_agent.agent.worker import AgentWorker, WorkerOptions
 from voice_agent.logging import bind_context, get_logger
 from voice_agent.pipeline.vad_model import SileroModelPool
 from voice_agent.postcall.handover import PostCallSink
+from voice_agent.postcall.recovery import JournalRecovery
 from voice_agent.profile import AgentProfile, load_profile
 from voice_agent.providers.factory import Providers, build_providers
 from voice_agent.server.health import metrics_endpoint
@@ -165,6 +166,24 @@ async def _health_server(settings: Settings, worker: AgentWorker) -> AsyncIterat
         await runner.cleanup()
 
 
+@contextlib.asynccontextmanager
+async def _journal_recovery(settings: Settings, sink: PostCallSink | None) -> AsyncIterator[None]:
+    """Hand over this host's orphaned journals now and every interval (with a queue only)."""
+    if sink is None:
+        yield
+        return
+    recovery = JournalRecovery(
+        directory=settings.data_dir / "calls",
+        sink=sink,
+        interval_s=settings.journal_recovery_interval_s,
+    )
+    recovery.start()
+    try:
+        yield
+    finally:
+        await recovery.aclose()
+
+
 async def run_worker(settings: Settings) -> None:
     """Run the worker until SIGTERM/SIGINT, then drain."""
     ffi_routing.install()  # before any room exists: see ffi_routing
@@ -185,6 +204,7 @@ async def run_worker(settings: Settings) -> None:
     try:
         async with (
             sink if sink is not None else contextlib.nullcontext(),  # closes after the drain
+            _journal_recovery(settings, sink),
             AgentWorker(settings=settings, entrypoint=runner, options=options) as worker,
             _health_server(settings, worker),
         ):

@@ -41,7 +41,9 @@ def report_store_context(
     """A cleanup context that opens the report store for the app's lifetime."""
 
     async def report_store(app: web.Application) -> AsyncIterator[None]:
-        store = await ReportStore.open(ReportStore.url_from_settings(settings))
+        store = await ReportStore.open(
+            ReportStore.url_from_settings(settings), timeout_s=settings.database_timeout_s
+        )
         app[REPORT_STORE] = store
         try:
             yield
