@@ -25,7 +25,8 @@ allows no tools and no client actions.
 
     [[mcp_servers]]                        # tools from a Model Context Protocol server
     name = "orders"                        # its tools are "orders.<tool>" in `[tools] allowed`
-    command = ["python", "tools/mcp/orders_mcp.py"]   # stdio; or url = "https://..." (HTTP)
+    command = ["python", "orders_mcp.py"] # stdio, started in this file's directory;
+                                           # or url = "https://orders.internal/mcp" (HTTP)
     # headers_env = { Authorization = "ORDERS_MCP_TOKEN" }  # HTTP header values from the env
     # destructive = ["refund_order"]       # confirmed whatever the server's annotations say
     # timeout_s = 5.0                      # per call (default VOICE_AGENT_TOOL_TIMEOUT_S)
@@ -46,6 +47,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     StringConstraints,
     ValidationError,
     field_validator,
@@ -192,6 +194,13 @@ class AgentProfile(_Strict):
     client_actions: ClientActionPolicy = ClientActionPolicy()
     limits: CallLimits = CallLimits()
     mcp_servers: tuple[McpServerConfig, ...] = ()
+    _directory: Path | None = PrivateAttr(None)
+
+    @property
+    def directory(self) -> Path | None:
+        """The directory of the profile's file (stdio MCP servers start there); None when the
+        profile was not read from a file."""
+        return self._directory
 
     @model_validator(mode="after")
     def _check_mcp_names(self) -> Self:
@@ -224,9 +233,11 @@ class AgentProfile(_Strict):
         data.setdefault("instructions", settings.agent_instructions)
         data.setdefault("greeting", settings.agent_greeting)
         try:
-            return cls.model_validate(data)
+            profile = cls.model_validate(data)
         except ValidationError as e:
             raise ConfigError(f"agent profile {path} is invalid: {_errors(e)}") from e
+        profile._directory = path.resolve().parent
+        return profile
 
 
 def load_profile(settings: Settings) -> AgentProfile:

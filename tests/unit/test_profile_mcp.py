@@ -37,6 +37,7 @@ def test_stdio_and_http_servers_load_with_their_tools_allowed(tmp_path: Path) ->
         3.5,
     )
     assert (crm.transport, crm.headers_env) == ("http", {"Authorization": "CRM_MCP_TOKEN"})
+    assert profile.directory == tmp_path.resolve()  # where stdio servers start
 
 
 @pytest.mark.parametrize(
@@ -61,7 +62,7 @@ def test_stdio_and_http_servers_load_with_their_tools_allowed(tmp_path: Path) ->
             "clear text",
         ),
         (
-            'name = "orders"\nurl = "https://o.example/mcp"\nheaders_env = { Authorization = "1x" }',
+            'name = "orders"\nurl = "https://o.ex/mcp"\nheaders_env = { Authorization = "1x" }',
             "mcp_servers.0.headers_env",
             "not an environment variable name",
         ),

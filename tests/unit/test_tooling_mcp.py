@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import textwrap
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -14,7 +15,14 @@ from typing import Any
 
 import pytest
 
-from tests.mcp_servers import TOKEN_ENV, HttpOrdersServer, Journal, kill_pid, orders_stdio
+from tests.mcp_servers import (
+    ORDERS_MCP,
+    TOKEN_ENV,
+    HttpOrdersServer,
+    Journal,
+    kill_pid,
+    orders_stdio,
+)
 from voice_agent.cli import main
 from voice_agent.exceptions import ConfigError, ToolLoadError
 from voice_agent.profile import McpServerConfig
@@ -364,10 +372,12 @@ async def test_a_python_tool_that_looks_like_an_mcp_tool_is_refused_at_load(
 def test_cli_tools_lists_mcp_tools_with_their_source(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`voice-agent tools --json` starts the profile's MCP server and lists its tools by their
-    `<server>.<tool>` name, with the model's name, the source and the allowlist."""
+    """`voice-agent tools --json` starts the profile's MCP server (its script named relative to
+    the profile file) and lists its tools by their `<server>.<tool>` name, with the model's
+    name, the source and the allowlist."""
     journal = Journal(tmp_path / "j.jsonl")
-    command = json.dumps(list(orders_stdio(journal).command or ()))
+    script = os.path.relpath(ORDERS_MCP, tmp_path)
+    command = json.dumps(["python", script, "--journal", str(journal.path)])
     profile = tmp_path / "agent.toml"
     profile.write_text(
         'instructions = "Help."\ngreeting = "Hi."\n'

@@ -119,12 +119,16 @@ def transport_for(
     *,
     index: int,
     data_dir: Path,
+    cwd: Path | None = None,
     environ: Callable[[str], str | None] = environment_value,
 ) -> McpTransport:
-    """How to reach the server `config` declares (stdio stderr goes to the data directory)."""
+    """How to reach the server `config` declares (a stdio one starts in `cwd`, its stderr goes
+    to the data directory)."""
     if config.command is not None:
         return StdioTransport(
-            command=config.command, errlog=data_dir / "mcp" / f"{config.name}.stderr.log"
+            command=config.command,
+            errlog=data_dir / "mcp" / f"{config.name}.stderr.log",
+            cwd=cwd,
         )
     assert config.url is not None
     return HttpTransport(
@@ -163,12 +167,13 @@ class McpToolSource:
         *,
         index: int,
         data_dir: Path,
+        cwd: Path | None = None,
         environ: Callable[[str], str | None] = environment_value,
         log: Any = _log,
     ) -> McpToolSource:
         """Start or connect to the server and build its specs; `ToolLoadError` if it cannot be
         listed or its tools do not fit the profile, `ConfigError` for a missing header value."""
-        transport = transport_for(config, index=index, data_dir=data_dir, environ=environ)
+        transport = transport_for(config, index=index, data_dir=data_dir, cwd=cwd, environ=environ)
         connection = McpConnection(server=config.name, transport=transport, log=log)
         tools = await connection.start()
         source = cls(config=config, connection=connection)

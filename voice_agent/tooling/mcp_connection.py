@@ -83,13 +83,15 @@ class McpTransport(Protocol):
 class StdioTransport:
     """A server started as a subprocess, speaking JSON-RPC lines on stdin/stdout.
 
-    It runs in the worker's working directory with the SDK's minimal environment (PATH, HOME,
-    USER, ...): nothing of ours, such as API keys, reaches it. `python` or `python3` as the
-    command runs the worker's own interpreter. Its stderr is appended to `errlog`.
+    It runs in `cwd` (the agent profile's directory, so relative paths in the command are
+    relative to the profile file) with the SDK's minimal environment (PATH, HOME, USER, ...):
+    nothing of ours, such as API keys, reaches it. `python` or `python3` as the command runs the
+    worker's own interpreter. Its stderr is appended to `errlog`.
     """
 
     command: tuple[str, ...]
     errlog: Path
+    cwd: Path | None = None
     kind: str = "stdio"
 
     def describe(self) -> str:
@@ -115,7 +117,7 @@ class StdioTransport:
         with self.errlog.open("a", encoding="utf-8") as errlog:
             errlog.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} starting {self.describe()}\n")
             errlog.flush()
-            params = StdioServerParameters(command=program, args=list(args))
+            params = StdioServerParameters(command=program, args=list(args), cwd=self.cwd)
             async with stdio_client(params, errlog=errlog) as streams:
                 yield streams
 

@@ -38,16 +38,20 @@ class ToolSources:
         tools_path: Path | None,
         mcp_servers: Sequence[McpServerConfig],
         data_dir: Path,
+        cwd: Path | None = None,
         environ: Callable[[str], str | None] = environment_value,
     ) -> ToolSources:
-        """Load the Python tools in `tools_path` (None: none) and start every MCP server."""
+        """Load the Python tools in `tools_path` (None: none) and start every MCP server (stdio
+        ones in `cwd`, the profile's directory)."""
         python = ToolRegistry.load(tools_path) if tools_path is not None else None
         for index, config in enumerate(mcp_servers):  # every header value, before starting any
             if config.url is not None:
                 server_headers(config, index=index, environ=environ)
         started = await asyncio.gather(
             *(
-                McpToolSource.start(config, index=index, data_dir=data_dir, environ=environ)
+                McpToolSource.start(
+                    config, index=index, data_dir=data_dir, cwd=cwd, environ=environ
+                )
                 for index, config in enumerate(mcp_servers)
             ),
             return_exceptions=True,
@@ -73,6 +77,7 @@ class ToolSources:
             tools_path=settings.tools_path if wants_python else None,
             mcp_servers=profile.mcp_servers,
             data_dir=settings.data_dir,
+            cwd=profile.directory,
         )
 
     @property
