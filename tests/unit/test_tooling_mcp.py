@@ -233,6 +233,21 @@ async def test_server_killed_mid_call_fails_that_call_and_the_next_one_works(
     assert len(set(orders.journal.pids())) == 2  # a second server process answered
 
 
+async def test_a_stdio_server_that_dies_between_calls_is_restarted_before_the_next(
+    tmp_path: Path,
+) -> None:
+    """Its exit is noticed at once (stdout closes): a new process is up and answers the next
+    call, which never sees the dead one."""
+    async with _orders("stdio", tmp_path) as orders:
+        kill_pid(orders.journal.pids()[0])
+        await orders.journal.wait_for(lambda j: len(j.pids()) == 2)
+        async with orders.bench(tmp_path) as bench:
+            result = await bench.run(LOOKUP, order_id="ORD-1234")
+        connection = orders.sources.mcp[0].connection
+    assert result.outcome == "ok", result.content
+    assert connection.restarts == 1
+
+
 async def test_a_retried_logical_call_runs_once_at_the_server(
     own_orders: Orders, tmp_path: Path
 ) -> None:

@@ -276,17 +276,18 @@ class McpConnection:
         self._closed.set()
         self._up.set()  # wakes calls waiting for a session: they see the connection closing
         if self._live is not None:
-            self._live.over.set()
+            self._live.over.set()  # the owner leaves the session the orderly way
         task, self._task = self._task, None
         if task is None:
             return
-        try:
-            async with asyncio.timeout(_CLOSE_TIMEOUT_S):
-                await asyncio.shield(task)
-        except TimeoutError:
+        if self._live is None:
+            task.cancel()  # starting or waiting to retry: nothing to finish (the SDK still
+            # stops a stdio server it started, under cancellation)
+        done, _ = await asyncio.wait({task}, timeout=_CLOSE_TIMEOUT_S)
+        if not done:
             self._log.warning("mcp.close_timeout", server=self.server)
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await asyncio.wait({task}, timeout=_CLOSE_TIMEOUT_S)
 
     async def _connected(self) -> _Live:
         while True:
@@ -299,12 +300,23 @@ class McpConnection:
 
     def _lose(self, live: _Live) -> None:
         """The session `live` is no longer usable: the owner task opens a new one."""
-        if self._live is live:
+        self._end(live.over)
+
+    def _end(self, over: asyncio.Event) -> None:
+        # `_up` is set exactly while the current session is usable: `_connected` relies on it.
+        if self._live is not None and self._live.over is over:
             self._up.clear()
-        live.over.set()
+        over.set()
 
     async def _maintain(self, first: asyncio.Future[list[Tool]]) -> None:
         """The owner task: one session after another until closed."""
+        try:
+            await self._sessions(first)
+        finally:
+            if not first.done():  # closed (or cancelled) before it was ever up
+                first.set_exception(ToolLoadError(f"MCP server {self.server!r} was shut down"))
+
+    async def _sessions(self, first: asyncio.Future[list[Tool]]) -> None:
         failures = 0
         while not self._closing:
             opened = False
@@ -337,7 +349,7 @@ class McpConnection:
         """Open one session and hold it until it ends; whether it came up."""
         over = asyncio.Event()
         async with self.transport.open() as (read, write):
-            watched = _EndWatch(read, over.set)
+            watched = _EndWatch(read, lambda: self._end(over))
             async with ClientSession(watched, write, client_info=_CLIENT) as session:
                 with anyio.fail_after(self._start_timeout_s):
                     await session.initialize()
