@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from tests.mcp_servers import (
     ORDERS_MCP,
@@ -342,7 +343,7 @@ async def test_wrong_bearer_token_is_a_load_error(tmp_path: Path) -> None:
     """The header value really is sent: the HTTP server refuses another token at start."""
     journal = Journal(tmp_path / "orders.jsonl")
     async with HttpOrdersServer(journal, token=TOKEN) as http:
-        with pytest.raises(ToolLoadError, match="MCP server 'orders'"):
+        with pytest.raises(ToolLoadError, match="MCP server 'orders'") as raised:
             await ToolSources.open(
                 tools_path=None,
                 mcp_servers=[http.config()],
@@ -350,6 +351,28 @@ async def test_wrong_bearer_token_is_a_load_error(tmp_path: Path) -> None:
                 environ=lambda _: "Bearer not-the-token",
             )
     assert journal.events("unauthorized")
+    assert "not-the-token" not in str(raised.value)
+
+
+async def test_header_values_never_reach_the_logs(tmp_path: Path) -> None:
+    """Starting, calling and stopping an HTTP server with a bearer token logs no token."""
+    journal = Journal(tmp_path / "orders.jsonl")
+    with capture_logs() as logs:
+        async with (
+            HttpOrdersServer(journal, token=TOKEN) as http,
+            await ToolSources.open(
+                tools_path=None, mcp_servers=[http.config()], data_dir=tmp_path, environ=_environ
+            ) as sources,
+        ):
+            orders = Orders(sources=sources, journal=journal, http=http)
+            async with orders.bench(tmp_path) as bench:
+                result = await bench.run(LOOKUP, order_id="ORD-1234")
+            await http.kill()  # and a failure, whose error is logged too
+            async with orders.bench(tmp_path / "again", default_timeout_s=1.0) as bench:
+                await bench.run(LOOKUP, order_id="ORD-4321")
+    assert result.outcome == "ok"
+    assert any(e["event"] == "mcp.started" for e in logs)
+    assert TOKEN not in repr(logs)
 
 
 def test_function_names_fit_the_model_api_and_stay_distinct() -> None:
