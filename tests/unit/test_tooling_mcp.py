@@ -214,6 +214,33 @@ async def test_time_limit_stops_a_hanging_call_and_the_session_stays_usable(
     assert orders.journal.pids() == pids
 
 
+async def test_calls_of_several_calls_share_one_server_concurrently(
+    orders: Orders, tmp_path: Path
+) -> None:
+    """Two calls' runtimes send lookups at the same time over the one session: all answered,
+    each with its own call id in _meta, by one server process."""
+    pids = orders.journal.pids()
+    async with (
+        orders.bench(tmp_path / "a", call_id="call-a") as a,
+        orders.bench(tmp_path / "b", call_id="call-b") as b,
+    ):
+        results = await asyncio.gather(
+            *(
+                bench.run(LOOKUP, order_id=f"ORD-20{i}{n}")
+                for i, bench in enumerate((a, b))
+                for n in range(3)
+            )
+        )
+    assert [r.outcome for r in results] == ["ok"] * 6
+    seen = {
+        (c["order_id"], c["meta"]["voice-agent/call_id"])
+        for c in orders.journal.calls("lookup_order")
+        if c["order_id"].startswith("ORD-20")
+    }
+    assert seen == {(f"ORD-20{i}{n}", f"call-{'ab'[i]}") for i in range(2) for n in range(3)}
+    assert orders.journal.pids() == pids
+
+
 async def test_server_killed_mid_call_fails_that_call_and_the_next_one_works(
     own_orders: Orders, tmp_path: Path
 ) -> None:
