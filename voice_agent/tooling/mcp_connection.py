@@ -224,6 +224,7 @@ class McpConnection:
         self._closing = False
         self._closed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._came_up = False  # the current attempt opened a session
 
     async def start(self) -> list[Tool]:
         """Start (or connect to) the server and list its tools; `ToolLoadError` if it cannot."""
@@ -319,9 +320,9 @@ class McpConnection:
     async def _sessions(self, first: asyncio.Future[list[Tool]]) -> None:
         failures = 0
         while not self._closing:
-            opened = False
+            self._came_up = False
             try:
-                opened = await self._serve(first)
+                await self._serve(first)
             except Exception as e:  # the transport or handshake failed (often an ExceptionGroup)
                 if not first.done():
                     first.set_exception(self._load_error(e))
@@ -332,7 +333,7 @@ class McpConnection:
             if not first.done():  # ended before it was ever up
                 first.set_exception(ToolLoadError(f"MCP server {self.server!r} closed at start"))
                 return
-            failures = 1 if opened else failures + 1
+            failures = 1 if self._came_up else failures + 1  # count failures in a row
             delay_s = self._reconnect.delay_s(failures)
             self._log.warning(
                 "mcp.reconnecting",
@@ -345,8 +346,8 @@ class McpConnection:
                 async with asyncio.timeout(delay_s):
                     await self._closed.wait()
 
-    async def _serve(self, first: asyncio.Future[list[Tool]]) -> bool:
-        """Open one session and hold it until it ends; whether it came up."""
+    async def _serve(self, first: asyncio.Future[list[Tool]]) -> None:
+        """Open one session and hold it until it ends (or fails)."""
         over = asyncio.Event()
         async with self.transport.open() as (read, write):
             watched = _EndWatch(read, lambda: self._end(over))
@@ -356,6 +357,7 @@ class McpConnection:
                     tools = await _list_tools(session)
                 live = _Live(session=session, over=over)
                 self._live = live
+                self._came_up = True
                 try:
                     if first.done():
                         self.restarts += 1
@@ -372,7 +374,6 @@ class McpConnection:
                 finally:
                     self._up.clear()
                     self._live = None
-        return True
 
     def _load_error(self, error: BaseException) -> ToolLoadError:
         hint = self.transport.failure_hint()
