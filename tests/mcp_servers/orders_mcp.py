@@ -1,5 +1,5 @@
-"""An MCP server for the tests: an order system with a read-only tool, a destructive one, an
-additive one and one no profile allows.
+"""An MCP server for the tests: an order system with read-only tools (one taking a secret), a
+destructive one, an additive one and one no profile allows.
 
     python orders_mcp.py --journal FILE              # stdio
     python orders_mcp.py --journal FILE --http PORT  # streamable HTTP on 127.0.0.1:PORT/mcp
@@ -25,7 +25,7 @@ from typing import Annotated, Any
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import ToolAnnotations
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 IDEMPOTENCY_META = "voice-agent/idempotency_key"
 HANG_ORDER = "ORD-0000"
@@ -92,6 +92,13 @@ async def add_order_note(order_id: OrderId, note: str, ctx: Context) -> dict[str
     if note == "fail":
         raise ValueError("the note store is read-only today")
     return {"order_id": order_id, "noted": True}
+
+
+@app.tool(annotations=ToolAnnotations(read_only_hint=True))
+async def verify_customer(order_id: OrderId, pin: SecretStr, ctx: Context) -> dict[str, Any]:
+    """Check the customer's order PIN before sharing details."""
+    record("call", tool="verify_customer", order_id=order_id, pin=pin.get_secret_value())
+    return {"order_id": order_id, "verified": pin.get_secret_value() == "4321"}
 
 
 @app.tool()

@@ -27,18 +27,24 @@ from tests.mcp_servers import (
 from voice_agent.cli import main
 from voice_agent.exceptions import ConfigError, ToolLoadError
 from voice_agent.profile import McpServerConfig
-from voice_agent.tooling import BreakerBoard
+from voice_agent.tooling import REDACTED, BreakerBoard
 from voice_agent.tooling.confirm import ConfirmationAnswer
 from voice_agent.tooling.mcp import IDEMPOTENCY_META, function_name
 from voice_agent.tooling.sources import ToolSources
 from voice_agent.tooling.testing import ToolBench
 
 TOKEN = "orders-test-token"
-ALLOWED = ("orders.lookup_order", "orders.refund_order", "orders.add_order_note")
-LOOKUP, REFUND, NOTE, PURGE = (
+ALLOWED = (
+    "orders.lookup_order",
+    "orders.refund_order",
+    "orders.add_order_note",
+    "orders.verify_customer",
+)
+LOOKUP, REFUND, NOTE, VERIFY, PURGE = (
     "orders__lookup_order",
     "orders__refund_order",
     "orders__add_order_note",
+    "orders__verify_customer",
     "orders__purge_orders",
 )
 
@@ -168,7 +174,7 @@ async def test_unlisted_tool_is_never_offered_and_refused_when_named(
     async with orders.bench(tmp_path) as bench:
         offered = {t["function"]["name"] for t in bench.runtime.tool_schemas()}
         result = await bench.run(PURGE)
-    assert offered == {LOOKUP, REFUND, NOTE}
+    assert offered == {LOOKUP, REFUND, NOTE, VERIFY}
     assert result.outcome == "refused"
     assert (bench.audit[0].tool, bench.audit[0].error) == (
         "orders.purge_orders",
@@ -188,6 +194,21 @@ async def test_arguments_are_checked_against_the_input_schema_before_the_call(
     assert "'order_id': must match the pattern ^ORD-\\d{4}$" in message
     assert "'amount': Field required" in message
     assert orders.journal.calls("refund_order", order_id="1004") == []
+
+
+async def test_secret_arguments_reach_the_server_but_not_the_audit(
+    orders: Orders, tmp_path: Path
+) -> None:
+    """A property the schema marks as a password (pydantic's SecretStr) is `[redacted]` in the
+    audit and logs, like a @tool's secret_args; the server still gets the value."""
+    with capture_logs() as logs:
+        async with orders.bench(tmp_path) as bench:
+            result = await bench.run(VERIFY, order_id="ORD-1007", pin="4321")
+    assert result.outcome == "ok" and result.result["verified"] is True
+    assert result.audit.arguments == {"order_id": "ORD-1007", "pin": REDACTED}
+    assert "4321" not in repr(logs)
+    [call] = orders.journal.calls("verify_customer", order_id="ORD-1007")
+    assert call["pin"] == "4321"
 
 
 async def test_server_error_answer_is_a_tool_failure_the_model_hears(
@@ -338,6 +359,7 @@ async def test_destructive_follows_the_annotations_and_the_profile(tmp_path: Pat
         "orders.lookup_order": False,
         "orders.purge_orders": True,  # no annotations: the MCP default is destructive
         "orders.refund_order": True,
+        "orders.verify_customer": False,
     }
     assert (await load(destructive=("add_order_note",)))["orders.add_order_note"] is True
 
@@ -460,6 +482,7 @@ def test_cli_tools_lists_mcp_tools_with_their_source(
         "orders.lookup_order",
         "orders.purge_orders",
         "orders.refund_order",
+        "orders.verify_customer",
     }
     lookup = listed["orders.lookup_order"]
     assert lookup["function_name"] == "orders__lookup_order"
