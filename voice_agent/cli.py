@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from voice_agent import __version__
-from voice_agent.exceptions import ConfigError
+from voice_agent.exceptions import ConfigError, ToolLoadError
 from voice_agent.logging import configure_logging
 from voice_agent.settings import LogFormat, Settings, load_settings
 
@@ -137,6 +137,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"configuration error: {e}", file=sys.stderr)
         return 2
+    except ToolLoadError as e:  # the worker's tools (modules or MCP servers) did not load
+        print(f"cannot load tools: {e}", file=sys.stderr)
+        return 2
     return 2
 
 
@@ -154,14 +157,12 @@ def _private_data(settings: Settings) -> None:
 
 def _tools(args: argparse.Namespace, settings: Settings) -> int:
     from voice_agent.exceptions import ToolError
-    from voice_agent.tooling.registry import ToolRegistry
 
     try:
-        registry = ToolRegistry.load(settings.tools_path)
+        described, allowed_any = asyncio.run(_describe_tools(settings))
     except ToolError as e:
         print(f"cannot load tools: {e}", file=sys.stderr)
         return 2
-    described = registry.describe(settings.tool_timeout_s)
     if args.json:
         print(json.dumps(described, indent=2))
         return 0
@@ -169,15 +170,45 @@ def _tools(args: argparse.Namespace, settings: Settings) -> int:
         print(f"no tools in {settings.tools_path}")
         return 0
     width = max(len(d["name"]) for d in described)
-    print(f"{'NAME':<{width}}  {'TIMEOUT':>7}  {'POLICY':<20}  ARGUMENTS")
-    for d in described:
+    sources = [_source_label(d["source"]) for d in described]
+    source_width = max(len(s) for s in sources)
+    print(
+        f"{'NAME':<{width}}  {'TIMEOUT':>7}  {'POLICY':<20}  {'SOURCE':<{source_width}}  ARGUMENTS"
+    )
+    for d, source in zip(described, sources, strict=True):
         policy = "destructive, confirm" if d["destructive"] else "confirm" if d["confirm"] else "-"
         required = set(d["parameters"].get("required", []))
         names = [f"{n}*" if n in required else n for n in d["parameters"].get("properties", {})]
-        print(f"{d['name']:<{width}}  {d['timeout_s']:>5g} s  {policy:<20}  {', '.join(names)}")
+        print(
+            f"{d['name']:<{width}}  {d['timeout_s']:>5g} s  {policy:<20}  "
+            f"{source:<{source_width}}  {', '.join(names)}"
+        )
         print(f"{'':<{width}}  {d['description']}")
-    print(f"\n{len(described)} tools from {settings.tools_path} (* required argument)")
+        if d["function_name"] != d["name"]:
+            print(f"{'':<{width}}  (the model calls it {d['function_name']})")
+    print(f"\n{len(described)} tools (* required argument)")
+    if allowed_any:
+        print(
+            "the agent profile allows: " + ", ".join(d["name"] for d in described if d["allowed"])
+        )
     return 0
+
+
+async def _describe_tools(settings: Settings) -> tuple[list[dict[str, Any]], bool]:
+    """Every tool the profile's sources offer, described (MCP servers started and stopped)."""
+    from voice_agent.profile import load_profile
+    from voice_agent.tooling.sources import ToolSources
+
+    profile = load_profile(settings)
+    async with await ToolSources.for_profile(settings, profile, all_python=True) as sources:
+        described = sources.describe(settings.tool_timeout_s, allowed=profile.tools.allowed)
+    return described, bool(profile.tools.allowed)
+
+
+def _source_label(source: dict[str, Any]) -> str:
+    if source["kind"] == "mcp":
+        return f"mcp {source['server']} ({source['transport']})"
+    return str(source.get("file") or "-")
 
 
 async def _call(args: argparse.Namespace, settings: Settings) -> int:

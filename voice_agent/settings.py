@@ -351,6 +351,19 @@ def load_settings(**overrides: Any) -> Settings:
     return Settings(**overrides)
 
 
+def environment_value(name: str, *, env_file: Path | None = Path(".env")) -> str | None:
+    """A variable that configuration names at run time (an MCP server's `headers_env` in the agent
+    profile): from the process environment, else from `env_file`; None when unset or empty."""
+    import os
+
+    value = os.environ.get(name)
+    if not value and env_file is not None and env_file.is_file():
+        from dotenv import dotenv_values
+
+        value = dotenv_values(env_file).get(name)
+    return value or None
+
+
 def child_environment(overrides: dict[str, str]) -> dict[str, str]:
     """This process's environment with `overrides`, for children that read their own settings."""
     import os

@@ -111,16 +111,17 @@ class CallRunner:
         await session.run()
 
 
-def build_call_runner(
+async def build_call_runner(
     settings: Settings,
     providers: Providers,
     *,
     profile: AgentProfile | None = None,
     sink: CallRecordSink | None = None,
 ) -> tuple[CallRunner, ToolKit]:
-    """The worker's entrypoint with the profile's tools loaded (close the kit when done)."""
+    """The worker's entrypoint with the profile's tools loaded and its MCP servers started
+    (close the kit when done)."""
     profile = profile or load_profile(settings)
-    tool_kit = ToolKit.from_settings(settings, profile)
+    tool_kit = await ToolKit.open(settings, profile)
     registered = set(tool_kit.registry.names())
     missing = sorted(set(profile.tools.allowed) - registered)
     if missing:
@@ -130,6 +131,7 @@ def build_call_runner(
         profile=profile.name,
         tools=sorted(set(profile.tools.allowed) & registered),
         client_actions=list(profile.client_actions.allowed),
+        mcp_servers=[server.name for server in profile.mcp_servers],
     )
     runner = CallRunner(
         settings=settings, providers=providers, sink=sink, profile=profile, tool_kit=tool_kit
@@ -193,15 +195,19 @@ async def run_worker(settings: Settings) -> None:
     providers = build_providers(settings)
     # With Redis, finished calls go to the post-call queue (spooled first, so none is lost).
     sink = PostCallSink.from_settings(settings) if settings.redis_url else None
-    runner, tool_kit = build_call_runner(settings, providers, profile=profile, sink=sink)
-    # Models for the first calls, loaded before the worker takes any (about 50 ms each).
-    await runner.vad_models.prewarm(_PREWARMED_VAD_MODELS)
+    try:
+        runner, tool_kit = await build_call_runner(settings, providers, profile=profile, sink=sink)
+    except BaseException:
+        await providers.aclose()
+        raise
     options = WorkerOptions(max_jobs=settings.max_jobs)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
+        # Models for the first calls, loaded before the worker takes any (about 50 ms each).
+        await runner.vad_models.prewarm(_PREWARMED_VAD_MODELS)
         async with (
             sink if sink is not None else contextlib.nullcontext(),  # closes after the drain
             _journal_recovery(settings, sink),
