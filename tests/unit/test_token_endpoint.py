@@ -13,7 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from livekit import api
 
-from tests.helpers import TEST_API_KEY, TEST_API_SECRET, make_settings
+from tests.helpers import TEST_API_KEY, TEST_API_SECRET, make_settings, raw_http
 from voice_agent.server.app import create_app
 
 TOKEN_FIELDS = {"rtc_url", "token", "expires_in", "room", "identity", "client_policy"}
@@ -220,6 +220,20 @@ async def test_metrics_token_guards_metrics_when_set() -> None:
         assert ok.status == 200
     finally:
         await client.close()
+
+
+async def test_metrics_with_a_non_utf8_authorization_is_401() -> None:
+    """Undecodable Authorization bytes on /metrics are refused as unauthorized, not a 500."""
+    client = await _client(metrics_token="metrics-secret-123456")
+    request = b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+    request += b"Authorization: Bearer \xffmetrics\r\n\r\n"
+    try:
+        assert client.port is not None
+        status, body = await asyncio.to_thread(raw_http, client.port, request)
+    finally:
+        await client.close()
+    assert status == 401
+    assert json.loads(body)["error"] == "unauthorized"
 
 
 async def test_static_files_are_revalidated_and_unchanged_ones_are_304(client: TestClient) -> None:

@@ -12,6 +12,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from livekit import api
 
+from voice_agent.exceptions import AuthError
 from voice_agent.logging import get_logger
 from voice_agent.profile import load_profile
 from voice_agent.server import (
@@ -23,7 +24,7 @@ from voice_agent.server import (
     token_api,
     webhooks,
 )
-from voice_agent.server.auth import CallerAuthenticator
+from voice_agent.server.auth import CallerAuthenticator, bearer_token
 from voice_agent.server.errors import error_response
 from voice_agent.server.rate_limit import TokenRateLimiter
 from voice_agent.server.tokens import VoiceTokenMinter
@@ -63,8 +64,11 @@ async def _livekit_client(app: web.Application) -> AsyncIterator[None]:
 def _metrics_guard(token: str | None) -> Handler:
     async def guarded(request: web.Request) -> web.StreamResponse:
         if token is not None:
-            given = request.headers.get("Authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            try:
+                given = bearer_token(request.headers.get("Authorization"))
+            except AuthError:
+                given = ""
+            if not hmac.compare_digest(given.encode(), token.encode()):
                 return error_response(401, "unauthorized", "metrics need the metrics bearer token")
         return await health.metrics_endpoint(request)
 

@@ -67,9 +67,11 @@ def _parse_time(name: str, raw: str, *, end_of_day: bool) -> datetime:
             moment = datetime.combine(day, time(), tzinfo=UTC)
             return moment + timedelta(days=1) if end_of_day else moment
         moment = datetime.fromisoformat(raw)
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     except ValueError as e:
         raise BadParameter(name, "expected an ISO date (2025-03-14) or datetime") from e
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError as e:  # 9999-12-31 as an end of day, or shifted to UTC past year 9999
+        raise BadParameter(name, "outside the dates this API can compare") from e
 
 
 class CallFilters(TypedDict, total=False):
@@ -115,9 +117,12 @@ def parse_filters(query: MultiMapping[str]) -> CallFilters:
     if (raw := _one(query, "q")) is not None:
         if len(raw) > _MAX_QUERY:
             raise BadParameter("q", f"at most {_MAX_QUERY} characters")
+        if not raw.isprintable():  # PostgreSQL text cannot hold NUL; no search needs controls
+            raise BadParameter("q", "control characters are not searchable")
         filters["query"] = raw
     if (raw := _one(query, "limit")) is not None:
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+        # ASCII digits only: str.isdigit also accepts '²' (which int() refuses) and '٣'.
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_PAGE:
             raise BadParameter("limit", f"an integer from 1 to {MAX_PAGE}")
         filters["limit"] = int(raw)
     if (raw := _one(query, "cursor")) is not None:
