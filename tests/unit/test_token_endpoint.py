@@ -119,6 +119,46 @@ async def test_wrong_fields_give_400_naming_the_field(
     assert [d["field"] for d in body["detail"]] == [field]
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Mallory\u202egnp.exe",  # right-to-left override
+        "\u2066Eve\u2069",  # left-to-right isolate ... pop directional isolate
+        "Bob\u200d",  # zero-width joiner (Cf)
+        "line\nbreak",
+        "bell\x07",
+        "nul\x00",
+        "sep\u2028arator",
+    ],
+)
+async def test_display_name_with_control_or_bidi_characters_is_400(
+    client: TestClient, name: str
+) -> None:
+    """Control, formatting and bidirectional override characters are refused, naming the field."""
+    resp = await client.post("/api/voice-token", json={"display_name": name})
+    assert resp.status == 400
+    body = await resp.json()
+    assert [d["field"] for d in body["detail"]] == ["display_name"]
+
+
+async def test_display_name_with_a_lone_surrogate_is_400(client: TestClient) -> None:
+    """A JSON escape for half a surrogate pair is refused, not a failure to sign the token."""
+    resp = await client.post(
+        "/api/voice-token",
+        data=b'{"display_name": "ab\\ud800"}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert resp.status == 400
+    assert [d["field"] for d in (await resp.json())["detail"]] == ["display_name"]
+
+
+async def test_display_name_in_any_script_is_accepted(client: TestClient) -> None:
+    """Letters, accents, spaces and emoji of real names still pass."""
+    for name in ["Zoë O'Brien", "李小龙", "محمد", "Ana 🙂"]:
+        resp = await client.post("/api/voice-token", json={"display_name": name})
+        assert resp.status == 200, name
+
+
 @pytest.mark.parametrize("raw", [b"{", b"not json", b"\xff\xfe", b"[1, 2]", b'"text"'])
 async def test_malformed_json_gives_400(client: TestClient, raw: bytes) -> None:
     """A body that is not a JSON object is a 400 JSON error, not a crash."""
