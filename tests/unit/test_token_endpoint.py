@@ -286,6 +286,16 @@ async def test_static_files_are_revalidated_and_unchanged_ones_are_304(client: T
     assert again.status == 304
 
 
+@pytest.mark.parametrize(
+    "path", ["/static/nope.css", "/static/..%2F..%2Fpyproject.toml", "/static/dist", "/static/%01"]
+)
+async def test_static_misses_are_json_404s(client: TestClient, path: str) -> None:
+    """A missing file, a directory or a path out of the static root is the JSON 404."""
+    resp = await client.get(path)
+    assert resp.status == 404
+    assert (await resp.json())["error"] == "not_found"
+
+
 async def test_client_policy_comes_from_the_agent_profile(tmp_path: Path) -> None:
     """The token response tells the app exactly what the profile lets the agent ask of it."""
     profile = tmp_path / "p.toml"

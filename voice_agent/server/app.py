@@ -21,6 +21,7 @@ from voice_agent.server import (
     middleware,
     postcall_api,
     staff,
+    static,
     token_api,
     webhooks,
 )
@@ -110,16 +111,8 @@ def create_app(settings: Settings) -> web.Application:
     calls_api.add_routes(app, web_root=WEB_ROOT)
     app.router.add_post("/webhooks/livekit", webhooks.livekit_webhook)
     postcall_api.add_routes(app)
-    if WEB_ROOT.is_dir():
-        app.router.add_static("/static/", WEB_ROOT / "static", follow_symlinks=False)
-        app.on_response_prepare.append(_revalidate_static)
+    static.add_routes(app, root=WEB_ROOT / "static")
     return app
-
-
-async def _revalidate_static(request: web.Request, response: web.StreamResponse) -> None:
-    """Static files are revalidated (304 when unchanged), so an upgrade reaches browsers at once."""
-    if request.path.startswith("/static/"):
-        response.headers.setdefault("Cache-Control", "no-cache")
 
 
 async def serve(settings: Settings) -> None:
