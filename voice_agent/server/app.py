@@ -62,6 +62,11 @@ async def _livekit_client(app: web.Application) -> AsyncIterator[None]:
         await redis_client.aclose()
 
 
+async def _rate_limiter(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[token_api.RATE_LIMITER].aclose()
+
+
 def _metrics_guard(token: str | None) -> Handler:
     async def guarded(request: web.Request) -> web.StreamResponse:
         if token is not None:
@@ -92,7 +97,10 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[token_api.AUTHENTICATOR] = CallerAuthenticator(settings)
-    app[token_api.RATE_LIMITER] = TokenRateLimiter(settings.rate_limit_item)
+    app[token_api.RATE_LIMITER] = TokenRateLimiter(
+        settings.rate_limit_item, redis_url=settings.redis_url
+    )
+    app.cleanup_ctx.append(_rate_limiter)
     app[token_api.MINTER] = VoiceTokenMinter(settings)
     app[token_api.TRUST_FORWARDED_FOR] = settings.trust_forwarded_for
     app[token_api.CLIENT_POLICY] = load_profile(settings).client_actions.for_browser()
