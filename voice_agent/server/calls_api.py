@@ -22,6 +22,7 @@ from voice_agent.logging import bind_context, get_logger
 from voice_agent.postcall.models import CallStatus
 from voice_agent.postcall.store import MAX_PAGE, ReportStore
 from voice_agent.server.errors import error_response
+from voice_agent.server.reconnect_claims import verify_claims
 from voice_agent.server.staff import StaffIdentity, staff_only
 from voice_agent.settings import Settings
 
@@ -161,8 +162,11 @@ async def get_call(request: web.Request, staff: StaffIdentity) -> web.StreamResp
     call = await request.app[REPORT_STORE].get_call(call_id)
     if call is None:
         return error_response(404, "not_found", "no call with this id", headers=NO_STORE)
+    claims = await verify_claims(request.app[REPORT_STORE], call)
     log.info("calls.read", call_id=call_id, staff=staff.identity)
-    return web.json_response(call.model_dump(mode="json"), headers=NO_STORE)
+    body = call.model_dump(mode="json")
+    body["reconnect_claims"] = [claim.model_dump(mode="json") for claim in claims]
+    return web.json_response(body, headers=NO_STORE)
 
 
 def reports_page(web_root: Path) -> Handler:
