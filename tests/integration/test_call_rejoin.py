@@ -12,6 +12,7 @@ record holds everything said and the tool call.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from tests.integration.postcall_support import (
     report_json,
     running_worker,
 )
-from tests.integration.stack import speech
+from tests.integration.stack import speech, voice_stack
 from tests.integration.test_worker_dispatch import watching_logs
 from voice_agent.agent.runner import build_call_runner
 from voice_agent.agent.worker import AgentWorker, WorkerOptions
@@ -192,3 +193,46 @@ async def test_rejoining_with_the_same_token_runs_no_second_session(
     assert tool.tool == "search_runbooks" and tool.outcome == "ok"
     assert call.record.complete and call.record.end_reason == "user_left"
     assert first["turns"][0]["user_text"] == QUESTION
+
+
+async def test_a_second_dispatch_into_a_live_call_is_ignored_and_the_call_goes_on(
+    livekit_server: LiveKitEndpoint, tmp_path: Path
+) -> None:
+    """Another dispatch of the agent into a call in progress (same call id) runs no session and
+    leaves the room alone: the caller's next question is answered by the first session."""
+    first_q, second_q = "Is the VPN down?", "And email?"
+    models = ScriptedOpenAI(
+        chat=[ChatReply(text="No, it is up."), ChatReply(text="Email works too.")],
+        transcriptions=[TranscriptionReply(text=first_q), TranscriptionReply(text=second_q)],
+    )
+    async with models, voice_stack(livekit_server, tmp_path, models=models) as stack:
+        with watching_logs() as logs:
+
+            async def dispatch_again(turns_done: int) -> None:
+                [job] = logs.named("job.started")
+                lk = api.LiveKitAPI(
+                    livekit_server.http_url, livekit_server.api_key, livekit_server.api_secret
+                )
+                try:
+                    await lk.agent_dispatch.create_dispatch(
+                        api.CreateAgentDispatchRequest(
+                            agent_name=stack.settings.agent_name,
+                            room=job["room"],
+                            metadata=json.dumps({"call_id": job["call_id"]}),
+                        )
+                    )
+                finally:
+                    await lk.aclose()
+                await logs.wait_for("call.duplicate_dispatch_ignored", call_id=job["call_id"])
+
+            result = await stack.call(
+                await speech(first_q), await speech(second_q), between_turns=dispatch_again
+            )
+            await logs.wait_for("call.ended")
+    assert result["ok"], result
+    assert [t["agent_text"] for t in result["turns"]] == ["No, it is up.", "Email works too."]
+    assert len(logs.named("job.started")) == 2
+    assert len(logs.named("call.joined")) == 1
+    assert logs.named("call.room_closed", reason="rejoin_refused") == []
+    [record] = stack.sink.records.values()
+    assert [t.text for t in record.transcript if t.speaker == "user"] == [first_q, second_q]
