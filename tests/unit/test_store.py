@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -342,6 +344,22 @@ async def test_foreign_cursor_is_rejected(store: ReportStore) -> None:
     """A cursor the store did not make raises InvalidCursorError."""
     with pytest.raises(InvalidCursorError):
         await store.list_calls(cursor="not-a-cursor")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        ["2025-03-14T10:00:00+00:00", "c-1\u0000"],  # NUL: PostgreSQL text cannot hold it
+        ["0001-01-01T00:00:00+23:59", "c-1"],  # before year 1 once in UTC
+        ["2025-03-14T10:00:00", "c-1"],  # naive
+        ["2025-03-14T10:00:00+00:00", 7],
+    ],
+)
+async def test_forged_cursor_is_rejected(store: ReportStore, content: list[object]) -> None:
+    """A well-formed cursor holding what the store never writes raises InvalidCursorError."""
+    forged = base64.urlsafe_b64encode(json.dumps(content).encode()).decode()
+    with pytest.raises(InvalidCursorError):
+        await store.list_calls(cursor=forged)
 
 
 async def test_summary_fields_of_a_listed_call(store: ReportStore) -> None:

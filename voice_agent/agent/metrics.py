@@ -26,6 +26,11 @@ VOICE_TO_VOICE = Histogram(
     "End of user speech to first agent audio frame sent.",
     buckets=_B,
 )
+CALLS_REFUSED = Counter(
+    "voice_agent_calls_refused_total",
+    "Jobs refused because their call id already had a session, by what the worker did.",
+    ["action"],
+)
 INTERRUPTIONS = Counter("voice_agent_interruptions_total", "Agent turns cut short by the user.")
 FALSE_INTERRUPTIONS = Counter(
     "voice_agent_false_interruptions_total", "Pauses for user sound that held no words (resumed)."

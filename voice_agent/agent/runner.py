@@ -9,12 +9,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
 
 from aiohttp import web
+from redis.asyncio import Redis
 
-from voice_agent.agent import ffi_routing
+from voice_agent.agent import ffi_routing, metrics
+from voice_agent.agent.call_claims import CallClaim, CallClaims
 from voice_agent.agent.call_record import CallJournal, CallRecordSink, FileRecordSink
+from voice_agent.agent.call_rooms import CallRooms
 from voice_agent.agent.call_tools import CallTools, ToolKit
 from voice_agent.agent.client_channel import ClientChannel
 from voice_agent.agent.job import JobContext
@@ -52,8 +56,19 @@ def session_options(settings: Settings, profile: AgentProfile | None = None) -> 
     )
 
 
+# A claim outlives the token that could dispatch its call again (sessions start after the mint).
+_CLAIM_MARGIN_S = 60.0
+# How a session ended with nobody left on the call: its room is closed at once.
+_ROOM_CLOSE_WAIT_S = 6.0
+_CALLER_GONE = frozenset({"user_left", "no_user"})
+
+
 class CallRunner:
-    """The worker's entrypoint: one `CallSession` per dispatched job."""
+    """The worker's entrypoint: one `CallSession` per dispatched job, one per call id.
+
+    A job whose call id already had a session (the caller joined again with the same token
+    after the room closed) runs no session: see `_refuse`.
+    """
 
     def __init__(
         self,
@@ -74,9 +89,27 @@ class CallRunner:
         self.vad_models = SileroModelPool()
         self._sink = sink or FileRecordSink(settings.data_dir / "records")
         self._journal_dir = settings.data_dir / "calls"
+        self._claims = CallClaims(
+            ttl_s=settings.token_ttl_seconds + _CLAIM_MARGIN_S,
+            journal_dir=self._journal_dir,
+            redis=(
+                Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
+                if settings.redis_url
+                else None
+            ),
+        )
+        self._rooms = CallRooms(settings)
+
+    async def aclose(self) -> None:
+        """Release the claims' Redis connection."""
+        await self._claims.aclose()
 
     async def __call__(self, job: JobContext) -> None:
         bind_context(call_id=job.call_id)
+        claim = await self._claims.claim(job.call_id, job.job_id)
+        if not claim.first:
+            await self._refuse(job, claim)
+            return
         journal = CallJournal(
             directory=self._journal_dir,
             call_id=job.call_id,
@@ -108,7 +141,40 @@ class CallRunner:
             lines=self._lines,
             vad_models=self.vad_models,
         )
-        await session.run()
+        try:
+            await session.run()
+        finally:
+            # LiveKit often ends the job (cancelling us) as the caller leaves: close it anyway.
+            if journal.record.end_reason in _CALLER_GONE:
+                await _uncancelled(
+                    self._rooms.close(job.room_name, call_id=job.call_id, reason="caller_gone")
+                )
+
+    async def _refuse(self, job: JobContext, claim: CallClaim) -> None:
+        """A second job for a call that already had its session: run nothing. If that session
+        is still in the room (a duplicate dispatch) leave the room alone; otherwise close it, so
+        the caller hears at once that the call is over (`ROOM_DELETED`)."""
+        owner = claim.owner_job_id
+        session_agent = f"agent-{owner}"
+        if owner is not None and await self._rooms.has_participant(
+            job.room_name, session_agent, call_id=job.call_id
+        ):
+            metrics.CALLS_REFUSED.labels(action="ignored").inc()
+            job.log.warning("call.duplicate_dispatch_ignored", session_job_id=owner)
+            return
+        metrics.CALLS_REFUSED.labels(action="room_closed").inc()
+        job.log.warning("call.rejoin_refused", session_job_id=owner, shared_claim=claim.shared)
+        await self._rooms.close(job.room_name, call_id=job.call_id, reason="rejoin_refused")
+
+
+async def _uncancelled(step: Coroutine[Any, Any, object]) -> None:
+    """Run `step` to its end even when cancelled meanwhile (bounded), then re-raise."""
+    task = asyncio.ensure_future(step)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait({task}, timeout=_ROOM_CLOSE_WAIT_S)
+        raise
 
 
 async def build_call_runner(
@@ -119,7 +185,7 @@ async def build_call_runner(
     sink: CallRecordSink | None = None,
 ) -> tuple[CallRunner, ToolKit]:
     """The worker's entrypoint with the profile's tools loaded and its MCP servers started
-    (close the kit when done)."""
+    (close both when done)."""
     profile = profile or load_profile(settings)
     tool_kit = await ToolKit.open(settings, profile)
     registered = set(tool_kit.registry.names())
@@ -228,5 +294,6 @@ async def run_worker(settings: Settings) -> None:
             log.info("worker.signal", action="draining", active_jobs=worker.active_jobs)
             await worker.drain(timeout_s=settings.drain_timeout_s)
     finally:
+        await runner.aclose()
         await providers.aclose()
         await tool_kit.aclose()

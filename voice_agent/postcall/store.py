@@ -99,9 +99,13 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         started, call_id = json.loads(raw)
         at = datetime.fromisoformat(started)
-    except (binascii.Error, ValueError, TypeError) as e:
+        if at.tzinfo is None:
+            raise ValueError("a cursor's time is aware")
+        at = at.astimezone(UTC)
+    except (binascii.Error, ValueError, TypeError, OverflowError) as e:
         raise InvalidCursorError("not a cursor from this API") from e
-    if not isinstance(call_id, str) or at.tzinfo is None:
+    # A forged cursor's id must not reach SQL as NUL (PostgreSQL refuses it) or control bytes.
+    if not isinstance(call_id, str) or not call_id.isprintable():
         raise InvalidCursorError("not a cursor from this API")
     return at, call_id
 

@@ -24,3 +24,7 @@ READINESS = Counter(
     "Readiness checks that failed, by dependency.",
     ["dependency"],
 )
+RATE_LIMIT_DEGRADED = Counter(
+    "voice_agent_rate_limit_degraded_total",
+    "Times the token rate limiter lost Redis and counted in process memory instead.",
+)
