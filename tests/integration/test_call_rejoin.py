@@ -102,7 +102,7 @@ async def _stack(livekit: LiveKitEndpoint, redis_url: str, tmp: Path) -> AsyncIt
         providers = build_providers(settings)
         stack.push_async_callback(providers.aclose)
         sink = await stack.enter_async_context(PostCallSink.from_settings(settings))
-        entrypoint, tool_kit = build_call_runner(settings, providers, sink=sink)
+        entrypoint, tool_kit = await build_call_runner(settings, providers, sink=sink)
         stack.push_async_callback(tool_kit.aclose)
         stack.push_async_callback(entrypoint.aclose)
         worker = AgentWorker(

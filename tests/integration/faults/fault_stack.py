@@ -271,10 +271,13 @@ def _fault_profile(root: Path) -> tuple[Path, Path]:
     tools = root / "tools"
     shutil.copytree(TOOLS, tools)
     (tools / "slow.py").write_text(SLOW_TOOL)
-    profile = root / "profile.toml"
+    # Where the example profile lives, so its MCP server's relative command finds root/tools/mcp.
+    profile = root / "deploy" / "profiles" / "support.toml"
+    profile.parent.mkdir(parents=True)
     support = (ROOT / "deploy" / "profiles" / "support.toml").read_text()
-    allowed = 'allowed = ["get_incident_status"'
-    support = support.replace(allowed, allowed.replace("[", '["slow_lookup", '), 1)
+    tools_allowed = "[tools]\nallowed = ["
+    assert tools_allowed in support, "the support profile's tool allowlist moved"
+    support = support.replace(tools_allowed, tools_allowed + '"slow_lookup", ', 1)
     # A short greeting: every call waits for it (the scripted voice lasts as long as the text).
     greeting = next(line for line in support.splitlines() if line.startswith("greeting = "))
     profile.write_text(support.replace(greeting, 'greeting = "Help desk, hello."', 1))

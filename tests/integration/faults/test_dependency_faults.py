@@ -27,12 +27,15 @@ async def _handover_deferred(stack: FaultStack, call_id: str) -> None:
     await eventually(deferred, timeout_s=30, what="the hand-over to be spooled")
 
 
-def _complete_and_clean(call: dict[str, object], source: str) -> None:
+def _complete_and_clean(call: dict[str, object]) -> None:
+    """Recorded once, complete, from this host's spool: by the agent's flusher or by the
+    room_finished webhook that reads the same spool (the room closes as the caller leaves, so
+    the two race once Redis is back; either hands over the same complete record)."""
     record, report = call["record"], call["report"]
     assert isinstance(record, dict) and isinstance(report, dict)
     assert call["status"] == "done", call.get("last_error")
     assert record["complete"] and record["end_reason"] == "user_left"
-    assert call["source"] == source
+    assert call["source"] in ("spool", "webhook")
     assert not report["needs_review"], report["review_reasons"]
 
 
@@ -48,7 +51,7 @@ async def test_redis_stopped_mid_call(stack: FaultStack) -> None:
         await _handover_deferred(stack, result["call_id"])
     finally:
         await stack.redis.start()
-    _complete_and_clean(await stack.settle(result["call_id"], before), "spool")
+    _complete_and_clean(await stack.settle(result["call_id"], before))
 
 
 async def test_redis_stopped_at_call_end(stack: FaultStack) -> None:
@@ -65,7 +68,7 @@ async def test_redis_stopped_at_call_end(stack: FaultStack) -> None:
         await _handover_deferred(stack, result["call_id"])
     finally:
         await stack.redis.start()
-    _complete_and_clean(await stack.settle(result["call_id"], before), "spool")
+    _complete_and_clean(await stack.settle(result["call_id"], before))
 
 
 async def test_redis_stopped_longer_than_the_retry_budget(stack: FaultStack) -> None:
@@ -86,7 +89,7 @@ async def test_redis_stopped_longer_than_the_retry_budget(stack: FaultStack) -> 
         await eventually(retried_often, timeout_s=60, what="the spool flusher to keep retrying")
     finally:
         await stack.redis.start()
-    _complete_and_clean(await stack.settle(result["call_id"], before), "spool")
+    _complete_and_clean(await stack.settle(result["call_id"], before))
     assert pids(stack.dev)["postcall-worker"] == worker_pid
     assert await worker_alive(stack.redis.url, worker_pid)
 
