@@ -63,7 +63,7 @@ class ToolKit:
         return cls(
             registry=registry,
             breakers=BreakerBoard.from_settings(settings),
-            ledger=IdempotencyLedger.in_data_dir(settings.data_dir),
+            ledger=IdempotencyLedger.from_settings(settings),
             settings=settings,
         )
 
