@@ -68,8 +68,9 @@ class ToolKit:
         )
 
     async def aclose(self) -> None:
-        """Close the ledger."""
+        """Close the ledger and the breakers' link to the other workers."""
         await self.ledger.aclose()
+        await self.breakers.aclose()
 
 
 class CallTools:
