@@ -14,6 +14,10 @@ what the workers share are the breakers' decisions:
 Redis is on a tool call's path only to take the trial lock (once per cool-down, with a short
 timeout). When Redis is unreachable every worker decides alone, as a per-process breaker would,
 and follows the shared state again once Redis is back.
+
+Why not purgatory's own Redis storage: it reads a breaker's state from Redis only when the breaker
+object is made, writes a state change as a read-modify-write of one JSON value, lets every worker
+run its own half-open trial, and puts Redis (without a timeout) on every tool call's path.
 """
 
 from __future__ import annotations
