@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 from collections.abc import AsyncIterator
 
@@ -147,6 +148,7 @@ async def _health_server(settings: Settings, worker: AgentWorker) -> AsyncIterat
         registered = worker.worker_id is not None and not worker.closed
         body = {
             "status": "ok" if registered else "not_registered",
+            "pid": os.getpid(),
             "worker_id": worker.worker_id,
             "active_jobs": worker.active_jobs,
             "draining": worker.draining,
