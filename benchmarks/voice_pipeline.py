@@ -145,7 +145,10 @@ async def run_calls(
             listen_audio=False,
             before_first_turn=lined_up,
         )
-        return await SimulatedCaller(options=opts).run()
+        try:
+            return await SimulatedCaller(options=opts).run()
+        except Exception as e:  # the harness itself failed (e.g. a publish timed out): count it
+            return {"ok": False, "error": f"caller: {type(e).__name__}: {e}", "turns": []}
 
     return await asyncio.gather(*(one(i) for i in range(n)))
 
@@ -392,7 +395,8 @@ async def _sample(pids: list[int], peak: list[float], health: list[str], spread:
     """Every 0.5 s: the workers' summed RSS, and each process's most calls at once."""
     async with aiohttp.ClientSession() as http:
         while True:
-            peak.append(sum(rss_mb(p) for p in pids))
+            with contextlib.suppress(OSError):  # a process that just ended
+                peak.append(sum(rss_mb(p) for p in pids))
             if len(health) > 1:
                 for i, url in enumerate(health):
                     with contextlib.suppress(aiohttp.ClientError):
