@@ -36,7 +36,18 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="bind address (VOICE_AGENT_HOST)")
     serve.add_argument("--port", type=int, help="port (VOICE_AGENT_PORT)")
 
-    sub.add_parser("worker", help="run the agent worker (joins calls dispatched by LiveKit)")
+    worker = sub.add_parser(
+        "worker", help="run the agent worker (joins calls dispatched by LiveKit)"
+    )
+    worker.add_argument(
+        "--processes",
+        type=_processes,
+        default=1,
+        metavar="N|auto",
+        help="agent worker processes under this command, each registered with LiveKit: a number, "
+        "or auto for one per usable core (default 1); child i serves metrics on "
+        "VOICE_AGENT_WORKER_METRICS_PORT + i",
+    )
     postcall = sub.add_parser(
         "postcall", help="run the post-call worker (reports, tickets, webhooks from Redis)"
     )
@@ -71,6 +82,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _processes(value: str) -> int:
+    from voice_agent.agent.worker_pool import resolve_processes
+
+    try:
+        return resolve_processes(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number or auto, got {value!r}"
+        ) from None
+
+
 def _settings(args: argparse.Namespace, **defaults: Any) -> Settings:
     overrides = {
         k: v
@@ -103,6 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return asyncio.run(run_dev(settings))
         if args.command == "worker":
+            if args.processes > 1:
+                from voice_agent.agent.worker_pool import run_worker_pool
+
+                return asyncio.run(run_worker_pool(settings, args.processes))
             from voice_agent.agent.runner import run_worker
 
             asyncio.run(run_worker(settings))

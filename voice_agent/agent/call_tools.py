@@ -63,15 +63,16 @@ class ToolKit:
         return cls(
             registry=sources.registry,
             breakers=BreakerBoard.from_settings(settings),
-            ledger=IdempotencyLedger.in_data_dir(settings.data_dir),
+            ledger=IdempotencyLedger.from_settings(settings),
             settings=settings,
             sources=sources,
         )
 
     async def aclose(self) -> None:
-        """Close the ledger and stop the MCP servers."""
+        """Close the ledger, the breakers' link to the other workers and the MCP servers."""
         try:
             await self.ledger.aclose()
+            await self.breakers.aclose()
         finally:
             if self.sources is not None:
                 await self.sources.aclose()

@@ -47,6 +47,10 @@ CLIENT_EVENTS_DROPPED = Counter(
     "voice_agent_client_events_dropped_total", "App messages dropped as malformed or unexpected."
 )
 ACTIVE_CALLS = Gauge("voice_agent_active_calls", "Calls this worker is running.")
+WORKER_LOAD = Gauge(
+    "voice_agent_worker_load",
+    "The load this worker last reported to LiveKit (0-1: calls over max jobs, or CPU if higher).",
+)
 CALLS = Counter("voice_agent_calls_total", "Finished calls by end reason.", ["reason"])
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
@@ -205,6 +206,22 @@ async def build_call_runner(
     return runner, tool_kit
 
 
+HealthReport = Callable[[], tuple[dict[str, Any], int]]
+
+
+def worker_health_app(report: HealthReport) -> web.Application:
+    """The worker's own HTTP endpoints: `/metrics`, and `/healthz` answering `report()`."""
+
+    async def healthz(request: web.Request) -> web.Response:
+        body, status = report()
+        return web.json_response(body, status=status)
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
 @contextlib.asynccontextmanager
 async def _health_server(settings: Settings, worker: AgentWorker) -> AsyncIterator[None]:
     """`/metrics` and `/healthz` (200 once registered with LiveKit) on the worker metrics port."""
@@ -212,20 +229,18 @@ async def _health_server(settings: Settings, worker: AgentWorker) -> AsyncIterat
         yield
         return
 
-    async def healthz(request: web.Request) -> web.Response:
+    def report() -> tuple[dict[str, Any], int]:
         registered = worker.worker_id is not None and not worker.closed
         body = {
             "status": "ok" if registered else "not_registered",
+            "pid": os.getpid(),
             "worker_id": worker.worker_id,
             "active_jobs": worker.active_jobs,
             "draining": worker.draining,
         }
-        return web.json_response(body, status=200 if registered else 503)
+        return body, 200 if registered else 503
 
-    app = web.Application()
-    app.router.add_get("/metrics", metrics_endpoint)
-    app.router.add_get("/healthz", healthz)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(worker_health_app(report), access_log=None, handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, settings.host, settings.worker_metrics_port).start()
     try:
