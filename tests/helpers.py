@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import tempfile
 from functools import cache
 from pathlib import Path
@@ -42,3 +43,30 @@ def strip_project_env(env: dict[str, str]) -> dict[str, str]:
 def _scratch_data_dir() -> Path:
     """One temporary data directory for the test session's default settings."""
     return Path(tempfile.mkdtemp(prefix="voice-agent-test-data-"))
+
+
+def raw_http(port: int, request: bytes, *, timeout_s: float = 10.0) -> tuple[int, bytes]:
+    """Send `request` verbatim to 127.0.0.1:`port` (HTTP/1.1, `Connection: close` expected);
+    the status code and the body. For bytes no HTTP client library would send."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as conn:
+        conn.sendall(request)
+        chunks = []
+        while chunk := conn.recv(65536):
+            chunks.append(chunk)
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    if b"transfer-encoding: chunked" in head.lower():
+        body = _unchunk(body)
+    return status, body
+
+
+def _unchunk(data: bytes) -> bytes:
+    out = bytearray()
+    while data:
+        size_line, _, data = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out += data[:size]
+        data = data[size + 2 :]
+    return bytes(out)

@@ -50,34 +50,50 @@ def _run_as(user: pwd.struct_passwd | None) -> dict[str, Any]:
     return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
 
 
-@contextlib.contextmanager
-def postgres_cluster(bin_dir: Path, log_file: Path) -> Iterator[str]:
-    """Run a fresh cluster on a free loopback port; its `postgresql://` URL."""
-    user = pwd.getpwnam("postgres") if os.geteuid() == 0 else None
-    # Not under pytest's temp root: that is mode 0700 for root, and the server runs as postgres.
-    root = Path(tempfile.mkdtemp(prefix="voice-agent-pg-"))
-    data, sockets = root / "data", root / "sockets"
-    sockets.mkdir()
-    if user is not None:
-        for path in (root, sockets):
-            os.chown(path, user.pw_uid, user.pw_gid)
-    port = free_port()
-    proc: subprocess.Popen[bytes] | None = None
-    try:
-        with log_file.open("ab") as log:
+class PostgresCluster:
+    """A cluster in a temporary directory that can be stopped and started again on its port."""
+
+    def __init__(self, bin_dir: Path, log_file: Path) -> None:
+        self.bin_dir = bin_dir
+        self.log_file = log_file
+        self.user = pwd.getpwnam("postgres") if os.geteuid() == 0 else None
+        # Not under pytest's temp root: that is mode 0700 for root, and the server runs as
+        # postgres.
+        self.root = Path(tempfile.mkdtemp(prefix="voice-agent-pg-"))
+        self.data, self.sockets = self.root / "data", self.root / "sockets"
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """Its `postgresql://` URL."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def init(self) -> None:
+        """Create the cluster's files (initdb)."""
+        self.sockets.mkdir()
+        if self.user is not None:
+            for path in (self.root, self.sockets):
+                os.chown(path, self.user.pw_uid, self.user.pw_gid)
+        with self.log_file.open("ab") as log:
             subprocess.run(
-                [str(bin_dir / "initdb"), "-D", str(data), *INITDB_OPTIONS],
+                [str(self.bin_dir / "initdb"), "-D", str(self.data), *INITDB_OPTIONS],
                 check=True,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 timeout=120,
-                cwd=root,
-                **_run_as(user),
+                cwd=self.root,
+                **_run_as(self.user),
             )
-            proc = subprocess.Popen(
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections."""
+        with self.log_file.open("ab") as log:
+            self.proc = subprocess.Popen(
                 [
-                    str(bin_dir / "postgres"),
-                    *("-D", str(data), "-h", "127.0.0.1", "-p", str(port), "-k", str(sockets)),
+                    str(self.bin_dir / "postgres"),
+                    *("-D", str(self.data), "-h", "127.0.0.1", "-p", str(self.port)),
+                    *("-k", str(self.sockets)),
                     *SERVER_OPTIONS,
                 ],
                 stdin=subprocess.DEVNULL,
@@ -85,15 +101,40 @@ def postgres_cluster(bin_dir: Path, log_file: Path) -> Iterator[str]:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 preexec_fn=_die_with_parent,  # runs after the change of user
-                cwd=root,
-                **_run_as(user),
+                cwd=self.root,
+                **_run_as(self.user),
             )
-        _wait_ready(bin_dir, port, proc, log_file)
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        _wait_ready(self.bin_dir, self.port, self.proc, self.log_file)
+
+    def stop(self) -> None:
+        """Stop the server (its data stays)."""
+        if self.proc is not None:
+            _stop(self.proc)
+            self.proc = None
+
+    def remove(self) -> None:
+        """Stop the server and delete the cluster."""
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_cluster(bin_dir: Path, log_file: Path) -> Iterator[PostgresCluster]:
+    """A fresh cluster, started, on a free loopback port; removed at the end."""
+    cluster = PostgresCluster(bin_dir, log_file)
+    try:
+        cluster.init()
+        cluster.start()
+        yield cluster
     finally:
-        if proc is not None:
-            _stop(proc)
-        shutil.rmtree(root, ignore_errors=True)
+        cluster.remove()
+
+
+@contextlib.contextmanager
+def postgres_cluster(bin_dir: Path, log_file: Path) -> Iterator[str]:
+    """Run a fresh cluster on a free loopback port; its `postgresql://` URL."""
+    with running_cluster(bin_dir, log_file) as cluster:
+        yield cluster.url
 
 
 def _wait_ready(bin_dir: Path, port: int, proc: subprocess.Popen[bytes], log_file: Path) -> None:

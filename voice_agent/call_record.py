@@ -3,10 +3,13 @@
 Every transcript turn, turn metric and notable event is appended (one JSON line, flushed) to the
 call's journal file as soon as it happens, so an agent crash keeps what happened so far; the
 post-call side can rebuild a partial `CallRecord` from the journal with `CallJournal.replay`.
+The running call holds an exclusive `flock` on its journal (mode 0600), which the kernel drops
+when the process dies: a journal nobody holds belongs to a call that is not live on this host.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
@@ -16,6 +19,7 @@ from typing import IO, Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
+from voice_agent.datadir import open_private, private_dir
 from voice_agent.logging import get_logger
 from voice_agent.protocol import TurnKind
 from voice_agent.tooling.audit import ToolAuditEntry
@@ -109,12 +113,17 @@ class CallJournal:
     """An append-only JSON-lines journal of one call, flushed line by line."""
 
     def __init__(self, *, directory: Path, call_id: str, room: str, user_id: str | None) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
+        private_dir(directory)
         self.path = directory / f"{call_id}.jsonl"
         self.record = CallRecord(
             call_id=call_id, room=room, user_id=user_id, started_at=time.time()
         )
-        self._file: IO[str] | None = self.path.open("a", encoding="utf-8")
+        fd = open_private(self.path, os.O_WRONLY | os.O_APPEND)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held until `finish` or death
+        except BlockingIOError:  # another live session of this call holds it: live all the same
+            log.warning("call_record.journal_shared", call_id=call_id, path=str(self.path))
+        self._file: IO[str] | None = os.fdopen(fd, "a", encoding="utf-8")
         header = {"call_id", "room", "user_id", "started_at"}
         self._append("call", self.record.model_dump(include=header))
 
@@ -210,16 +219,18 @@ def _lines(path: Path) -> Iterator[dict[str, Any]]:
 
 
 class FileRecordSink:
-    """Writes each finished record as JSON under a directory (until the post-call queue lands)."""
+    """Writes each finished record as JSON under a directory (used when there is no queue)."""
 
     def __init__(self, directory: Path) -> None:
         self._directory = directory
 
     async def submit(self, record: CallRecord) -> None:
-        """Write `<call_id>.json` atomically."""
-        self._directory.mkdir(parents=True, exist_ok=True)
+        """Write `<call_id>.json` atomically (mode 0600)."""
+        private_dir(self._directory)
         final = self._directory / f"{record.call_id}.json"
         tmp = final.with_suffix(".json.tmp")
-        tmp.write_text(record.model_dump_json(indent=2), encoding="utf-8")
+        fd = open_private(tmp, os.O_WRONLY | os.O_TRUNC)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(record.model_dump_json(indent=2))
         os.replace(tmp, final)
         log.info("call_record.stored", call_id=record.call_id, path=str(final))

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from voice_agent import __version__
-from voice_agent.exceptions import ConfigError
+from voice_agent.exceptions import ConfigError, ToolLoadError
 from voice_agent.logging import configure_logging
 from voice_agent.settings import LogFormat, Settings, env_name, load_settings
 
@@ -36,16 +36,28 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="bind address (VOICE_AGENT_HOST)")
     serve.add_argument("--port", type=int, help="port (VOICE_AGENT_PORT)")
 
-    sub.add_parser("worker", help="run the agent worker (joins calls dispatched by LiveKit)")
+    worker = sub.add_parser(
+        "worker", help="run the agent worker (joins calls dispatched by LiveKit)"
+    )
+    worker.add_argument(
+        "--processes",
+        type=_processes,
+        default=1,
+        metavar="N|auto",
+        help="agent worker processes under this command, each registered with LiveKit: a number, "
+        "or auto for one per usable core (default 1); child i serves metrics on "
+        "VOICE_AGENT_WORKER_METRICS_PORT + i",
+    )
     postcall = sub.add_parser(
         "postcall", help="run the post-call worker (reports, tickets, webhooks from Redis)"
     )
     postcall.add_argument(
         "--attempt-timeout",
         type=float,
-        default=120.0,
+        default=None,
         help="seconds one try of a call may take; a killed worker's job reruns this long "
-        "plus 15 s after it started (default 120)",
+        "plus twice the database timeout plus 20 s after it started "
+        "(default: VOICE_AGENT_POSTCALL_ATTEMPT_TIMEOUT_S, 120)",
     )
 
     call = sub.add_parser(
@@ -68,6 +80,17 @@ def _parser() -> argparse.ArgumentParser:
     tools = sub.add_parser("tools", help="list the registered tools and their policy")
     tools.add_argument("--json", action="store_true", help="print the list as JSON")
     return parser
+
+
+def _processes(value: str) -> int:
+    from voice_agent.agent.worker_pool import resolve_processes
+
+    try:
+        return resolve_processes(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number or auto, got {value!r}"
+        ) from None
 
 
 def _settings(args: argparse.Namespace, **defaults: Any) -> Settings:
@@ -98,19 +121,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "dev" and settings.log_format is LogFormat.AUTO:
             settings = settings.model_copy(update={"log_format": LogFormat.CONSOLE})
         configure_logging(settings)
+        if args.command in _SERVICES:
+            _private_data(settings)
         if args.command == "dev":
             from voice_agent.devstack.supervisor import run_dev
 
             return asyncio.run(run_dev(settings))
         if args.command == "worker":
+            if args.processes > 1:
+                from voice_agent.agent.worker_pool import run_worker_pool
+
+                return asyncio.run(run_worker_pool(settings, args.processes))
             asyncio.run(_worker(settings))
             return 0
         if args.command == "postcall":
             from voice_agent.postcall.worker import PostCallOptions, run_postcall
 
-            options = PostCallOptions.from_settings(
-                settings, attempt_timeout_s=max(1.0, args.attempt_timeout)
-            )
+            overrides = {}
+            if args.attempt_timeout is not None:
+                overrides["attempt_timeout_s"] = max(1.0, args.attempt_timeout)
+            options = PostCallOptions.from_settings(settings, **overrides)
             asyncio.run(run_postcall(settings, options=options))
             return 0
         if args.command == "call":
@@ -134,28 +164,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"configuration error: {e}", file=sys.stderr)
         return 2
+    except ToolLoadError as e:  # the worker's tools (modules or MCP servers) did not load
+        print(f"cannot load tools: {e}", file=sys.stderr)
+        return 2
     return 2
 
 
 async def _worker(settings: Settings) -> None:
     from voice_agent.agent.runner import run_worker
-    from voice_agent.postcall.handover import PostCallSink
 
-    # With Redis, finished calls go to the post-call queue (spooled first, so none is lost).
-    sink = PostCallSink.from_settings(settings) if settings.redis_url else None
-    await run_worker(settings, sink=sink)
+    if not settings.redis_url:
+        await run_worker(settings)  # records as JSON files under the data dir
+        return
+    from voice_agent.postcall.handover import PostCallSink
+    from voice_agent.postcall.recovery import JournalRecovery
+
+    # With Redis, finished calls go to the post-call queue (spooled first, so none is lost),
+    # and so do this host's orphaned journals, swept at start-up and every interval.
+    sink = PostCallSink.from_settings(settings)
+    recovery = JournalRecovery(
+        directory=settings.data_dir / "calls",
+        sink=sink,
+        interval_s=settings.journal_recovery_interval_s,
+    )
+    await run_worker(settings, sink=sink, services=[recovery])
+
+
+# The long-running commands: they keep personal data (transcripts) under the data dir.
+_SERVICES = frozenset({"dev", "serve", "worker", "postcall"})
+
+
+def _private_data(settings: Settings) -> None:
+    """Files this process and its children create are the owner's only; the data dir 0700."""
+    from voice_agent.datadir import UMASK, private_dir
+
+    os.umask(UMASK)
+    private_dir(settings.data_dir)
 
 
 def _tools(args: argparse.Namespace, settings: Settings) -> int:
     from voice_agent.exceptions import ToolError
-    from voice_agent.tooling.registry import ToolRegistry
 
     try:
-        registry = ToolRegistry.load(settings.tools_path)
+        described, allowed_any = asyncio.run(_describe_tools(settings))
     except ToolError as e:
         print(f"cannot load tools: {e}", file=sys.stderr)
         return 2
-    described = registry.describe(settings.tool_timeout_s)
     if args.json:
         print(json.dumps(described, indent=2))
         return 0
@@ -163,15 +217,45 @@ def _tools(args: argparse.Namespace, settings: Settings) -> int:
         print(f"no tools in {settings.tools_path}")
         return 0
     width = max(len(d["name"]) for d in described)
-    print(f"{'NAME':<{width}}  {'TIMEOUT':>7}  {'POLICY':<20}  ARGUMENTS")
-    for d in described:
+    sources = [_source_label(d["source"]) for d in described]
+    source_width = max(len(s) for s in sources)
+    print(
+        f"{'NAME':<{width}}  {'TIMEOUT':>7}  {'POLICY':<20}  {'SOURCE':<{source_width}}  ARGUMENTS"
+    )
+    for d, source in zip(described, sources, strict=True):
         policy = "destructive, confirm" if d["destructive"] else "confirm" if d["confirm"] else "-"
         required = set(d["parameters"].get("required", []))
         names = [f"{n}*" if n in required else n for n in d["parameters"].get("properties", {})]
-        print(f"{d['name']:<{width}}  {d['timeout_s']:>5g} s  {policy:<20}  {', '.join(names)}")
+        print(
+            f"{d['name']:<{width}}  {d['timeout_s']:>5g} s  {policy:<20}  "
+            f"{source:<{source_width}}  {', '.join(names)}"
+        )
         print(f"{'':<{width}}  {d['description']}")
-    print(f"\n{len(described)} tools from {settings.tools_path} (* required argument)")
+        if d["function_name"] != d["name"]:
+            print(f"{'':<{width}}  (the model calls it {d['function_name']})")
+    print(f"\n{len(described)} tools (* required argument)")
+    if allowed_any:
+        print(
+            "the agent profile allows: " + ", ".join(d["name"] for d in described if d["allowed"])
+        )
     return 0
+
+
+async def _describe_tools(settings: Settings) -> tuple[list[dict[str, Any]], bool]:
+    """Every tool the profile's sources offer, described (MCP servers started and stopped)."""
+    from voice_agent.profile import load_profile
+    from voice_agent.tooling.sources import ToolSources
+
+    profile = load_profile(settings)
+    async with await ToolSources.for_profile(settings, profile, all_python=True) as sources:
+        described = sources.describe(settings.tool_timeout_s, allowed=profile.tools.allowed)
+    return described, bool(profile.tools.allowed)
+
+
+def _source_label(source: dict[str, Any]) -> str:
+    if source["kind"] == "mcp":
+        return f"mcp {source['server']} ({source['transport']})"
+    return str(source.get("file") or "-")
 
 
 async def _call(args: argparse.Namespace, settings: Settings) -> int:

@@ -7,9 +7,12 @@ VoiceAgentError                 base; `retryable` says whether trying again may 
 ├── DevStackError               a child of `voice-agent dev` failed to start or crashed
 ├── ToolError                   a developer-registered tool (voice_agent.tooling)
 │   ├── ToolDefinitionError     a @tool function is malformed; found when its module is imported
-│   ├── ToolLoadError           a tools module failed to import, or two tools share a name
+│   ├── ToolLoadError           a tools module failed to import, two tools share a name, or an
+│   │                           MCP server could not be started and listed
 │   ├── ToolArgumentsError      the model's arguments failed validation; message fit for the model
-│   └── ToolReportedError       raised by a tool: the request cannot be done; message for the model
+│   ├── ToolReportedError       raised by a tool: the request cannot be done; message for the model
+│   └── ToolSourceError         an MCP server was unreachable, died mid-call or answered a protocol
+│                               error (a tool failure; counts towards the tool's breaker)
 ├── PostCallError               the post-call pipeline (voice_agent.postcall)
 │   ├── IntegrationError        a post-call side effect failed; the job retries it (retryable)
 │   ├── UnknownCallError        a store write named a call the store lacks (also LookupError)
@@ -58,7 +61,8 @@ class ToolDefinitionError(ToolError):
 
 
 class ToolLoadError(ToolError):
-    """A tools module failed to import, or tools clash; the message names the file."""
+    """A tools module failed to import, tools clash, or an MCP server cannot be listed; the
+    message names the file or the server."""
 
 
 class ToolArgumentsError(ToolError):
@@ -70,6 +74,14 @@ class ToolReportedError(ToolError):
 
     The message is shown to the model, so write it for the user's ears and keep secrets out of
     it. It does not count towards the tool's circuit breaker.
+    """
+
+
+class ToolSourceError(ToolError):
+    """An MCP server could not serve a call: not connected, gone mid-call, or a protocol error.
+
+    The message is for logs and the audit, not for the model (it is told only that the request
+    failed).
     """
 
 

@@ -22,6 +22,17 @@ allows no tools and no client actions.
 
     [limits]
     max_call_s = 900
+
+    [[mcp_servers]]                        # tools from a Model Context Protocol server
+    name = "orders"                        # its tools are "orders.<tool>" in `[tools] allowed`
+    command = ["python", "orders_mcp.py"] # stdio, started in this file's directory;
+                                           # or url = "https://orders.internal/mcp" (HTTP)
+    # headers_env = { Authorization = "ORDERS_MCP_TOKEN" }  # HTTP header values from the env
+    # destructive = ["refund_order"]       # confirmed whatever the server's annotations say
+    # timeout_s = 5.0                      # per call (default VOICE_AGENT_TOOL_TIMEOUT_S)
+
+Header values are not part of the profile: `headers_env` names environment variables, read only
+where the MCP servers are started (see `voice_agent.tooling.mcp`), never logged.
 """
 
 from __future__ import annotations
@@ -29,15 +40,18 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     StringConstraints,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from voice_agent.exceptions import ConfigError
@@ -48,7 +62,16 @@ CLIENT_ACTIONS: tuple[ClientActionName, ...] = ("open_url", "show_checklist", "r
 
 _LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
 _HOST = re.compile(rf"^(\*\.)?({_LABEL}\.)*{_LABEL}$")
-ToolName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
+_PYTHON_TOOL = r"[A-Za-z_][A-Za-z0-9_]{0,63}"
+_SERVER = r"[A-Za-z][A-Za-z0-9_-]{0,31}"
+_MCP_TOOL = r"[A-Za-z0-9_.-]{1,128}"  # the characters MCP allows in a tool name
+# A Python tool's name, or an MCP tool's `<server>.<tool>`.
+ToolName = Annotated[str, StringConstraints(pattern=rf"^({_PYTHON_TOOL}|{_SERVER}\.{_MCP_TOOL})$")]
+McpServerName = Annotated[str, StringConstraints(pattern=rf"^{_SERVER}$")]
+McpToolName = Annotated[str, StringConstraints(pattern=rf"^{_MCP_TOOL}$")]
+_HEADER = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")  # an HTTP header field name
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
 class _Strict(BaseModel):
@@ -98,6 +121,62 @@ class ClientActionPolicy(_Strict):
         return {"actions": list(self.allowed), "url_hosts": list(self.url_hosts)}
 
 
+class McpServerConfig(_Strict):
+    """One MCP server whose tools this agent may use: started over stdio, or reached over
+    streamable HTTP."""
+
+    name: McpServerName
+    command: tuple[Annotated[str, StringConstraints(min_length=1)], ...] | None = Field(
+        None, min_length=1
+    )
+    url: str | None = Field(None, max_length=2048)
+    headers_env: dict[str, str] = Field(default_factory=dict)  # header name -> variable name
+    destructive: tuple[McpToolName, ...] = ()
+    timeout_s: float | None = Field(None, gt=0, le=300)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"expected an http(s):// URL, got {value!r}")
+        return value
+
+    @field_validator("headers_env")
+    @classmethod
+    def _check_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for header, variable in value.items():
+            if not _HEADER.match(header):
+                raise ValueError(f"not an HTTP header name: {header!r}")
+            if not _ENV_NAME.match(variable):
+                raise ValueError(f"{header}: not an environment variable name: {variable!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_transport(self) -> Self:
+        if (self.command is None) == (self.url is None):
+            raise ValueError(
+                f"server {self.name!r}: set exactly one of `command` (a stdio server to start) "
+                "or `url` (a streamable HTTP server)"
+            )
+        if self.headers_env and self.url is None:
+            raise ValueError(f"server {self.name!r}: `headers_env` applies to `url` servers only")
+        if self.headers_env and self.url is not None:
+            parts = urlsplit(self.url)
+            if parts.scheme == "http" and parts.hostname not in _LOOPBACK:
+                raise ValueError(
+                    f"server {self.name!r}: `headers_env` over plain http to {parts.hostname} "
+                    "would send its secrets in clear text; use https"
+                )
+        return self
+
+    @property
+    def transport(self) -> Literal["stdio", "http"]:
+        """How the server is reached."""
+        return "stdio" if self.command is not None else "http"
+
+
 class CallLimits(_Strict):
     """Limits of one call (None: the settings' value)."""
 
@@ -114,6 +193,28 @@ class AgentProfile(_Strict):
     tools: ToolAllowance = ToolAllowance()
     client_actions: ClientActionPolicy = ClientActionPolicy()
     limits: CallLimits = CallLimits()
+    mcp_servers: tuple[McpServerConfig, ...] = ()
+    _directory: Path | None = PrivateAttr(None)
+
+    @property
+    def directory(self) -> Path | None:
+        """The directory of the profile's file (stdio MCP servers start there); None when the
+        profile was not read from a file."""
+        return self._directory
+
+    @model_validator(mode="after")
+    def _check_mcp_names(self) -> Self:
+        servers = [s.name for s in self.mcp_servers]
+        if duplicates := sorted({n for n in servers if servers.count(n) > 1}):
+            raise ValueError(f"mcp_servers: two servers are named {duplicates[0]!r}")
+        for name in self.tools.allowed:
+            server, dot, _ = name.partition(".")
+            if dot and server not in servers:
+                raise ValueError(
+                    f"tools.allowed: {name!r} names MCP server {server!r}, which no "
+                    "[[mcp_servers]] entry declares"
+                )
+        return self
 
     @classmethod
     def built_in(cls, settings: Settings) -> AgentProfile:
@@ -132,9 +233,11 @@ class AgentProfile(_Strict):
         data.setdefault("instructions", settings.instructions)
         data.setdefault("greeting", settings.greeting)
         try:
-            return cls.model_validate(data)
+            profile = cls.model_validate(data)
         except ValidationError as e:
             raise ConfigError(f"agent profile {path} is invalid: {_errors(e)}") from e
+        profile._directory = path.resolve().parent
+        return profile
 
 
 def load_profile(settings: Settings) -> AgentProfile:

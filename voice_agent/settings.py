@@ -117,6 +117,7 @@ class Settings(BaseSettings):
     context_token_budget: int = Field(4000, ge=256, le=1_000_000)
     max_jobs: int = Field(20, ge=1, le=1000)
     drain_timeout_s: float = Field(600.0, gt=0, le=86_400)
+    journal_recovery_interval_s: float = Field(60.0, gt=0, le=86_400)
     worker_metrics_port: int | None = Field(None, ge=0, le=65535)
 
     # Tools and agent profile
@@ -129,10 +130,16 @@ class Settings(BaseSettings):
 
     # Queue and post-call
     redis_url: str | None = Field(None, validation_alias="REDIS_URL")
+    # Longest wait between two tries to reach Redis again (hand-overs waiting in the spool, the
+    # post-call worker's reconnects); the waits grow from 0.5 s up to this, with jitter.
+    redis_retry_max_s: float = Field(30.0, ge=0.5, le=3600)
     database_url: str | None = None
+    database_timeout_s: float = Field(10.0, gt=0, le=300)
     staff_token: SecretStr | None = None
     postcall_max_tries: int = Field(5, ge=1, le=50)
     postcall_concurrency: int = Field(4, ge=1, le=256)
+    postcall_retry_max_s: float = Field(300.0, ge=1, le=86_400)
+    postcall_attempt_timeout_s: float = Field(120.0, ge=1, le=3600)
     postcall_review_confidence: float = Field(0.6, ge=0, le=1)
     postcall_webhook_url: str | None = None
     postcall_webhook_secret: SecretStr | None = None
@@ -164,6 +171,10 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".data")
     metrics_token: SecretStr | None = None
     readiness_timeout_s: float = Field(2.0, gt=0, le=30)
+    # Supervision (`voice-agent dev`): a child that exits is restarted with backoff; one that
+    # exits more than `restart_limit` times within `restart_window_s` stops the stack.
+    restart_limit: int = Field(5, ge=0, le=1000)
+    restart_window_s: float = Field(60.0, gt=0, le=86_400)
 
     @field_validator("token_rate_limit")
     @classmethod
@@ -250,6 +261,19 @@ def env_name(field: str) -> str:
 def load_settings(**overrides: Any) -> Settings:
     """Read the environment (and `.env`) once; overrides win, for tests and the CLI."""
     return Settings(**overrides)
+
+
+def environment_value(name: str, *, env_file: Path | None = Path(".env")) -> str | None:
+    """A variable that configuration names at run time (an MCP server's `headers_env` in the agent
+    profile): from the process environment, else from `env_file`; None when unset or empty."""
+    import os
+
+    value = os.environ.get(name)
+    if not value and env_file is not None and env_file.is_file():
+        from dotenv import dotenv_values
+
+        value = dotenv_values(env_file).get(name)
+    return value or None
 
 
 def child_environment(overrides: dict[str, str]) -> dict[str, str]:

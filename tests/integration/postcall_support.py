@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sqlite3
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -14,7 +16,7 @@ from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 
-from tests.helpers import make_settings
+from tests.helpers import make_settings, strip_project_env
 from voice_agent.backoff import ReconnectPolicy
 from voice_agent.postcall.models import CallDetail, CallStatus
 from voice_agent.postcall.store import ReportStore
@@ -159,3 +161,55 @@ def ticket_rows(data_dir: Path, call_id: str | None = None) -> int:
 def events_of(call: CallDetail) -> list[str]:
     """The call's job history as event names."""
     return [e.event for e in call.job_history]
+
+
+ATTEMPT_TIMEOUT_S = 3.0  # a killed worker's job reruns this + 2 x 10 s + 20 s after it started
+
+
+@contextlib.asynccontextmanager
+async def postcall_process(
+    tmp: Path, redis_url: str, models_url: str, name: str, **env_overrides: str
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`voice-agent postcall` as its own process (killed at the end if still running); its
+    output goes to `tmp/<name>.log`."""
+    env = strip_project_env(dict(os.environ))
+    env.update(
+        {
+            "REDIS_URL": redis_url,
+            "VOICE_AGENT_DATA_DIR": str(tmp),
+            "VOICE_AGENT_TOOLS_PATH": str(TOOLS),
+            "OPENAI_BASE_URL": models_url,
+            "VOICE_AGENT_POSTCALL_MAX_TRIES": "3",
+            "VOICE_AGENT_POSTCALL_ATTEMPT_TIMEOUT_S": str(ATTEMPT_TIMEOUT_S),
+            "VOICE_AGENT_LOG_FORMAT": "json",
+            "PYTHONPATH": str(ROOT),
+            **env_overrides,
+        }
+    )
+    log = (tmp / f"{name}.log").open("wb")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "voice_agent", "postcall",
+        env=env,
+        cwd=tmp,  # no stray .env
+        stdout=log, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        log.close()
+
+
+def log_events(path: Path, name: str) -> list[dict[str, Any]]:
+    """The JSON log events called `name` in a process's log file, oldest first."""
+    if not path.exists():
+        return []
+    found = []
+    for line in path.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            entry = json.loads(line)
+            if isinstance(entry, dict) and entry.get("event") == name:
+                found.append(entry)
+    return found

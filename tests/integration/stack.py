@@ -85,8 +85,9 @@ async def voice_stack(
         providers = build_providers(config)
         stack.push_async_callback(providers.aclose)
         sink = RecordingSink(tmp / "records")
-        entrypoint, tool_kit = build_call_runner(config, providers, sink=sink)
+        entrypoint, tool_kit = await build_call_runner(config, providers, sink=sink)
         stack.push_async_callback(tool_kit.aclose)
+        stack.push_async_callback(entrypoint.aclose)
         worker = AgentWorker(
             settings=config, entrypoint=entrypoint, options=WorkerOptions(max_jobs=8)
         )

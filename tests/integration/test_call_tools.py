@@ -91,6 +91,8 @@ async def test_caller_confirms_destructive_tool_and_the_ticket_exists_once(
         "search_runbooks",
         "create_ticket",
         "escalate_to_human",
+        "accounts__get_account_status",  # from the profile's MCP server
+        "accounts__unlock_account",
         "open_url",
         "show_checklist",
     }

@@ -72,8 +72,9 @@ async def test_real_call_becomes_a_report_in_the_staff_api_and_page(
         providers = build_providers(settings)
         stack.push_async_callback(providers.aclose)
         sink = await stack.enter_async_context(PostCallSink.from_settings(settings))
-        entrypoint, tool_kit = build_call_runner(settings, providers, sink=sink)
+        entrypoint, tool_kit = await build_call_runner(settings, providers, sink=sink)
         stack.push_async_callback(tool_kit.aclose)
+        stack.push_async_callback(entrypoint.aclose)
         worker = AgentWorker(
             settings=settings, entrypoint=entrypoint, options=WorkerOptions(max_jobs=2)
         )

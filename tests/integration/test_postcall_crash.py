@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
-from tests.helpers import strip_project_env
 from tests.integration.postcall_support import (
-    ROOT,
-    TOOLS,
     events_of,
     eventually,
     fast_options,
     fresh_redis,
+    postcall_process,
     postcall_settings,
     report_json,
     running_worker,
@@ -40,48 +34,6 @@ from voice_agent.testing.openai_script import ChatReply, Hang
 from voice_agent.testing.scripted_openai import CHAT_PATH, ScriptedOpenAI
 
 pytestmark = pytest.mark.integration
-
-ATTEMPT_TIMEOUT_S = 3.0  # a killed worker's job reruns this + 15 s after it started
-
-
-@asynccontextmanager
-async def postcall_process(
-    tmp: Path, redis_url: str, models_url: str, name: str
-) -> AsyncIterator[asyncio.subprocess.Process]:
-    """`voice-agent postcall` as its own process (killed at the end if still running)."""
-    env = strip_project_env(dict(os.environ))
-    env.update(
-        {
-            "REDIS_URL": redis_url,
-            "VOICE_AGENT_DATA_DIR": str(tmp),
-            "VOICE_AGENT_TOOLS_PATH": str(TOOLS),
-            "OPENAI_BASE_URL": models_url,
-            "VOICE_AGENT_POSTCALL_MAX_TRIES": "3",
-            "VOICE_AGENT_LOG_FORMAT": "json",
-            "PYTHONPATH": str(ROOT),
-        }
-    )
-    log = (tmp / f"{name}.log").open("wb")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "voice_agent",
-        "postcall",
-        "--attempt-timeout",
-        str(ATTEMPT_TIMEOUT_S),
-        env=env,
-        cwd=tmp,  # no stray .env
-        stdout=log,
-        stderr=asyncio.subprocess.STDOUT,
-        stdin=asyncio.subprocess.DEVNULL,
-    )
-    try:
-        yield proc
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        log.close()
 
 
 async def test_killed_worker_job_is_retried_and_the_ticket_exists_once(

@@ -119,6 +119,14 @@ async def test_tampered_body_is_401(hooked: Hooked) -> None:
     assert await hooked.keys() == []
 
 
+@pytest.mark.parametrize("body", [b"[1, 2]", b"not json", b'{"event": 5}', b"\xff\xfe"])
+async def test_signed_body_that_is_no_webhook_event_is_400(hooked: Hooked, body: bytes) -> None:
+    """A correctly signed body that is not a LiveKit event is a 400, not a signature failure."""
+    status, error = await hooked.post(body, signed(body))
+    assert status == 400 and error["error"] == "bad_request"
+    assert await hooked.keys() == []
+
+
 async def test_same_room_finished_twice_makes_one_job(hooked: Hooked) -> None:
     """Two deliveries of one `room_finished`: the first enqueues, the second is a duplicate."""
     body = event_body()

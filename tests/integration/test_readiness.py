@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from structlog.testing import capture_logs
 
 from tests.helpers import make_settings
 from voice_agent.devstack.livekit_server import LiveKitEndpoint
@@ -86,3 +88,22 @@ async def test_not_ready_names_the_store_when_it_stops_answering(
         body = await resp.json()
     assert resp.status == 503
     assert body["detail"]["failing"] == ["store"]
+
+
+async def test_not_ready_body_holds_no_exception_text(redis_url: str) -> None:
+    """A failing dependency is named with a fixed word; its exception text is only logged."""
+    port = free_port()
+    with capture_logs() as logs:
+        status, body = await _readyz(
+            livekit_url=f"ws://127.0.0.1:{port}", redis_url=redis_url, readiness_timeout_s=1.0
+        )
+    assert status == 503
+    assert body["detail"] == {
+        "failing": ["livekit"],
+        "checks": {"livekit": body["detail"]["checks"]["livekit"], "redis": "ok", "store": "ok"},
+    }
+    assert body["detail"]["checks"]["livekit"] in {"failing", "timeout"}
+    assert str(port) not in json.dumps(body)
+    failed = [e for e in logs if e["event"] == "readiness.failed"]
+    assert [e["dependency"] for e in failed] == ["livekit"]
+    assert failed[0]["error"]

@@ -18,6 +18,7 @@ from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 from tests.chromium import headless_chromium, keep_screenshot
 from tests.helpers import make_settings
 from tests.report_samples import BASE_T, sample_record, sample_report, sample_ticket
+from voice_agent.call_record import CallEvent
 from voice_agent.devstack.processes import free_port
 from voice_agent.postcall.models import CallStatus, IntegrationResult
 from voice_agent.postcall.store import ReportStore
@@ -86,7 +87,14 @@ async def _fill(store: ReportStore) -> None:
         await store.add_job_event(GOOD, event, **detail)
     await store.set_status(GOOD, CallStatus.DONE)
 
-    await store.add_call(sample_record(REVIEW, started_at=BASE_T + 3600), source="agent")
+    # The caller of GOOD again, whose app claims this call continues GOOD (verified) and
+    # DEAD (another caller's call: stays an unverified claim).
+    review = sample_record(REVIEW, started_at=BASE_T + 3600, user_id="customer-7")
+    for room in (f"call-{GOOD}", f"call-{DEAD}"):
+        review.events.append(
+            CallEvent(at=BASE_T + 3601, event="reconnect_claimed", data={"claimed_room": room})
+        )
+    await store.add_call(review, source="agent")
     await store.save_report(REVIEW, sample_report(needs_review=True, confidence=0.41))
     await store.set_status(REVIEW, CallStatus.DONE)
 
@@ -258,6 +266,23 @@ async def test_review_reasons_are_shown(browser: Browser, reports_url: str) -> N
         await _signed_in(page, reports_url)
         await page.goto(f"{reports_url}#call={REVIEW}")
         await page.locator("#detail").get_by_text("not confident in this report").wait_for()
+
+
+async def test_reconnect_claims_link_only_when_verified(browser: Browser, reports_url: str) -> None:
+    """The app's reconnect claims are shown as claims; only the verified one is a link."""
+    async with _page(browser) as page:
+        await _signed_in(page, reports_url)
+        await page.goto(f"{reports_url}#call={REVIEW}")
+        claims = page.locator("#detail ul.claims li")
+        await claims.first.wait_for()
+        assert await claims.count() == 2
+        verified = page.locator('#detail ul.claims li[data-verified="true"]')
+        assert await verified.locator("a").get_attribute("href") == f"#call={GOOD}"
+        unverified = page.locator('#detail ul.claims li[data-verified="false"]')
+        assert await unverified.locator("a").count() == 0
+        assert "not verified" in await unverified.inner_text()
+        await verified.locator("a").click()
+        await page.locator("#detail").get_by_text("a new password reset link was sent").wait_for()
 
 
 async def test_dead_call_offers_retry_and_shows_its_error(

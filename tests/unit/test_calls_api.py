@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,7 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from structlog.testing import capture_logs
 
-from tests.helpers import AppClient, make_settings
+from tests.helpers import AppClient, make_settings, raw_http
 from tests.report_samples import BASE_T, sample_record, sample_report, sample_ticket
 from voice_agent.postcall.models import CallStatus
 from voice_agent.postcall.store import ReportStore
@@ -91,6 +93,19 @@ async def test_wrong_token_is_401(client: AppClient, authorization: str) -> None
     """Anything but `Bearer <the staff token>` is refused."""
     resp = await client.get("/api/calls", headers={"Authorization": authorization})
     assert resp.status == 401
+
+
+@pytest.mark.parametrize("path", ["/api/calls", "/api/calls/c1"])
+async def test_non_utf8_authorization_is_401(client: AppClient, path: str) -> None:
+    """Authorization bytes that are not UTF-8 are refused as unauthorized, not a server error."""
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n".encode()
+        + b"Authorization: Bearer \xff\xfe\xc3(\r\n\r\n"
+    )
+    assert client.port is not None
+    status, body = await asyncio.to_thread(raw_http, client.port, request)
+    assert status == 401
+    assert json.loads(body)["error"] == "unauthorized"
 
 
 async def test_denial_is_logged_without_the_token(client: AppClient) -> None:
@@ -204,6 +219,12 @@ async def test_list_pages_with_the_cursor(client: AppClient) -> None:
         ("q=" + "x" * 201, "q"),
         ("status=dead&status=done", "status"),
         ("sort=asc", "sort"),
+        ("limit=%C2%B2", "limit"),  # '²': str.isdigit says yes, int() says no
+        ("limit=%D9%A3", "limit"),  # an Arabic-Indic 3
+        ("until=9999-12-31", "until"),  # the end of that day is past the last datetime
+        ("since=9999-12-31T23:59:59-23:59", "since"),  # past year 9999 once in UTC
+        ("since=0001-01-01T00:00:00%2B23:59", "since"),  # before year 1 once in UTC
+        ("q=abc%00", "q"),  # NUL: PostgreSQL text cannot hold it
     ],
 )
 async def test_bad_parameter_is_400_naming_it(

@@ -160,13 +160,14 @@ async def test_context_message_updates_the_app_context(tmp_path: Path) -> None:
     assert ch.channel.app_context == {"page": "/billing", "plan": "pro"}
 
 
-async def test_reconnect_of_links_the_previous_call_in_the_record(tmp_path: Path) -> None:
-    """A context naming the call the page lost is kept as an event; a malformed one is not."""
+async def test_reconnect_of_is_recorded_as_the_callers_claim(tmp_path: Path) -> None:
+    """A context naming the call the page lost is kept as a claim event; a malformed one is not."""
     ch = Channel(tmp_path)
     ch.channel.receive(event(type="context", data={"reconnect_of": "call-3f9a0c"}))
     ch.channel.receive(event(type="context", data={"reconnect_of": "<img src=x>"}))
-    linked = [e.data for e in ch.journal.record.events if e.event == "reconnect_of"]
-    assert linked == [{"previous_room": "call-3f9a0c"}]
+    claims = [e.data for e in ch.journal.record.events if e.event == "reconnect_claimed"]
+    assert claims == [{"claimed_room": "call-3f9a0c"}]
+    assert not [e for e in ch.journal.record.events if e.event == "reconnect_of"]
 
 
 @pytest.mark.parametrize(

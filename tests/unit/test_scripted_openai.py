@@ -317,3 +317,27 @@ async def test_first_delay_postpones_the_first_chunk(
     started = loop.time()
     await _chat_chunks(http, server)
     assert loop.time() - started >= 0.2
+
+
+async def test_chat_router_answers_by_request_before_the_queue(
+    server: ScriptedOpenAI, client: openai.AsyncOpenAI
+) -> None:
+    """A router picks replies from the request (here by the user's words); what it leaves
+    (None) falls to the queue."""
+
+    def route(body: Any) -> ChatReply | None:
+        said = body["messages"][-1]["content"]
+        return ChatReply(text="Routed.") if "route me" in said else None
+
+    server.chat_router = route
+    server.chat.append(ChatReply(text="Queued."))
+
+    async def ask(text: str) -> str | None:
+        reply = await client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": text}]
+        )
+        return reply.choices[0].message.content
+
+    assert await ask("please route me") == "Routed."
+    assert await ask("anything else") == "Queued."
+    assert await ask("route me again") == "Routed."

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -133,6 +135,21 @@ async def test_partial_record_never_replaces_a_complete_one(store: ReportStore) 
     call = await store.get_call("c-1")
     assert call is not None
     assert call.record.complete
+
+
+async def test_partial_record_with_more_turns_replaces_a_thinner_partial_one(
+    store: ReportStore,
+) -> None:
+    """A journal recovered later (more turns) replaces the webhook's thinner partial record;
+    a partial one with fewer turns does not replace it back."""
+    thin = sample_record("c-1", complete=False, lines=(("agent", "Hello!"),))
+    rich = sample_record("c-1", complete=False)
+    await store.add_call(thin, source="webhook")
+    await store.add_call(rich, source="journal")
+    await store.add_call(thin, source="webhook")
+    call = await store.get_call("c-1")
+    assert call is not None and call.turns == 5 and not call.record.complete
+    assert await store.record_state("c-1") == (False, 5)
 
 
 async def test_claim_marks_processing_and_counts_the_attempt(store: ReportStore) -> None:
@@ -341,6 +358,22 @@ async def test_foreign_cursor_is_rejected(store: ReportStore) -> None:
     """A cursor the store did not make raises InvalidCursorError."""
     with pytest.raises(InvalidCursorError):
         await store.list_calls(cursor="not-a-cursor")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        ["2025-03-14T10:00:00+00:00", "c-1\u0000"],  # NUL: PostgreSQL text cannot hold it
+        ["0001-01-01T00:00:00+23:59", "c-1"],  # before year 1 once in UTC
+        ["2025-03-14T10:00:00", "c-1"],  # naive
+        ["2025-03-14T10:00:00+00:00", 7],
+    ],
+)
+async def test_forged_cursor_is_rejected(store: ReportStore, content: list[object]) -> None:
+    """A well-formed cursor holding what the store never writes raises InvalidCursorError."""
+    forged = base64.urlsafe_b64encode(json.dumps(content).encode()).decode()
+    with pytest.raises(InvalidCursorError):
+        await store.list_calls(cursor=forged)
 
 
 async def test_summary_fields_of_a_listed_call(store: ReportStore) -> None:

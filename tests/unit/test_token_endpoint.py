@@ -13,7 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from livekit import api
 
-from tests.helpers import TEST_API_KEY, TEST_API_SECRET, AppClient, make_settings
+from tests.helpers import TEST_API_KEY, TEST_API_SECRET, AppClient, make_settings, raw_http
 from voice_agent.server.app import create_app
 
 TOKEN_FIELDS = {"rtc_url", "token", "expires_in", "room", "identity", "client_policy"}
@@ -124,6 +124,46 @@ async def test_wrong_fields_give_400_naming_the_field(
     assert [d["field"] for d in body["detail"]] == [field]
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Mallory\u202egnp.exe",  # right-to-left override
+        "\u2066Eve\u2069",  # left-to-right isolate ... pop directional isolate
+        "Bob\u200d",  # zero-width joiner (Cf)
+        "line\nbreak",
+        "bell\x07",
+        "nul\x00",
+        "sep\u2028arator",
+    ],
+)
+async def test_display_name_with_control_or_bidi_characters_is_400(
+    client: AppClient, name: str
+) -> None:
+    """Control, formatting and bidirectional override characters are refused, naming the field."""
+    resp = await client.post("/api/voice-token", json={"display_name": name})
+    assert resp.status == 400
+    body = await resp.json()
+    assert [d["field"] for d in body["detail"]] == ["display_name"]
+
+
+async def test_display_name_with_a_lone_surrogate_is_400(client: AppClient) -> None:
+    """A JSON escape for half a surrogate pair is refused, not a failure to sign the token."""
+    resp = await client.post(
+        "/api/voice-token",
+        data=b'{"display_name": "ab\\ud800"}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert resp.status == 400
+    assert [d["field"] for d in (await resp.json())["detail"]] == ["display_name"]
+
+
+async def test_display_name_in_any_script_is_accepted(client: AppClient) -> None:
+    """Letters, accents, spaces and emoji of real names still pass."""
+    for name in ["Zoë O'Brien", "李小龙", "محمد", "Ana 🙂"]:
+        resp = await client.post("/api/voice-token", json={"display_name": name})
+        assert resp.status == 200, name
+
+
 @pytest.mark.parametrize("raw", [b"{", b"not json", b"\xff\xfe", b"[1, 2]", b'"text"'])
 async def test_malformed_json_gives_400(client: AppClient, raw: bytes) -> None:
     """A body that is not a JSON object is a 400 JSON error, not a crash."""
@@ -227,6 +267,20 @@ async def test_metrics_token_guards_metrics_when_set() -> None:
         await client.close()
 
 
+async def test_metrics_with_a_non_utf8_authorization_is_401() -> None:
+    """Undecodable Authorization bytes on /metrics are refused as unauthorized, not a 500."""
+    client = await _client(metrics_token="metrics-secret-123456")
+    request = b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+    request += b"Authorization: Bearer \xffmetrics\r\n\r\n"
+    try:
+        assert client.port is not None
+        status, body = await asyncio.to_thread(raw_http, client.port, request)
+    finally:
+        await client.close()
+    assert status == 401
+    assert json.loads(body)["error"] == "unauthorized"
+
+
 async def test_static_files_are_revalidated_and_unchanged_ones_are_304(client: AppClient) -> None:
     """The web client's files carry no-cache; a conditional request for an unchanged one is 304."""
     first = await client.get("/static/app.css")
@@ -235,6 +289,16 @@ async def test_static_files_are_revalidated_and_unchanged_ones_are_304(client: A
     modified = first.headers["Last-Modified"]
     again = await client.get("/static/app.css", headers={"If-Modified-Since": modified})
     assert again.status == 304
+
+
+@pytest.mark.parametrize(
+    "path", ["/static/nope.css", "/static/..%2F..%2Fpyproject.toml", "/static/dist", "/static/%01"]
+)
+async def test_static_misses_are_json_404s(client: AppClient, path: str) -> None:
+    """A missing file, a directory or a path out of the static root is the JSON 404."""
+    resp = await client.get(path)
+    assert resp.status == 404
+    assert (await resp.json())["error"] == "not_found"
 
 
 async def test_client_policy_comes_from_the_agent_profile(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""The bundled example tools (tools/) against the data shipped with them."""
+"""The bundled example tools (tools/, and the MCP server in tools/mcp/) against the data shipped
+with them."""
 
 from __future__ import annotations
 
@@ -7,11 +8,16 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import make_settings
+from voice_agent.profile import AgentProfile
 from voice_agent.tooling import ToolRegistry, ToolSpec
+from voice_agent.tooling.sources import ToolSources
 from voice_agent.tooling.testing import ToolBench, tool_context
 from voice_agent.tooling.tickets import TicketStore
 
-TOOLS_DIR = Path(__file__).resolve().parents[2] / "tools"
+ROOT = Path(__file__).resolve().parents[2]
+TOOLS_DIR = ROOT / "tools"
+PROFILE = ROOT / "deploy" / "profiles" / "support.toml"
 
 
 @pytest.fixture(scope="module")
@@ -159,3 +165,36 @@ def test_every_example_tool_is_described_for_the_model(registry: ToolRegistry) -
         assert spec.parameters["additionalProperties"] is False
         assert spec.timeout_s is not None
     assert [s.name for s in registry.specs() if s.destructive] == ["create_ticket"]
+
+
+async def test_example_mcp_server_serves_the_support_profile(tmp_path: Path) -> None:
+    """The support profile's accounts server (tools/mcp/accounts_mcp.py) answers a status
+    lookup unconfirmed; an unlock asks first (the profile's override) and runs once per
+    idempotency key, in the ledger and at the server; delete_account is never offered."""
+    settings = make_settings(tools_path=TOOLS_DIR, data_dir=tmp_path)
+    profile = AgentProfile.from_file(PROFILE, settings=settings)
+    mcp = [s for s in profile.mcp_servers if s.name == "accounts"]
+    async with await ToolSources.open(
+        tools_path=None, mcp_servers=mcp, data_dir=tmp_path, cwd=profile.directory
+    ) as sources:
+        allowed = [n for n in profile.tools.allowed if n.startswith("accounts.")]
+        specs = sources.registry.specs()
+        async with ToolBench.create(
+            *specs, data_dir=tmp_path, allowed=allowed, answers=["confirmed"]
+        ) as bench:
+            offered = {t["function"]["name"] for t in bench.runtime.tool_schemas()}
+            status = await bench.run("accounts__get_account_status", username="ada.lovelace")
+            unlock = await bench.run("accounts__unlock_account", username="ada.lovelace")
+            again = await bench.run("accounts__unlock_account", username="ada.lovelace")
+            # Past the ledger (as the post-call worker or another host would call it): the
+            # server itself answers a known idempotency key with what it did the first time.
+            unlock_spec = sources.registry.get("accounts.unlock_account")
+            assert unlock_spec is not None and unlock.audit.idempotency_key is not None
+            ctx = tool_context(tmp_path, idempotency_key=unlock.audit.idempotency_key)
+            direct = await unlock_spec.invoke({"username": "ada.lovelace"}, ctx, timeout_s=5)
+    assert offered == {"accounts__get_account_status", "accounts__unlock_account"}
+    assert status.outcome == "ok" and status.result["locked"] is True
+    assert (unlock.outcome, unlock.audit.confirmation) == ("ok", "confirmed")
+    assert unlock.result["unlocked"] is True
+    assert (again.outcome, again.result) == ("duplicate", unlock.result)
+    assert direct == unlock.result

@@ -120,6 +120,7 @@ def test_describe_gives_name_description_schema_and_policy(tmp_path: Path) -> No
     greet, wipe = registry.describe(5.0)
     assert set(greet) == {
         "name",
+        "function_name",
         "description",
         "parameters",
         "destructive",
@@ -130,6 +131,7 @@ def test_describe_gives_name_description_schema_and_policy(tmp_path: Path) -> No
     assert greet["confirm"] is False
     assert wipe == {
         "name": "wipe",
+        "function_name": "wipe",
         "description": "Delete logs older than some days.",
         "parameters": {
             "type": "object",
@@ -146,14 +148,20 @@ def test_describe_gives_name_description_schema_and_policy(tmp_path: Path) -> No
 def test_cli_tools_json_prints_the_described_tools(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`voice-agent tools --json` prints exactly `describe()` for VOICE_AGENT_TOOLS_PATH."""
+    """`voice-agent tools --json` prints `describe()` for VOICE_AGENT_TOOLS_PATH, each tool with
+    the file it came from and whether the profile allows it (the built-in profile: none)."""
     path = _write(tmp_path / "tools", {"greet.py": GREET, "wipe.py": WIPE})
     monkeypatch.setenv("VOICE_AGENT_TOOLS_PATH", str(path))
     monkeypatch.setenv("VOICE_AGENT_TOOL_TIMEOUT_S", "4")
     assert main(["tools", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed == ToolRegistry.load(path).describe(4.0)
-    assert [t["name"] for t in printed] == ["greet", "wipe"]
+    assert [{k: v for k, v in t.items() if k not in ("source", "allowed")} for t in printed] == (
+        ToolRegistry.load(path).describe(4.0)
+    )
+    assert [(t["name"], t["source"], t["allowed"]) for t in printed] == [
+        ("greet", {"kind": "python", "file": str(path / "greet.py")}, False),
+        ("wipe", {"kind": "python", "file": str(path / "wipe.py")}, False),
+    ]
 
 
 def test_cli_tools_prints_a_readable_table(

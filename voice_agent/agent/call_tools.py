@@ -43,35 +43,41 @@ from voice_agent.tooling import (
     tool,
 )
 from voice_agent.tooling.audit import ToolAuditEntry
+from voice_agent.tooling.sources import ToolSources
 
 
 @dataclass(frozen=True, kw_only=True)
 class ToolKit:
-    """What every call of a worker shares: the tool registry, breakers and idempotency ledger."""
+    """What every call of a worker shares: the tool registry (and the MCP servers behind it),
+    breakers and idempotency ledger."""
 
     registry: ToolRegistry
     breakers: BreakerBoard
     ledger: IdempotencyLedger
     settings: Settings
+    sources: ToolSources | None = None  # closed with the kit
 
     @classmethod
-    def from_settings(cls, settings: Settings, profile: AgentProfile) -> ToolKit:
-        """Load the tools the profile allows from `VOICE_AGENT_TOOLS_PATH` (none: empty)."""
-        registry = (
-            ToolRegistry.load(settings.tools_path)
-            if profile.tools.allowed
-            else ToolRegistry.from_specs(())
-        )
+    async def open(cls, settings: Settings, profile: AgentProfile) -> ToolKit:
+        """The profile's tools: Python ones from `VOICE_AGENT_TOOLS_PATH` when it allows any,
+        and its MCP servers, started here (close the kit to stop them)."""
+        sources = await ToolSources.for_profile(settings, profile)
         return cls(
-            registry=registry,
+            registry=sources.registry,
             breakers=BreakerBoard.from_settings(settings),
-            ledger=IdempotencyLedger.in_data_dir(settings.data_dir),
+            ledger=IdempotencyLedger.from_settings(settings),
             settings=settings,
+            sources=sources,
         )
 
     async def aclose(self) -> None:
-        """Close the ledger."""
-        await self.ledger.aclose()
+        """Close the ledger, the breakers' link to the other workers and the MCP servers."""
+        try:
+            await self.ledger.aclose()
+            await self.breakers.aclose()
+        finally:
+            if self.sources is not None:
+                await self.sources.aclose()
 
 
 class CallTools:
@@ -121,9 +127,9 @@ class CallTools:
 
     def _audit(self, entry: ToolAuditEntry) -> None:
         self._journal.add_tool_audit(entry)
-        known = self.runtime.spec_for(entry.tool) is not None
         metrics.TOOL_CALLS.labels(  # unknown names stay out of the label set
-            tool=entry.tool if known else "(not allowed)", outcome=entry.outcome
+            tool=entry.tool if self.runtime.allows(entry.tool) else "(not allowed)",
+            outcome=entry.outcome,
         ).inc()
 
     def begin_turn(self, turn: int) -> None:

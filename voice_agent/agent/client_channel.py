@@ -136,9 +136,10 @@ class ClientChannel:
             self._log.info("client_event.context", keys=len(event.data))
             previous = event.data.get("reconnect_of")
             if isinstance(previous, str) and _ROOM.match(previous):
-                # The app lost an earlier call and started this one: link the two records.
-                self._journal.add_event("reconnect_of", previous_room=previous)
-                self._log.info("client_event.reconnect_of", previous_room=previous)
+                # The app says it lost that call and started this one. Only a claim: any app can
+                # name any room; the reports API verifies it against the store before linking.
+                self._journal.add_event("reconnect_claimed", claimed_room=previous)
+                self._log.info("client_event.reconnect_claimed", claimed_room=previous)
 
     def _remember(self, action_id: str, action: str) -> None:
         self._sent[action_id] = action

@@ -35,6 +35,12 @@ VOICE_TO_VOICE = _seconds(
 INTERRUPTIONS = Counter(
     "voice_agent_interruptions_total", "Agent turns cut short by the user.", registry=_R
 )
+CALLS_REFUSED = Counter(
+    "voice_agent_calls_refused_total",
+    "Jobs refused because their call id already had a session, by what the worker did.",
+    ["action"],
+    registry=_R,
+)
 FALSE_INTERRUPTIONS = Counter(
     "voice_agent_false_interruptions_total",
     "Pauses for user sound that held no words (resumed).",
@@ -58,6 +64,11 @@ CLIENT_EVENTS_DROPPED = Counter(
     registry=_R,
 )
 ACTIVE_CALLS = Gauge("voice_agent_active_calls", "Calls this worker is running.", registry=_R)
+WORKER_LOAD = Gauge(
+    "voice_agent_worker_load",
+    "The load this worker last reported to LiveKit (0-1: calls over max jobs, or CPU if higher).",
+    registry=_R,
+)
 CALLS = Counter("voice_agent_calls_total", "Finished calls by end reason.", ["reason"], registry=_R)
 
 

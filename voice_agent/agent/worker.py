@@ -28,6 +28,7 @@ from livekit.protocol import agent as agent_pb
 from livekit.protocol import models as models_pb
 
 from voice_agent import __version__
+from voice_agent.agent import metrics
 from voice_agent.agent.connection import WorkerConnection, websocket_url
 from voice_agent.agent.job import Entrypoint, JobContext, call_id_of, job_context_from_assignment
 from voice_agent.agent.jobs import JobSlots
@@ -374,6 +375,7 @@ class AgentWorker:
         job_count = self._jobs.taken
         cpu = self._cpu.sample() if self._cpu is not None else 0.0
         self._load = worker_load(job_count=job_count, max_jobs=self._options.max_jobs, cpu=cpu)
+        metrics.WORKER_LOAD.set(self._load)
         full = self._draining or self._closing or job_count >= self._options.max_jobs
         status = agent_pb.WS_FULL if full else agent_pb.WS_AVAILABLE
         if status != self._last_status:

@@ -7,6 +7,7 @@ import shutil
 import tempfile
 import wave
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,13 @@ FRAME_MS = 40
 SAMPLES_PER_FRAME = ROOM_RATE * FRAME_MS // 1000
 
 
+# Where speech ends in a clip: the last 10 ms window louder than this, or than 40 dB below the
+# clip's loudest window when that is higher (a recording's noise floor is not speech).
+_VOICED_DBFS = -50.0
+_VOICED_BELOW_PEAK_DB = 40.0
+_WINDOW = ROOM_RATE // 100
+
+
 @dataclass(frozen=True)
 class Utterance:
     """Mono 16-bit speech at the room rate, cut into 40 ms frames."""
@@ -31,6 +39,20 @@ class Utterance:
     @property
     def duration_s(self) -> float:
         return len(self.pcm) / 2 / ROOM_RATE
+
+    @cached_property
+    def speech_end_sample(self) -> int:
+        """The sample just after the last voiced audio: a clip's silent tail is not speech."""
+        samples = np.frombuffer(self.pcm, dtype=np.int16).astype(np.float32)
+        windows = samples.size // _WINDOW
+        if windows == 0:
+            return samples.size
+        power = np.mean(samples[: windows * _WINDOW].reshape(windows, _WINDOW) ** 2, axis=1)
+        with np.errstate(divide="ignore"):
+            dbfs = 10 * np.log10(power / (32768.0**2))
+        threshold = max(_VOICED_DBFS, float(dbfs.max()) - _VOICED_BELOW_PEAK_DB)
+        voiced = np.flatnonzero(dbfs > threshold)
+        return samples.size if voiced.size == 0 else int(voiced[-1] + 1) * _WINDOW
 
     def frames(self) -> list[bytes]:
         """The speech as 40 ms frames (the last one padded with silence)."""

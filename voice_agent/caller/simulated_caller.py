@@ -13,7 +13,7 @@ import collections
 import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +80,12 @@ class CallerOptions:
     """Publish the microphone this long after joining (a slow device, or a busy server)."""
     confirm: bool | None = None
     """Answer the agent's `request_confirm` actions yes (True) or no (False); None: ignore them."""
+    between_turns: Callable[[int], Awaitable[None]] | None = None
+    """Awaited after each turn but the last, with the number of turns done (a test cuts the
+    network here, or a load test paces its callers)."""
+    grant: Mapping[str, Any] | None = None
+    """Join with this token service answer instead of asking for a new one (a rejoin with the
+    same voice token)."""
 
 
 @dataclass
@@ -99,6 +105,8 @@ class _Listening:
     agent_left: asyncio.Event = field(default_factory=asyncio.Event)
     goodbye: asyncio.Event = field(default_factory=asyncio.Event)  # the agent's goodbye turn
     agent_identity: str | None = None
+    ended_by_server: asyncio.Event = field(default_factory=asyncio.Event)
+    disconnect_reason: str | None = None
 
 
 class SimulatedCaller:
@@ -107,7 +115,8 @@ class SimulatedCaller:
     def __init__(self, *, options: CallerOptions) -> None:
         self._opts = options
         self._heard = _Listening()
-        self._speech: collections.deque[bytes] = collections.deque()
+        # Microphone frames to send, each with where in it the speech ends (None: not in it).
+        self._speech: collections.deque[tuple[bytes, float | None]] = collections.deque()
         self._speech_done = asyncio.Event()
         self._speech_ended_at = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -121,7 +130,7 @@ class SimulatedCaller:
         turns: list[dict[str, Any]] = []
         greeting: str | None = None
         try:
-            self._grant = await self._fetch_token()
+            self._grant = dict(self._opts.grant) if self._opts.grant else await self._fetch_token()
             await self._join()
             if self._opts.wait_for_greeting:
                 greeting = (await self._next_turn(TurnKind.GREETING))["agent_text"]
@@ -134,6 +143,8 @@ class SimulatedCaller:
                     await asyncio.sleep(self._opts.hang_up_after_ms / 1000)  # scripted hang-up
                     break
                 turns += await self._speak_turn(utterance)
+                if not last and self._opts.between_turns is not None:
+                    await self._opts.between_turns(i + 1)
             if self._opts.trailing_silence_s > 0:
                 # Stay on the line, quietly, until the time is up or the agent hangs up.
                 with contextlib.suppress(TimeoutError):
@@ -188,6 +199,9 @@ class SimulatedCaller:
         room.on("participant_disconnected", self._on_participant_left)
         room.on("track_subscribed", self._on_track)
         room.on("data_received", self._on_data)
+        room.on("disconnected", self._on_disconnected)
+        room.on("reconnecting", lambda: log.info("caller.resuming"))
+        room.on("reconnected", lambda: log.info("caller.resumed"))
         room.register_text_stream_handler(TOPIC_TRANSCRIPTION, self._on_caption)
         await room.connect(
             self._grant["rtc_url"],
@@ -208,14 +222,20 @@ class SimulatedCaller:
         options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
         await room.local_participant.publish_track(track, options)
         self._spawn(self._microphone(source))
+        joined = asyncio.ensure_future(self._heard.agent_joined.wait())
+        ended = asyncio.ensure_future(self._heard.ended_by_server.wait())
         try:
-            await asyncio.wait_for(
-                self._heard.agent_joined.wait(), timeout=self._opts.agent_join_timeout_s
+            await asyncio.wait(
+                {joined, ended},
+                timeout=self._opts.agent_join_timeout_s,
+                return_when=asyncio.FIRST_COMPLETED,
             )
-        except TimeoutError:
-            raise CallFailedError(
-                f"no agent joined within {self._opts.agent_join_timeout_s:g} s"
-            ) from None
+        finally:
+            joined.cancel()
+            ended.cancel()
+        if not self._heard.agent_joined.is_set():
+            self._raise_if_ended_by_server()
+            raise CallFailedError(f"no agent joined within {self._opts.agent_join_timeout_s:g} s")
 
     async def _speak_turn(self, utterance: Utterance) -> list[dict[str, Any]]:
         v2v = [await self._say(utterance)]
@@ -232,9 +252,21 @@ class SimulatedCaller:
         return turns
 
     async def _say(self, utterance: Utterance) -> float | None:
-        """Speak one utterance; ms from its end to the agent's first audible answer."""
+        """Speak one utterance; ms from the end of its speech to the agent's first audible audio.
+
+        The end is the last voiced sample, not the end of the clip (a recording's silent tail
+        would otherwise be counted as the agent's time), taken when the microphone sends it.
+        """
         self._speech_done.clear()
-        self._speech.extend(utterance.frames())
+        self._heard.first_audio_after = None
+        self._heard.audio_heard.clear()
+        frames = utterance.frames()
+        end_frame, end_offset = divmod(utterance.speech_end_sample, SAMPLES_PER_FRAME)
+        if end_offset == 0 and end_frame > 0:  # the speech fills its last frame exactly
+            end_frame, end_offset = end_frame - 1, SAMPLES_PER_FRAME
+        end_frame = min(end_frame, len(frames) - 1)
+        for i, frame in enumerate(frames):
+            self._speech.append((frame, end_offset / ROOM_RATE if i == end_frame else None))
         log.info(
             "caller.speaking", utterance=utterance.label, seconds=round(utterance.duration_s, 2)
         )
@@ -242,8 +274,6 @@ class SimulatedCaller:
         ended = self._speech_ended_at
         if not self._opts.listen_audio:
             return None
-        self._heard.first_audio_after = ended
-        self._heard.audio_heard.clear()
         try:
             await asyncio.wait_for(self._heard.audio_heard.wait(), self._opts.turn_timeout_s)
         except TimeoutError:
@@ -259,12 +289,26 @@ class SimulatedCaller:
             left = self._heard.agent_left.is_set() and self._heard.turns.empty()
             if left and not await self._turn_in_flight():
                 raise CallFailedError(f"the agent left before its {kind} turn")
+            if self._heard.turns.empty():
+                self._raise_if_ended_by_server()
+            getter = asyncio.ensure_future(self._heard.turns.get())
+            ended = asyncio.ensure_future(self._heard.ended_by_server.wait())
             try:
-                turn = await asyncio.wait_for(self._heard.turns.get(), max(remaining, 0.001))
-            except TimeoutError:
+                await asyncio.wait(
+                    {getter, ended},
+                    timeout=max(remaining, 0.001),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                ended.cancel()
+                if not getter.done():
+                    getter.cancel()
+            if not getter.done() or getter.cancelled():
+                self._raise_if_ended_by_server()
                 raise CallFailedError(
                     f"no {kind} turn from the agent within {self._opts.turn_timeout_s:g} s"
-                ) from None
+                )
+            turn = getter.result()
             if turn.get("kind") == kind:
                 return {
                     "user_text": turn.get("user_text", ""),
@@ -296,10 +340,13 @@ class SimulatedCaller:
         next_at = time.monotonic()
         speaking = False
         while True:
-            frame = self._speech.popleft() if self._speech else None
+            frame, speech_ends_in = self._speech.popleft() if self._speech else (None, None)
+            if speech_ends_in is not None:
+                # The last voiced sample leaves this far into the frame sent now.
+                self._speech_ended_at = time.monotonic() + speech_ends_in
+                self._heard.first_audio_after = self._speech_ended_at
             if frame is None and speaking:
                 speaking = False
-                self._speech_ended_at = time.monotonic()
                 self._speech_done.set()
             speaking = speaking or frame is not None
             await source.capture_frame(
@@ -322,8 +369,10 @@ class SimulatedCaller:
                     self._heard.recording += data
                 if rms_dbfs(data) > self._opts.silence_dbfs:
                     self._heard.agent_audio_s += frame.duration
-                    if not self._heard.audio_heard.is_set() and self._heard.first_audio_after:
-                        self._heard.audio_heard_at = time.monotonic()
+                    after = self._heard.first_audio_after
+                    now = time.monotonic()
+                    if not self._heard.audio_heard.is_set() and after is not None and now >= after:
+                        self._heard.audio_heard_at = now
                         self._heard.audio_heard.set()
         finally:
             await stream.aclose()
@@ -342,6 +391,15 @@ class SimulatedCaller:
     def _on_participant_left(self, participant: rtc.RemoteParticipant) -> None:
         if participant.identity == self._heard.agent_identity:
             self._heard.agent_left.set()
+
+    def _on_disconnected(self, reason: rtc.DisconnectReason.ValueType) -> None:
+        if reason != rtc.DisconnectReason.CLIENT_INITIATED:
+            self._heard.disconnect_reason = rtc.DisconnectReason.Name(reason)
+            self._heard.ended_by_server.set()
+
+    def _raise_if_ended_by_server(self) -> None:
+        if self._heard.disconnect_reason is not None:
+            raise CallFailedError(f"the server ended the call ({self._heard.disconnect_reason})")
 
     def _on_attributes(self, changed: dict[str, str], participant: rtc.Participant) -> None:
         if participant.identity == self._heard.agent_identity and ATTR_AGENT_STATE in changed:

@@ -16,8 +16,9 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
+from voice_agent.datadir import open_private, private_dir
 from voice_agent.exceptions import DevStackError
 from voice_agent.logging import get_logger
 
@@ -76,11 +77,14 @@ class ManagedProcess:
         return self.proc is not None and self.proc.returncode is None
 
     async def start(self) -> None:
-        """Spawn the child; output goes to its log file (or is inherited)."""
+        """Spawn the child (again, after it exited); output goes to its log file (or is
+        inherited)."""
+        self._close_log()
         stdout: int | IO[bytes] | None = None
         if self._log_file is not None:
-            self._log_file.parent.mkdir(parents=True, exist_ok=True)
-            self._log_handle = self._log_file.open("ab")
+            private_dir(self._log_file.parent)
+            fd = open_private(self._log_file, os.O_WRONLY | os.O_APPEND)
+            self._log_handle = os.fdopen(fd, "ab")
             stdout = self._log_handle
         self.proc = await asyncio.create_subprocess_exec(
             *self.argv,
@@ -104,10 +108,15 @@ class ManagedProcess:
                     f"{self.name} exited with code {self.returncode} before it was ready"
                     + (f"; see {self._log_file}" if self._log_file else "")
                 )
-            with contextlib.suppress(Exception):  # any failure of the probe means "not yet"
-                if await asyncio.wait_for(self._ready(), timeout=self._ready_probe_timeout_s):
-                    log.info("child.ready", child=self.name, pid=self.pid)
-                    return
+            ready = False
+            # Any failure of the probe means "not yet". (asyncio.timeout, not wait_for: on 3.11
+            # wait_for can swallow a cancellation that lands as the probe finishes.)
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self._ready_probe_timeout_s):
+                    ready = await self._ready()
+            if ready:
+                log.info("child.ready", child=self.name, pid=self.pid)
+                return
             if time.monotonic() >= deadline:
                 raise DevStackError(f"{self.name} was not ready after {timeout_s:.0f} s")
             await asyncio.sleep(delay)
@@ -122,22 +131,28 @@ class ManagedProcess:
         assert self.proc is not None, "start() first"
         return await self.proc.wait()
 
-    async def stop(self, grace_s: float = 5.0) -> None:
-        """SIGTERM the child's process group, then SIGKILL what is left after `grace_s`."""
+    async def stop(self, grace_s: float = 5.0, *, hurry: asyncio.Event | None = None) -> None:
+        """SIGTERM the child's process group, then SIGKILL what is left after `grace_s` (or as
+        soon as `hurry` is set)."""
         proc = self.proc
         if proc is None:
             return
         if proc.returncode is None:
             self._signal_group(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), timeout=grace_s)
-            except TimeoutError:
+            if not await _exited_within(proc, grace_s, hurry):
                 log.warning("child.kill", child=self.name, pid=proc.pid, grace_s=grace_s)
                 self._signal_group(signal.SIGKILL)
                 await proc.wait()
-        # Anything the child left in its group goes too.
-        self._signal_group(signal.SIGKILL)
+        self.reap()
         log.info("child.stopped", child=self.name, pid=proc.pid, returncode=proc.returncode)
+        self._close_log()
+
+    def reap(self) -> None:
+        """SIGKILL anything the exited child left in its process group (it may hold a port)."""
+        if self.proc is not None:
+            self._signal_group(signal.SIGKILL)
+
+    def _close_log(self) -> None:
         if self._log_handle is not None:
             self._log_handle.close()
             self._log_handle = None
@@ -146,6 +161,22 @@ class ManagedProcess:
         assert self.proc is not None
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, sig)
+
+
+async def _exited_within(
+    proc: asyncio.subprocess.Process, grace_s: float, hurry: asyncio.Event | None
+) -> bool:
+    """Wait up to `grace_s` for `proc` to exit, less when `hurry` is set; True when it did."""
+    exited = asyncio.ensure_future(proc.wait())
+    waits: set[asyncio.Future[Any]] = {exited}
+    if hurry is not None:
+        waits.add(asyncio.ensure_future(hurry.wait()))
+    try:
+        await asyncio.wait(waits, timeout=grace_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for fut in waits:
+            fut.cancel()
+    return proc.returncode is not None
 
 
 async def tcp_open(host: str, port: int) -> bool:

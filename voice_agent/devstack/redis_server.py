@@ -7,6 +7,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from voice_agent.datadir import private_dir
 from voice_agent.devstack.processes import ManagedProcess
 from voice_agent.exceptions import ConfigError
 
@@ -39,7 +40,7 @@ def redis_process(
         "no",
     ]
     if data_dir is not None:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(data_dir)
         argv += ["--dir", str(data_dir.resolve()), "--appendonly", "yes"]
     else:
         argv += ["--appendonly", "no"]

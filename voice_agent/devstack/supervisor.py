@@ -2,9 +2,11 @@
 
 Start order is LiveKit server (its webhooks aimed at the token service), Redis, token service,
 the offline LLM when no model endpoint is set, post-call worker, agent worker; each must be ready
-before the next starts.
-If any child exits, the supervisor says so loudly and stops everything rather than limping on.
-SIGINT/SIGTERM stop the children in reverse order; a child that does not stop in time is killed.
+before the next starts. A child that exits is restarted on its own port with backoff while the
+others keep running (`supervision.py`); one that keeps exiting (a crash loop) stops the whole
+stack, loudly, with exit code 1. SIGINT/SIGTERM stop the children in reverse order, each within
+its own grace: the agent worker drains its calls first (`VOICE_AGENT_DRAIN_TIMEOUT_S`); a second
+signal cuts every grace short.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import contextlib
 import secrets
 import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -28,19 +32,29 @@ from voice_agent.devstack.livekit_server import (
 from voice_agent.devstack.local_llm import MODEL_ALIAS, local_llm_process
 from voice_agent.devstack.processes import ManagedProcess, ReadyCheck, free_port
 from voice_agent.devstack.redis_server import redis_process
+from voice_agent.devstack.supervision import CrashLoopError, RestartPolicy, Supervisor
 from voice_agent.exceptions import ConfigError, DevStackError
 from voice_agent.logging import get_logger
 from voice_agent.postcall.queue import worker_alive
+from voice_agent.postcall.worker import PostCallOptions
 from voice_agent.settings import AuthMode, Settings, child_environment
 
 log = get_logger("devstack")
 
 READY_TIMEOUT_S = 60.0
+# How long each child may take to stop after SIGTERM before it is killed. The agent worker's is
+# its drain timeout plus this margin (cancelled calls still save their records); the post-call
+# worker's its job grace plus it.
+SHORT_GRACE_S = 5.0
+TOKEN_SERVICE_GRACE_S = 10.0
+STOP_MARGIN_S = 20.0
 
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # `voice-agent dev` runs the example help-desk agent with the example tools by default.
 DEV_PROFILE = REPO_ROOT / "deploy" / "profiles" / "support.toml"
+
+T = TypeVar("T")
 
 
 def _port_of(url: str, default: int) -> int:
@@ -52,7 +66,7 @@ class DevStack:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.children: list[ManagedProcess] = []
+        self._supervisor: Supervisor | None = None
         self.log_dir = settings.data_dir / "logs"
         self.warnings: list[str] = []
         # Staff read reports with a Bearer token; in anonymous mode without one, make one up.
@@ -105,10 +119,17 @@ class DevStack:
             how = "the VOICE_AGENT_STAFF_TOKEN you set"
         return f"  Call reports: {reports}\n  Sign in with {how}.\n"
 
-    async def _start(self, child: ManagedProcess) -> None:
-        self.children.append(child)
-        await child.start()
-        await child.wait_ready(READY_TIMEOUT_S)
+    @property
+    def supervisor(self) -> Supervisor:
+        """The supervisor of this run's children (made on first use, inside the event loop)."""
+        if self._supervisor is None:
+            self._supervisor = Supervisor(policy=RestartPolicy.from_settings(self.settings))
+        return self._supervisor
+
+    async def _start(self, child: ManagedProcess, *, stop_grace_s: float = SHORT_GRACE_S) -> None:
+        await self.supervisor.start(
+            child, ready_timeout_s=READY_TIMEOUT_S, stop_grace_s=stop_grace_s
+        )
 
     async def start(self) -> str:
         """Start every component in order; the URL to open."""
@@ -146,7 +167,8 @@ class DevStack:
                 argv=[sys.executable, "-m", "voice_agent", "serve"],
                 env=self._service_env(endpoint, redis_url) | self._staff_env(),
                 ready=_http_ok(f"{service_url}/readyz"),
-            )
+            ),
+            stop_grace_s=TOKEN_SERVICE_GRACE_S,
         )
         env = self._service_env(endpoint, redis_url)
         if s.openai_api_key is None and s.openai_base_url is None:
@@ -175,7 +197,8 @@ class DevStack:
                 argv=[sys.executable, "-m", "voice_agent", "worker"],
                 env=env,
                 ready=_http_ok(f"http://{s.host}:{worker_port}/healthz"),
-            )
+            ),
+            stop_grace_s=s.drain_timeout_s + STOP_MARGIN_S,
         )
         return f"{service_url}/"
 
@@ -191,22 +214,16 @@ class DevStack:
             env=env,
             ready=ready,
         )
-        await self._start(child)
+        await self._start(child, stop_grace_s=PostCallOptions().shutdown_grace_s + STOP_MARGIN_S)
 
-    async def wait_for_exit(self) -> ManagedProcess:
-        """Block until any child exits; that child."""
-        waits = {asyncio.ensure_future(c.wait()): c for c in self.children}
-        try:
-            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for fut in waits:
-                fut.cancel()
-        return waits[next(iter(done))]
+    async def wait_failed(self) -> DevStackError:
+        """Block until a child is given up on (a crash loop); why."""
+        return await self.supervisor.wait_failed()
 
-    async def stop(self) -> None:
-        """Stop the children in reverse start order."""
-        for child in reversed(self.children):
-            await child.stop()
+    async def stop(self, *, hurry: asyncio.Event | None = None) -> None:
+        """Stop the children in reverse start order, each within its own grace."""
+        if self._supervisor is not None:
+            await self._supervisor.stop(hurry=hurry)
 
 
 def _reachable(host: str) -> str:
@@ -224,19 +241,24 @@ def _http_ok(url: str) -> ReadyCheck:
 
 
 async def run_dev(settings: Settings) -> int:
-    """Run the stack until a signal or a crash; the process exit code."""
+    """Run the stack until a signal or a crash loop; the process exit code."""
     stack = DevStack(settings)
-    stop = asyncio.Event()
+    stop, hurry = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stop.is_set():
+            log.warning("dev.hurry", signal=sig.name, action="stopping without waiting")
+            hurry.set()
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal, sig)
     code = 0
     try:
-        try:
-            url = await stack.start()
-        except DevStackError as e:
-            log.error("dev.start_failed", error=str(e))
-            return 1
+        url = await _until_stopped(stack.start(), stop)
+        if url is None:
+            return code
         log.info("dev.ready", url=url, logs=str(stack.log_dir))
         notes = "".join(f"  Note: {w}\n" for w in stack.warnings)
         print(
@@ -244,26 +266,47 @@ async def run_dev(settings: Settings) -> int:
             "  Ctrl-C stops everything.\n",
             flush=True,
         )
-        stop_wait = asyncio.ensure_future(stop.wait())
-        crash_wait = asyncio.ensure_future(stack.wait_for_exit())
-        done, _ = await asyncio.wait({stop_wait, crash_wait}, return_when=asyncio.FIRST_COMPLETED)
-        if crash_wait in done:
-            child = crash_wait.result()
-            log.error(
-                "dev.child_crashed",
-                child=child.name,
-                pid=child.pid,
-                returncode=child.returncode,
-                action="stopping the whole stack",
-            )
-            code = 1
-        for fut in (stop_wait, crash_wait):
-            fut.cancel()
+        failure = await _until_stopped(stack.wait_failed(), stop)
+        if failure is not None:
+            raise failure
+    except DevStackError as e:
+        code = 1
+        _report_failure(e)
     finally:
         log.info("dev.stopping")
-        with contextlib.suppress(Exception):
-            await stack.stop()
+        await stack.stop(hurry=hurry)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         log.info("dev.stopped", returncode=code)
     return code
+
+
+async def _until_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T | None:
+    """`work`'s result, or None when `stop` is set first (then `work` is cancelled)."""
+    task = asyncio.ensure_future(work)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return None
+    return task.result()
+
+
+def _report_failure(error: DevStackError) -> None:
+    """Say loudly why the stack stops: a structured event, and a line for the person."""
+    if isinstance(error, CrashLoopError):
+        log.error(
+            "dev.crash_loop",
+            child=error.child,
+            returncodes=error.returncodes,
+            window_s=error.window_s,
+            action="stopping the whole stack",
+        )
+    else:
+        log.error("dev.start_failed", error=str(error))
+    print(f"\n  voice-agent dev is stopping: {error}\n", file=sys.stderr, flush=True)

@@ -17,20 +17,24 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from voice_agent.datadir import private_file
 from voice_agent.exceptions import ConfigError
 
-SQLITE_BUSY_TIMEOUT_MS = 10_000
+DEFAULT_TIMEOUT_S = 10.0
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # Take transaction control from the driver so `BEGIN` is ours (see the module docstring).
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA synchronous=NORMAL")  # durable at each checkpoint; WAL keeps it safe
-    cursor.close()
+def _sqlite_pragmas(busy_timeout_ms: int) -> Any:
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control from the driver so `BEGIN` is ours (see the module docstring).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")  # durable at each checkpoint; WAL keeps it
+        cursor.close()
+
+    return on_connect
 
 
 def _sqlite_begin(conn: sa.Connection) -> None:
@@ -63,18 +67,26 @@ def _scheme(url: str) -> str:
     return url.split("://", 1)[0] if "://" in url else "(no scheme)"
 
 
-def create_engine(url: str) -> AsyncEngine:
-    """An async engine for a user's database URL, set up for its backend."""
+def create_engine(url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> AsyncEngine:
+    """An async engine for a user's database URL, set up for its backend.
+
+    `timeout_s` bounds a connection attempt and one statement, waiting for a lock included:
+    an unavailable store fails a step within it instead of hanging the job.
+    """
     parsed = make_url(normalise_url(url))
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if not database or database == ":memory:":
             raise ConfigError("the report store needs a SQLite file, not an in-memory database")
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(
-            parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
-        )
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        private_file(Path(database))
+        engine = create_async_engine(parsed, connect_args={"timeout": timeout_s})
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas(int(timeout_s * 1000)))
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
-    return create_async_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    return create_async_engine(
+        parsed,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=5,
+        connect_args={"timeout": timeout_s, "command_timeout": timeout_s},
+    )

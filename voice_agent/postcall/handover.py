@@ -35,10 +35,13 @@ def spool_for(settings: Settings) -> RecordSpool:
     return RecordSpool(directory=settings.data_dir / "spool")
 
 
-async def deliver(queue: PostCallQueue, record: CallRecord, *, source: str) -> bool:
-    """Store the record in Redis and enqueue its job; True when a new job was enqueued."""
+async def deliver(
+    queue: PostCallQueue, record: CallRecord, *, source: str, job_id: str | None = None
+) -> bool:
+    """Store the record in Redis and enqueue its job (the call's own job id unless `job_id`);
+    True when a new job was enqueued."""
     await queue.put_record(record, source=source)
-    return await queue.enqueue(record.call_id)
+    return await queue.enqueue(record.call_id, job_id=job_id)
 
 
 class SpoolFlusher:
@@ -141,14 +144,27 @@ class PostCallSink:
         if not settings.redis_url:
             raise ValueError("the post-call sink needs REDIS_URL")
         queue = PostCallQueue(redis=connect(settings.redis_url))
-        return cls(spool=spool_for(settings), queue=queue)
+        spool = spool_for(settings)
+        backoff = ReconnectPolicy(initial_delay_s=0.5, max_delay_s=settings.redis_retry_max_s)
+        flusher = SpoolFlusher(spool=spool, queue=queue, backoff=backoff)
+        return cls(spool=spool, queue=queue, flusher=flusher)
 
-    async def submit(self, record: CallRecord) -> None:
-        """Spool the record durably, then hand it to Redis or leave it for the flusher."""
+    @property
+    def spool(self) -> RecordSpool:
+        """Where records wait for Redis on this host."""
+        return self._spool
+
+    async def submit(
+        self, record: CallRecord, *, source: str = "agent", job_id: str | None = None
+    ) -> None:
+        """Spool the record durably, then hand it to Redis or leave it for the flusher.
+
+        `source` says who hands it over ("agent"; "journal" for a recovered orphan); `job_id`
+        replaces the call's own job id (a record that must reach a store already done)."""
         path = await self._spool.write(record)
         try:
             async with asyncio.timeout(self._timeout_s):
-                enqueued = await deliver(self.queue, record, source="agent")
+                enqueued = await deliver(self.queue, record, source=source, job_id=job_id)
         except DELIVERY_ERRORS as e:
             log.warning(
                 "postcall.handover_deferred",
@@ -163,6 +179,7 @@ class PostCallSink:
             "postcall.handed_over",
             call_id=record.call_id,
             via="redis",
+            source=source,
             enqueued=enqueued,
             complete=record.complete,
         )

@@ -8,7 +8,9 @@ duplicate hand-over (the agent and the LiveKit webhook both enqueue every call) 
 
 Jobs and results are JSON, never pickle: the queue is shared across processes and hosts, and
 nothing read from Redis should be able to run code. Records live beside the jobs as hashes
-(`postcall:record:<call_id>`, fields `complete` and `json`), so a job carries only a call id.
+(`postcall:record:<call_id>`, fields `complete`, `json`, `source` and `turns`), so a job carries
+only a call id. Once the store holds a call, `postcall:stored:<call_id>` says so (and how
+complete its record is), so the host that journaled the call can remove its journal.
 """
 
 from __future__ import annotations
@@ -37,17 +39,24 @@ JOB_EXPIRY_MS = RECORD_TTL_S * 1000
 # Call ids reach us from LiveKit webhooks and URLs too; they become Redis keys and file names.
 CALL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 
-# The first record is kept, except that a complete record replaces a partial one.
+# The first record is kept, except that a complete record replaces a partial one, and a partial
+# one with more transcript turns (a journal recovered later) replaces a thinner partial one.
 _PUT_RECORD = """
 local current = redis.call('HGET', KEYS[1], 'complete')
-if current == '1' or (current == '0' and ARGV[1] == '0') then return 0 end
-redis.call('HSET', KEYS[1], 'complete', ARGV[1], 'json', ARGV[2], 'source', ARGV[4])
+if current == '1' then return 0 end
+if current == '0' and ARGV[1] == '0' then
+  local turns = tonumber(redis.call('HGET', KEYS[1], 'turns') or '0') or 0
+  if tonumber(ARGV[5]) <= turns then return 0 end
+end
+redis.call('HSET', KEYS[1], 'complete', ARGV[1], 'json', ARGV[2], 'source', ARGV[4],
+           'turns', ARGV[5])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
 """
 _PUT_RECORD_IF_ABSENT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'complete', ARGV[1], 'json', ARGV[2], 'source', ARGV[4])
+redis.call('HSET', KEYS[1], 'complete', ARGV[1], 'json', ARGV[2], 'source', ARGV[4],
+           'turns', ARGV[5])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
 """
@@ -85,6 +94,23 @@ async def worker_alive(url: str, pid: int) -> bool:
 def record_key(call_id: str) -> str:
     """Where a call's record is kept in Redis."""
     return f"postcall:record:{call_id}"
+
+
+def stored_key(call_id: str) -> str:
+    """Where the post-call worker says the store holds a call (and how much of it)."""
+    return f"postcall:stored:{call_id}"
+
+
+@dataclass(frozen=True)
+class StoredMark:
+    """What the store holds of a call, as the post-call worker last saw it."""
+
+    complete: bool
+    turns: int
+
+    def covers(self, record: CallRecord) -> bool:
+        """True when the store has at least what `record` holds (the journal may go)."""
+        return self.complete or self.turns >= len(record.transcript)
 
 
 def _jsonable(value: Any) -> Any:
@@ -155,8 +181,21 @@ class PostCallQueue:
             record.model_dump_json(),
             str(RECORD_TTL_S),
             source,
+            str(len(record.transcript)),
         )
         return bool(kept)
+
+    async def mark_stored(self, call_id: str, *, complete: bool, turns: int) -> None:
+        """Say that the store holds the call's record (complete or not, with so many turns)."""
+        await self.redis.set(stored_key(call_id), f"{int(complete)}:{turns}", ex=RECORD_TTL_S)
+
+    async def stored(self, call_id: str) -> StoredMark | None:
+        """What the store holds of the call, when a post-call worker has said so."""
+        raw = await self.redis.get(stored_key(call_id))
+        if raw is None:
+            return None
+        complete, _, turns = (raw.decode() if isinstance(raw, bytes) else str(raw)).partition(":")
+        return StoredMark(complete=complete == "1", turns=int(turns or 0))
 
     async def has_record(self, call_id: str) -> bool:
         """True when Redis holds a record of the call."""

@@ -9,7 +9,8 @@ refuse `json_schema` with 400/422 (llama-cpp-python's server, the offline dev de
 
 An answer that does not validate gets one more try that quotes the validation errors; a second
 failure gives the deterministic fallback report, flagged for review. A confident-enough report
-passes; one below the review threshold, or one written from a partial record, is flagged.
+passes unless a deterministic trigger flags it (`review.py`: markup or links in its text, tool
+errors, a partial or recovered record, turns the agent could not answer).
 Provider errors (unreachable, timeouts, 5xx) are raised: the job decides to retry or fall back.
 """
 
@@ -33,6 +34,7 @@ from voice_agent.exceptions import ProviderResponseError
 from voice_agent.logging import get_logger
 from voice_agent.postcall.fallback import fallback_report
 from voice_agent.postcall.models import PostCallReport, StoredReport
+from voice_agent.postcall.review import record_reasons, review_reasons
 from voice_agent.providers.openai_connection import translate_errors
 
 log = get_logger("postcall.reporter")
@@ -191,23 +193,11 @@ class ReportOutcome:
 AttemptHook = Callable[[ModelAttempt], Awaitable[None]]
 
 
-def review_reasons(
-    report: PostCallReport, record: CallRecord, *, review_confidence: float
-) -> list[str]:
-    """Why staff should look at a model-written report (empty: no need)."""
-    reasons = []
-    if report.confidence < review_confidence:
-        reasons.append("low_confidence")
-    if not record.complete:
-        reasons.append("partial_record")
-    return reasons
-
-
 def fallback_outcome(
     record: CallRecord, reason: str, attempts: tuple[ModelAttempt, ...] = ()
 ) -> ReportOutcome:
-    """The deterministic report, flagged for review with `reason` (and a partial record)."""
-    reasons = [reason] + ([] if record.complete else ["partial_record"])
+    """The deterministic report, flagged for review with `reason` (and what the record says)."""
+    reasons = [reason, *record_reasons(record)]
     stored = StoredReport(
         report=fallback_report(record),
         needs_review=True,

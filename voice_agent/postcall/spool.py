@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from voice_agent.call_record import CallRecord
+from voice_agent.datadir import open_private, private_dir
 from voice_agent.logging import get_logger
 from voice_agent.postcall.queue import valid_call_id
 
@@ -42,10 +43,10 @@ class RecordSpool:
 
     def _write(self, record: CallRecord) -> Path:
         final = self.path_for(record.call_id)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        private_dir(self.directory)
         tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
         data = record.model_dump_json().encode()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = open_private(tmp, os.O_WRONLY | os.O_TRUNC)
         try:
             os.write(fd, data)
             os.fsync(fd)

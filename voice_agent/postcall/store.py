@@ -99,9 +99,13 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         started, call_id = json.loads(raw)
         at = datetime.fromisoformat(started)
-    except (binascii.Error, ValueError, TypeError) as e:
+        if at.tzinfo is None:
+            raise ValueError("a cursor's time is aware")
+        at = at.astimezone(UTC)
+    except (binascii.Error, ValueError, TypeError, OverflowError) as e:
         raise InvalidCursorError("not a cursor from this API") from e
-    if not isinstance(call_id, str) or at.tzinfo is None:
+    # A forged cursor's id must not reach SQL as NUL (PostgreSQL refuses it) or control bytes.
+    if not isinstance(call_id, str) or not call_id.isprintable():
         raise InvalidCursorError("not a cursor from this API")
     return at, call_id
 
@@ -125,9 +129,10 @@ class ReportStore:
         return f"sqlite+aiosqlite:///{path}"
 
     @classmethod
-    async def open(cls, url: str) -> ReportStore:
-        """Connect, create the database if needed and bring its schema up to date."""
-        engine = database.create_engine(url)
+    async def open(cls, url: str, *, timeout_s: float = database.DEFAULT_TIMEOUT_S) -> ReportStore:
+        """Connect, create the database if needed and bring its schema up to date; a step that
+        waits longer than `timeout_s` for the database fails."""
+        engine = database.create_engine(url, timeout_s=timeout_s)
         store = cls(engine=engine)
         try:
             version = await migrations.migrate(engine)
@@ -172,7 +177,7 @@ class ReportStore:
 
     async def add_call(self, record: CallRecord, *, source: str) -> bool:
         """Insert a new call as queued (True); a known call only trades a partial record for a
-        complete one (False)."""
+        complete one, or for a partial one with more turns (False)."""
         now = _now()
         values = self._record_values(record)
         stmt = (
@@ -195,18 +200,27 @@ class ReportStore:
             if inserted:
                 log.info("store.call_added", call_id=record.call_id, source=source)
                 return True
-            if record.complete:
-                replaced = await conn.execute(
-                    calls.update()
-                    .where(calls.c.call_id == record.call_id, calls.c.record_complete.is_(False))
-                    .values(updated_at=now, **values)
-                    .returning(calls.c.report)
+            richer = sa.true() if record.complete else calls.c.turns < len(record.transcript)
+            replaced = await conn.execute(
+                calls.update()
+                .where(
+                    calls.c.call_id == record.call_id,
+                    calls.c.record_complete.is_(False),
+                    richer,
                 )
-                row = replaced.first()
-                if row is not None:
-                    await self._refresh_search(conn, record, row.report)
-                    log.info("store.record_completed", call_id=record.call_id, source=source)
-                    return False
+                .values(updated_at=now, **values)
+                .returning(calls.c.report)
+            )
+            row = replaced.first()
+            if row is not None:
+                await self._refresh_search(conn, record, row.report)
+                log.info(
+                    "store.record_replaced",
+                    call_id=record.call_id,
+                    source=source,
+                    complete=record.complete,
+                )
+                return False
         log.info("store.call_duplicate", call_id=record.call_id, source=source)
         return False
 
@@ -234,6 +248,18 @@ class ReportStore:
             .where(calls.c.call_id == record.call_id)
             .values(search_text=_search_text(record, stored))
         )
+
+    async def record_state(self, call_id: str) -> tuple[bool, int] | None:
+        """(complete, transcript turns) of the record the store holds for a call, or None."""
+        async with self._reader.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(calls.c.record_complete, calls.c.turns).where(
+                        calls.c.call_id == call_id
+                    )
+                )
+            ).first()
+        return None if row is None else (bool(row.record_complete), int(row.turns))
 
     async def claim(self, call_id: str, *, lease_s: float = DEFAULT_LEASE_S) -> CallDetail | None:
         """Mark a queued (or dead) call processing and count the attempt; None when it is

@@ -6,15 +6,20 @@ no side effects), writes the report (or reuses the one an earlier try saved) and
 integrations. Every step is a job event in the store, which is what staff see.
 
 Failures are retried by arq with capped exponential backoff and jitter (`Retry(defer=...)`):
-an integration that failed, a model that did not answer, a try that ran out of time. The try that
-exhausts `VOICE_AGENT_POSTCALL_MAX_TRIES` leaves the call `dead`, with its error, for staff to
-retry. arq is given one try more than that budget: it is only reached when the last real try
-never finished (its worker was killed), and it records the call dead instead of doing the work.
+an integration that failed, a model that did not answer, a try that ran out of time, a store or
+Redis that did not answer. The try that exhausts `VOICE_AGENT_POSTCALL_MAX_TRIES` leaves the call
+`dead`, with its error, for staff to retry. A run past that budget (the last try never finished:
+its worker was killed) records the call dead instead of doing the work.
 
-A killed worker's job is run again by arq once its in-progress lease expires (the job timeout
-plus ten seconds); the store's claim on the call lapses after `attempt_timeout_s`, which is
-shorter, so the rerun can take the call over. SIGTERM stops taking jobs, lets running ones
-finish for `shutdown_grace_s`, then cancels the rest, which arq runs again on the next worker.
+A job ends only once the store holds its outcome (`done` or `dead`): arq's own try limit is out
+of reach, every run is bounded by our timeouts well inside arq's, and while the store cannot take
+the outcome (`postcall.outcome_unsaved`) the job is retried with capped backoff instead of
+ending, however long the store stays away.
+
+A killed worker's job is run again by arq once its in-progress lease expires (arq's timeout plus
+ten seconds); the store's claim on the call lapses after `attempt_timeout_s`, which is shorter,
+so the rerun can take the call over. SIGTERM stops taking jobs, lets running ones finish for
+`shutdown_grace_s`, then cancels the rest, which arq runs again on the next worker.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -36,7 +42,7 @@ from voice_agent.backoff import ReconnectPolicy
 from voice_agent.call_record import CallRecord
 from voice_agent.exceptions import ConfigError, ProviderError, ToolLoadError
 from voice_agent.logging import bound_contextvars, get_logger
-from voice_agent.postcall.handover import SpoolFlusher, spool_for
+from voice_agent.postcall.handover import DELIVERY_ERRORS, SpoolFlusher, spool_for
 from voice_agent.postcall.integrations import (
     TICKET_TOOL,
     EmailDraftIntegration,
@@ -53,10 +59,12 @@ from voice_agent.postcall.queue import (
     QUEUE_NAME,
     RESULT_TTL_S,
     PostCallQueue,
+    StoredMark,
     connect,
     health_key,
     valid_call_id,
 )
+from voice_agent.postcall.recovery import forget_journal
 from voice_agent.postcall.reporter import ReportOutcome, ReportWriter, fallback_outcome
 from voice_agent.postcall.spool import RecordSpool
 from voice_agent.postcall.store import ReportStore
@@ -67,6 +75,7 @@ from voice_agent.tooling.registry import ToolRegistry
 log = get_logger("postcall.worker")
 
 CTX_KEY = "postcall"
+ARQ_MAX_TRIES = 1_000_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,14 +86,29 @@ class PostCallOptions:
     concurrency: int = 4
     review_confidence: float = 0.6
     attempt_timeout_s: float = 120.0  # one try: model, store and integrations
+    store_timeout_s: float = 10.0  # one store statement (waiting for a lock included)
     model_timeout_s: float = 60.0  # one model request
     integration_timeout_s: float = 30.0  # one tool run
     backoff: ReconnectPolicy = field(
         default_factory=lambda: ReconnectPolicy(initial_delay_s=2.0, max_delay_s=300.0)
     )
     poll_delay_s: float = 0.1  # how soon a free slot takes the next job (a Redis poll each time)
+    redis_backoff: ReconnectPolicy = field(
+        default_factory=lambda: ReconnectPolicy(initial_delay_s=0.5, max_delay_s=10.0)
+    )  # between pings while Redis is away
     shutdown_grace_s: int = 30
     health_interval_s: float = 5.0
+
+    @property
+    def job_timeout_s(self) -> float:
+        """The bound on one run of the job: the try, the store steps around it, and one
+        failing store statement."""
+        return self.attempt_timeout_s + self.store_timeout_s + 5.0
+
+    @property
+    def arq_timeout_s(self) -> float:
+        """arq's own limit, past ours and the give-up after it: arq never cuts a run short."""
+        return self.job_timeout_s + self.store_timeout_s + 5.0
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> PostCallOptions:
@@ -92,6 +116,15 @@ class PostCallOptions:
         values: dict[str, Any] = {
             "max_tries": settings.postcall_max_tries,
             "concurrency": settings.postcall_concurrency,
+            "attempt_timeout_s": settings.postcall_attempt_timeout_s,
+            "store_timeout_s": settings.database_timeout_s,
+            "backoff": ReconnectPolicy(
+                initial_delay_s=min(2.0, settings.postcall_retry_max_s),
+                max_delay_s=settings.postcall_retry_max_s,
+            ),
+            "redis_backoff": ReconnectPolicy(
+                initial_delay_s=0.5, max_delay_s=min(10.0, settings.redis_retry_max_s)
+            ),
             "review_confidence": settings.postcall_review_confidence,
         }
         values.update(overrides)
@@ -108,13 +141,23 @@ class PostCallContext:
     writer: ReportWriter | None  # None: no model configured; every report is the fallback
     integrations: tuple[Integration, ...]
     options: PostCallOptions
+    journal_dir: Path  # this host's call journals (the agent's, when they share the data dir)
+    held: set[str] = field(default_factory=set)
+    """Calls whose claim a run in this process took and could not hand back (the store
+    failed): the next run here takes them over without waiting for the claim to lapse."""
+    unsaved: dict[str, str] = field(default_factory=dict)
+    """Calls given up on whose dead status the store did not take yet, with their error."""
 
 
 # -- the job ---------------------------------------------------------------------------------
 
 
 async def process_call(ctx: dict[str, Any], call_id: str) -> str:
-    """arq job: report and side effects for one call; its outcome as a word."""
+    """arq job: report and side effects for one call; its outcome as a word.
+
+    The job ends (returns) only once the store holds the call's outcome; until then it is
+    retried, the store's outages included, with capped backoff.
+    """
     deps: PostCallContext = ctx[CTX_KEY]
     job_try = int(ctx.get("job_try", 1))
     job_id = str(ctx.get("job_id", ""))
@@ -123,28 +166,30 @@ async def process_call(ctx: dict[str, Any], call_id: str) -> str:
             log.error("postcall.invalid_job", call_id=repr(call_id)[:140])
             return "invalid"
         try:
-            return await _process(deps, call_id, job_id=job_id, job_try=job_try)
+            async with asyncio.timeout(deps.options.job_timeout_s):
+                return await _process(deps, call_id, job_id=job_id, job_try=job_try)
         except Retry:
             raise
         except asyncio.CancelledError:
-            await _release_claim(deps.store, call_id)
+            await _release_claim(deps, call_id)
             raise
         except Exception as e:  # the store or Redis failed before the try could be judged
             log.exception("postcall.job_error")
+            error = f"{type(e).__name__}: {e}"[:2000]
             if job_try < deps.options.max_tries:
                 raise Retry(defer=deps.options.backoff.delay_s(job_try)) from e
-            with contextlib.suppress(Exception):  # best effort: the store may be what failed
-                await _give_up(deps.store, call_id, f"{type(e).__name__}: {e}"[:2000], job_try)
-            return "dead"
+            return await _give_up(deps, call_id, error, job_try)
 
 
-async def _release_claim(store: ReportStore, call_id: str) -> None:
+async def _release_claim(deps: PostCallContext, call_id: str) -> None:
     """Worker stopping mid-job: hand the call back so the rerun can claim it at once."""
     log.warning("postcall.interrupted")
     with contextlib.suppress(Exception):  # best effort; the claim lapses on its own anyway
-        await asyncio.wait_for(
-            store.set_status(call_id, CallStatus.QUEUED, error="the worker stopped mid-job"), 2.0
-        )
+        async with asyncio.timeout(2.0):
+            await deps.store.set_status(
+                call_id, CallStatus.QUEUED, error="the worker stopped mid-job"
+            )
+        deps.held.discard(call_id)
 
 
 async def _load_record(deps: PostCallContext, call_id: str) -> tuple[CallRecord, str] | None:
@@ -168,15 +213,21 @@ async def _process(deps: PostCallContext, call_id: str, *, job_id: str, job_try:
         return "missing"
     record, source = loaded
     await store.add_call(record, source=source)
+    await _note_stored(deps, call_id)
     if job_try > options.max_tries:
-        # Only reached when the last try never finished: its worker was killed or hung.
-        error = f"try {options.max_tries} of {options.max_tries} never finished (worker killed)"
-        await _give_up(store, call_id, error, job_try)
-        return "dead"
-    detail = await store.claim(call_id, lease_s=options.attempt_timeout_s)
+        # Reached when the last try never finished (its worker was killed or hung), or when
+        # the store could not take the outcome of the last try.
+        error = deps.unsaved.get(call_id) or (
+            f"try {options.max_tries} of {options.max_tries} never finished (worker killed)"
+        )
+        return await _give_up(deps, call_id, error, job_try)
+    # A claim this process holds from a run the store failed under is ours to take over.
+    lease_s = 0.0 if call_id in deps.held else options.attempt_timeout_s
+    detail = await store.claim(call_id, lease_s=lease_s)
     if detail is None:
         current = await store.get_call(call_id)
         if current is None or current.status is CallStatus.DONE:
+            deps.held.discard(call_id)
             log.info("postcall.already_done")
             return "already_done"
         # Claimed by a try whose worker died; its claim lapses after attempt_timeout_s.
@@ -184,6 +235,7 @@ async def _process(deps: PostCallContext, call_id: str, *, job_id: str, job_try:
         wait = max(0.5, options.attempt_timeout_s - held_for + 0.5)
         log.info("postcall.claim_held", status=current.status.value, retry_in_s=round(wait, 2))
         raise Retry(defer=wait)
+    deps.held.add(call_id)
     await store.add_job_event(
         call_id, "started", job_id=job_id, job_try=job_try, attempt=detail.attempts
     )
@@ -201,12 +253,12 @@ async def _process(deps: PostCallContext, call_id: str, *, job_id: str, job_try:
         failures = [f"{type(e).__name__}: {e}"]
     if not failures:
         await store.set_status(call_id, CallStatus.DONE, event="done", job_try=job_try)
+        deps.held.discard(call_id)
         log.info("postcall.done")
         return "done"
     error = "; ".join(failures)[:2000]
     if job_try >= options.max_tries:
-        await _give_up(store, call_id, error, job_try)
-        return "dead"
+        return await _give_up(deps, call_id, error, job_try)
     delay = options.backoff.delay_s(job_try)
     await store.set_status(
         call_id,
@@ -216,13 +268,48 @@ async def _process(deps: PostCallContext, call_id: str, *, job_id: str, job_try:
         job_try=job_try,
         defer_s=round(delay, 3),
     )
+    deps.held.discard(call_id)
     log.warning("postcall.retry_scheduled", defer_s=round(delay, 3), error=error)
     raise Retry(defer=delay)
 
 
-async def _give_up(store: ReportStore, call_id: str, error: str, job_try: int) -> None:
-    await store.set_status(call_id, CallStatus.DEAD, error=error, event="dead", job_try=job_try)
+async def _note_stored(deps: PostCallContext, call_id: str) -> None:
+    """The store holds the call: say so in Redis (the agent's host then removes its journal),
+    and remove this host's journal when the store has all of it."""
+    state = await deps.store.record_state(call_id)
+    if state is None:
+        return
+    mark = StoredMark(complete=state[0], turns=state[1])
+    try:
+        await deps.queue.mark_stored(call_id, complete=mark.complete, turns=mark.turns)
+    except DELIVERY_ERRORS as e:  # the journal waits for a later sweep; the job goes on
+        log.warning("postcall.mark_failed", error=f"{type(e).__name__}: {e}"[:200])
+    await asyncio.to_thread(forget_journal, deps.journal_dir, call_id, mark)
+
+
+async def _give_up(deps: PostCallContext, call_id: str, error: str, job_try: int) -> str:
+    """Record the call dead with its error; while the store cannot take that, the job is
+    retried with capped backoff instead of ending (arq would forget it)."""
+    try:
+        async with asyncio.timeout(deps.options.store_timeout_s + 2.0):
+            await deps.store.set_status(
+                call_id, CallStatus.DEAD, error=error, event="dead", job_try=job_try
+            )
+    except Exception as e:  # any failure to write it: the outcome is not stored yet
+        deps.unsaved[call_id] = error
+        delay = deps.options.backoff.delay_s(job_try)
+        log.error(
+            "postcall.outcome_unsaved",
+            outcome="dead",
+            error=error[:300],
+            store_error=f"{type(e).__name__}: {e}"[:300],
+            retry_in_s=round(delay, 2),
+        )
+        raise Retry(defer=delay) from e
+    deps.unsaved.pop(call_id, None)
+    deps.held.discard(call_id)
     log.error("postcall.dead", error=error)
+    return "dead"
 
 
 async def _attempt(
@@ -340,22 +427,76 @@ def build_integrations(
     return tuple(found)
 
 
-async def _wait_for_redis(queue: PostCallQueue, stop: asyncio.Event) -> bool:
+async def _wait_for_redis(
+    queue: PostCallQueue, stop: asyncio.Event, backoff: ReconnectPolicy
+) -> bool:
     """Ping Redis with backoff until it answers (True) or a stop is asked for (False)."""
-    backoff = ReconnectPolicy(initial_delay_s=0.5, max_delay_s=10.0)
     failures = 0
     while not stop.is_set():
         try:
             await queue.redis.ping()
+            if failures:
+                log.info("postcall.redis_back", after_failures=failures)
             return True
-        except (RedisError, OSError) as e:
+        except DELIVERY_ERRORS as e:
             failures += 1
             delay = backoff.delay_s(failures)
-            log.warning("postcall.waiting_for_redis", error=str(e)[:200], retry_in_s=delay)
+            log.warning(
+                "postcall.waiting_for_redis",
+                error=f"{type(e).__name__}: {e}"[:200],
+                failures=failures,
+                retry_in_s=round(delay, 2),
+            )
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await stop.wait()
     return False
+
+
+async def serve_queue(worker: Worker, deps: PostCallContext, stop: asyncio.Event) -> None:
+    """Run `worker` until `stop`, riding out Redis outages.
+
+    arq's poll raises when Redis goes away; the worker then waits for Redis with backoff and
+    polls again. Jobs already running carry on meanwhile (they need the store, not Redis); one
+    that cannot report its end to Redis is run again after its lease, and finds its call done.
+    While Redis is away the worker's health key is not refreshed and lapses, so it reads as not
+    ready to whoever watches it (the dev supervisor); it is written again on the first poll.
+    """
+    while await _wait_for_redis(deps.queue, stop, deps.options.redis_backoff):
+        try:
+            await worker.async_run()
+            return
+        except DELIVERY_ERRORS as e:
+            if stop.is_set():
+                return
+            log.warning(
+                "postcall.redis_lost",
+                error=f"{type(e).__name__}: {e}"[:300],
+                running_jobs=await _resync_slots(worker),
+            )
+
+
+async def _resync_slots(worker: Worker) -> int:
+    """Recount arq's job slots from the jobs really running; how many run.
+
+    arq takes a slot before it asks Redis whether a job may start, and a Redis error there
+    leaves the slot taken; enough outages would leave a worker that never takes a job again.
+    Jobs that ended meanwhile are collected here (their end could not reach Redis: arq runs
+    them again after their lease). Uses arq 0.28's `tasks`, `job_counter` and `sem` (pinned).
+    """
+    for job_id, task in list(worker.tasks.items()):
+        if task.done():
+            del worker.tasks[job_id]
+            if not task.cancelled() and task.exception() is not None:
+                log.warning(
+                    "postcall.job_end_unrecorded", job_id=job_id, error=str(task.exception())[:200]
+                )
+    running = len(worker.tasks)
+    worker.job_counter = running
+    worker.sem = asyncio.BoundedSemaphore(worker.max_jobs + 1)
+    for _ in range(running):  # never blocks: the running jobs release theirs when they end
+        await worker.sem.acquire()
+    return running
 
 
 @contextlib.asynccontextmanager
@@ -368,7 +509,9 @@ async def postcall_context(
     async with contextlib.AsyncExitStack() as stack:
         http = await stack.enter_async_context(aiohttp.ClientSession())
         integrations = build_integrations(settings, options, http)
-        store = await ReportStore.open(ReportStore.url_from_settings(settings))
+        store = await ReportStore.open(
+            ReportStore.url_from_settings(settings), timeout_s=settings.database_timeout_s
+        )
         stack.push_async_callback(store.close)
         queue = PostCallQueue(redis=connect(settings.redis_url))
         stack.push_async_callback(queue.aclose)
@@ -382,6 +525,7 @@ async def postcall_context(
             writer=writer,
             integrations=integrations,
             options=options,
+            journal_dir=settings.data_dir / "calls",
         )
 
 
@@ -391,8 +535,10 @@ def build_worker(deps: PostCallContext, *, burst: bool = False) -> Worker:
     job = func(
         process_call,
         name=JOB_FUNCTION,
-        max_tries=options.max_tries + 1,  # the extra try only records a call that never finished
-        timeout=options.attempt_timeout_s + 5.0,  # our own timeout ends a try first
+        # arq must never end the job on its own: the try budget is counted by `process_call`,
+        # which ends the job only once the store holds its outcome.
+        max_tries=ARQ_MAX_TRIES,
+        timeout=options.arq_timeout_s,  # our own bounds end a run first
         keep_result=RESULT_TTL_S,  # a finished call's job id stays taken: no second run
     )
     return Worker(
@@ -405,7 +551,7 @@ def build_worker(deps: PostCallContext, *, burst: bool = False) -> Worker:
         max_jobs=options.concurrency,
         poll_delay=options.poll_delay_s,
         keep_result=RESULT_TTL_S,
-        max_tries=options.max_tries + 1,
+        max_tries=ARQ_MAX_TRIES,
         health_check_interval=options.health_interval_s,
         health_check_key=health_key(),
         ctx={CTX_KEY: deps},
@@ -432,9 +578,13 @@ async def run_postcall(settings: Settings, *, options: PostCallOptions | None = 
         loop.add_signal_handler(sig, on_signal, sig)
     try:
         async with postcall_context(settings, options) as deps:
-            if not await _wait_for_redis(deps.queue, stop):
-                return
-            flusher = SpoolFlusher(spool=deps.spool, queue=deps.queue)
+            flusher = SpoolFlusher(
+                spool=deps.spool,
+                queue=deps.queue,
+                backoff=ReconnectPolicy(
+                    initial_delay_s=0.5, max_delay_s=settings.redis_retry_max_s
+                ),
+            )
             flusher.start()
             worker = build_worker(deps)
             log.info(
@@ -445,7 +595,7 @@ async def run_postcall(settings: Settings, *, options: PostCallOptions | None = 
                 integrations=[i.name for i in deps.integrations],
             )
             try:
-                await worker.async_run()
+                await serve_queue(worker, deps, stop)
             except asyncio.CancelledError:
                 current = asyncio.current_task()
                 if not stop.is_set() or (current is not None and current.cancelling()):

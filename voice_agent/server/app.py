@@ -12,6 +12,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from livekit import api
 
+from voice_agent.exceptions import AuthError
 from voice_agent.logging import get_logger
 from voice_agent.metrics import TOKEN_SERVICE_REGISTRY, metrics_endpoint
 from voice_agent.profile import load_profile
@@ -21,10 +22,11 @@ from voice_agent.server import (
     middleware,
     postcall_api,
     staff,
+    static,
     token_api,
     webhooks,
 )
-from voice_agent.server.auth import CallerAuthenticator
+from voice_agent.server.auth import CallerAuthenticator, bearer_token
 from voice_agent.server.errors import error_response
 from voice_agent.server.rate_limit import TokenRateLimiter
 from voice_agent.server.tokens import VoiceTokenMinter
@@ -61,13 +63,21 @@ async def _livekit_client(app: web.Application) -> AsyncIterator[None]:
         await redis_client.aclose()
 
 
+async def _rate_limiter(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[token_api.RATE_LIMITER].aclose()
+
+
 def _metrics_guard(token: str | None) -> Handler:
     metrics = metrics_endpoint(TOKEN_SERVICE_REGISTRY)
 
     async def guarded(request: web.Request) -> web.StreamResponse:
         if token is not None:
-            given = request.headers.get("Authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            try:
+                given = bearer_token(request.headers.get("Authorization"))
+            except AuthError:
+                given = ""
+            if not hmac.compare_digest(given.encode(), token.encode()):
                 return error_response(401, "unauthorized", "metrics need the metrics bearer token")
         return await metrics(request)
 
@@ -90,7 +100,10 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[token_api.AUTHENTICATOR] = CallerAuthenticator(settings)
-    app[token_api.RATE_LIMITER] = TokenRateLimiter(settings.rate_limit_item)
+    app[token_api.RATE_LIMITER] = TokenRateLimiter(
+        settings.rate_limit_item, redis_url=settings.redis_url
+    )
+    app.cleanup_ctx.append(_rate_limiter)
     app[token_api.MINTER] = VoiceTokenMinter(settings)
     app[token_api.TRUST_FORWARDED_FOR] = settings.trust_forwarded_for
     app[token_api.CLIENT_POLICY] = load_profile(settings).client_actions.for_browser()
@@ -109,16 +122,8 @@ def create_app(settings: Settings) -> web.Application:
     calls_api.add_routes(app, web_root=WEB_ROOT)
     app.router.add_post("/webhooks/livekit", webhooks.livekit_webhook)
     postcall_api.add_routes(app)
-    if WEB_ROOT.is_dir():
-        app.router.add_static("/static/", WEB_ROOT / "static", follow_symlinks=False)
-        app.on_response_prepare.append(_revalidate_static)
+    static.add_routes(app, root=WEB_ROOT / "static")
     return app
-
-
-async def _revalidate_static(request: web.Request, response: web.StreamResponse) -> None:
-    """Static files are revalidated (304 when unchanged), so an upgrade reaches browsers at once."""
-    if request.path.startswith("/static/"):
-        response.headers.setdefault("Cache-Control", "no-cache")
 
 
 async def serve(settings: Settings) -> None:

@@ -29,6 +29,22 @@ class Caller:
     roles: frozenset[str] = field(default_factory=frozenset)
 
 
+def bearer_token(authorization: str | None) -> str:
+    """The token in a `Bearer <token>` header value; `AuthError` with a safe message otherwise.
+
+    A header that is not printable ASCII (aiohttp hands undecodable bytes on as surrogates)
+    can hold no token of ours, and is refused here before anything encodes it.
+    """
+    if not authorization:
+        raise AuthError("missing bearer token")
+    if not (authorization.isascii() and authorization.isprintable()):
+        raise AuthError("authorization header must be printable ASCII")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthError("authorization must be 'Bearer <token>'")
+    return token.strip()
+
+
 class CallerAuthenticator:
     """Turns an `Authorization` header into a `Caller`, or raises `AuthError`."""
 
@@ -55,14 +71,10 @@ class CallerAuthenticator:
         """The caller behind this header value; `AuthError` with a safe message otherwise."""
         if self._mode is AuthMode.ANONYMOUS:
             return Caller(identity=f"user-{secrets.token_hex(6)}", anonymous=True)
-        if not authorization:
-            raise AuthError("missing bearer token")
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise AuthError("authorization must be 'Bearer <token>'")
+        token = bearer_token(authorization)
         try:
             claims = jwt.decode(
-                token.strip(),
+                token,
                 self._key,
                 algorithms=self._algorithms,
                 audience=self._audience,

@@ -22,6 +22,7 @@ from voice_agent.logging import bind_context, get_logger
 from voice_agent.postcall.models import CallStatus
 from voice_agent.postcall.store import MAX_PAGE, ReportStore
 from voice_agent.server.errors import error_response
+from voice_agent.server.reconnect_claims import verify_claims
 from voice_agent.server.staff import StaffIdentity, staff_only
 from voice_agent.settings import Settings
 
@@ -41,7 +42,9 @@ def report_store_context(
     """A cleanup context that opens the report store for the app's lifetime."""
 
     async def report_store(app: web.Application) -> AsyncIterator[None]:
-        store = await ReportStore.open(ReportStore.url_from_settings(settings))
+        store = await ReportStore.open(
+            ReportStore.url_from_settings(settings), timeout_s=settings.database_timeout_s
+        )
         app[REPORT_STORE] = store
         try:
             yield
@@ -67,9 +70,11 @@ def _parse_time(name: str, raw: str, *, end_of_day: bool) -> datetime:
             moment = datetime.combine(day, time(), tzinfo=UTC)
             return moment + timedelta(days=1) if end_of_day else moment
         moment = datetime.fromisoformat(raw)
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     except ValueError as e:
         raise BadParameter(name, "expected an ISO date (2025-03-14) or datetime") from e
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError as e:  # 9999-12-31 as an end of day, or shifted to UTC past year 9999
+        raise BadParameter(name, "outside the dates this API can compare") from e
 
 
 class CallFilters(TypedDict, total=False):
@@ -115,9 +120,12 @@ def parse_filters(query: MultiMapping[str]) -> CallFilters:
     if (raw := _one(query, "q")) is not None:
         if len(raw) > _MAX_QUERY:
             raise BadParameter("q", f"at most {_MAX_QUERY} characters")
+        if not raw.isprintable():  # PostgreSQL text cannot hold NUL; no search needs controls
+            raise BadParameter("q", "control characters are not searchable")
         filters["query"] = raw
     if (raw := _one(query, "limit")) is not None:
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+        # ASCII digits only: str.isdigit also accepts '²' (which int() refuses) and '٣'.
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_PAGE:
             raise BadParameter("limit", f"an integer from 1 to {MAX_PAGE}")
         filters["limit"] = int(raw)
     if (raw := _one(query, "cursor")) is not None:
@@ -156,8 +164,11 @@ async def get_call(request: web.Request, staff: StaffIdentity) -> web.StreamResp
     call = await request.app[REPORT_STORE].get_call(call_id)
     if call is None:
         return error_response(404, "not_found", "no call with this id", headers=NO_STORE)
+    claims = await verify_claims(request.app[REPORT_STORE], call)
     log.info("calls.read", call_id=call_id, staff=staff.identity)
-    return web.json_response(call.model_dump(mode="json"), headers=NO_STORE)
+    body = call.model_dump(mode="json")
+    body["reconnect_claims"] = [claim.model_dump(mode="json") for claim in claims]
+    return web.json_response(body, headers=NO_STORE)
 
 
 def reports_page(web_root: Path) -> Handler:

@@ -30,3 +30,7 @@ READINESS = Counter(
     ["dependency"],
     registry=TOKEN_SERVICE_REGISTRY,
 )
+RATE_LIMIT_DEGRADED = Counter(
+    "voice_agent_rate_limit_degraded_total",
+    "Times the token rate limiter lost Redis and counted in process memory instead.",
+)

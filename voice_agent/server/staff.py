@@ -22,7 +22,7 @@ from aiohttp import web
 
 from voice_agent.exceptions import AuthError
 from voice_agent.logging import get_logger
-from voice_agent.server.auth import CallerAuthenticator
+from voice_agent.server.auth import CallerAuthenticator, bearer_token
 from voice_agent.server.errors import error_response
 from voice_agent.settings import AuthMode, Settings
 
@@ -97,12 +97,10 @@ class StaffAuthenticator:
 
 
 def _bearer(authorization: str | None) -> str:
-    if not authorization:
-        raise _unauthorized("missing bearer token")
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise _unauthorized("authorization must be 'Bearer <token>'")
-    return token.strip()
+    try:
+        return bearer_token(authorization)
+    except AuthError as e:
+        raise _unauthorized(str(e)) from e
 
 
 STAFF_AUTH = web.AppKey("staff_auth", StaffAuthenticator)

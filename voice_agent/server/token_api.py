@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import time
+import unicodedata
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from voice_agent.exceptions import AuthError
 from voice_agent.logging import bind_context, get_logger
@@ -35,6 +36,27 @@ class VoiceTokenRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     display_name: str | None = Field(None, min_length=1, max_length=64)
+
+    @field_validator("display_name")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        if value is not None and (bad := _unprintable(value)) is not None:
+            raise ValueError(f"must not contain {bad} (control or formatting characters)")
+        return value
+
+
+# Refused in a display name: controls (Cc), formatting characters (Cf: the bidirectional
+# overrides and isolates U+202A-202E and U+2066-2069, zero-width joiners, ...), lone surrogates
+# (Cs, which no UTF-8 token can carry) and the line and paragraph separators.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def _unprintable(text: str) -> str | None:
+    """The first refused character as `U+XXXX`, or None when there is none."""
+    for char in text:
+        if unicodedata.category(char) in _REFUSED_CATEGORIES:
+            return f"U+{ord(char):04X}"
+    return None
 
 
 def client_ip(request: web.Request) -> str:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
+from google.protobuf import json_format
 from livekit import api
 from redis.exceptions import RedisError
 
@@ -138,8 +139,16 @@ async def livekit_webhook(request: web.Request) -> web.Response:
         log.warning("webhook.rejected", reason="missing authorization")
         return error_response(401, "unauthorized", "missing webhook signature")
     try:
-        event = options.receiver.receive(body.decode("utf-8"), token)
-    except Exception as e:  # noqa: BLE001 - livekit-api raises plain Exceptions (and jwt/protobuf)
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        log.warning("webhook.rejected", reason="body not UTF-8")
+        return error_response(400, "bad_request", "a webhook body is UTF-8 JSON")
+    try:
+        event = options.receiver.receive(text, token)
+    except json_format.ParseError as e:  # signed (the hash matched), but not a webhook event
+        log.warning("webhook.rejected", reason="not a webhook event", error=str(e)[:200])
+        return error_response(400, "bad_request", "the body is not a LiveKit webhook event")
+    except Exception as e:  # noqa: BLE001 - livekit-api raises plain Exceptions (and jwt errors)
         log.warning("webhook.rejected", reason=type(e).__name__)
         return error_response(401, "unauthorized", "invalid webhook signature")
     if event.event != "room_finished":

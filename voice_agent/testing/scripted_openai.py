@@ -6,7 +6,8 @@
         assert server.requests_to(CHAT_PATH)[0].json["messages"][0]["content"] == "hi"
 
 Each endpoint answers from its own queue of scripted replies, in order. An empty queue falls back
-to a deterministic default: chat echoes the last user message, transcription returns
+to a deterministic default: chat echoes the last user message (a `chat_router` may pick a chat
+reply from the request first, when several clients share one server), transcription returns
 `default_transcript`, speech returns a tone as long as the text would take to say. A reply may be
 an `ErrorReply` (an OpenAI-style error with its status) or a `Hang` (headers never come, so the
 client times out). A `Timeline` paces a reply: a delay before the first chunk, a delay between
@@ -25,7 +26,7 @@ import socket
 import struct
 import wave
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
@@ -56,6 +57,10 @@ SPEECH_SAMPLE_RATE = 24_000
 DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o-mini-transcribe", "gpt-4o-mini-tts", "whisper-1")
 
 
+# Picks the reply to one chat request from its body (None: the queue, then the echo, answer).
+ChatRouter = Callable[[Mapping[str, Any]], ChatScript | None]
+
+
 @dataclass(frozen=True)
 class RecordedRequest:
     """One request as the server received it."""
@@ -79,8 +84,10 @@ class ScriptedOpenAI:
         speech: Iterable[SpeechScript] = (),
         models: Sequence[str] = DEFAULT_MODELS,
         default_transcript: str = "hello",
+        chat_router: ChatRouter | None = None,
     ) -> None:
         self.chat: deque[ChatScript] = deque(chat)
+        self.chat_router = chat_router
         self.transcriptions: deque[TranscriptionScript] = deque(transcriptions)
         self.speech: deque[SpeechScript] = deque(speech)
         self.models = tuple(models)
@@ -151,7 +158,8 @@ class ScriptedOpenAI:
     async def _handle_chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self._record(request, json_body=body)
-        reply = self.chat.popleft() if self.chat else _echo(body)
+        routed = self.chat_router(body) if self.chat_router is not None else None
+        reply = routed or (self.chat.popleft() if self.chat else _echo(body))
         if not isinstance(reply, ChatReply):
             return await self._fail(reply)
         model = str(body.get("model", "scripted"))

@@ -1,8 +1,10 @@
 """Developer-registered tools behind guards: allowlist, validation, time limits, circuit
 breakers, confirmation, idempotency, call limits and audit.
 
-Write a tool with `@tool` in a module under `tools/`; load them with `ToolRegistry.load`; run
-the model's tool calls through one `ToolRuntime` per call. See docs/tool-author-guide.md.
+Write a tool with `@tool` in a module under `tools/`, or declare an MCP server in the agent
+profile; load both with `voice_agent.tooling.sources.ToolSources` (kept out of this package's
+namespace so importing a tool module does not import the MCP SDK); run the model's tool calls
+through one `ToolRuntime` per call. See docs/tool-author-guide.md.
 """
 
 from voice_agent.exceptions import (
@@ -11,6 +13,7 @@ from voice_agent.exceptions import (
     ToolError,
     ToolLoadError,
     ToolReportedError,
+    ToolSourceError,
 )
 from voice_agent.tooling.breakers import BreakerBoard, BreakerPass, BreakerState
 from voice_agent.tooling.confirm import ConfirmationAnswer, ConfirmationRequest, Confirmer
@@ -51,6 +54,7 @@ __all__ = [
     "ToolReportedError",
     "ToolResult",
     "ToolRuntime",
+    "ToolSourceError",
     "ToolSpec",
     "cancelled_content",
     "redact",

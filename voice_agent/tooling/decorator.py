@@ -131,7 +131,7 @@ def _build_spec(
         name=tool_name,
         description=description,
         params_model=params_model,
-        parameters=_clean_schema(params_model.model_json_schema()),
+        parameters=clean_schema(params_model.model_json_schema()),
         destructive=destructive,
         timeout_s=timeout,
         confirm=confirm,
@@ -239,16 +239,17 @@ def _check_template(template: str, fields: set[str], where: str) -> None:
             )
 
 
-def _clean_schema(schema: Any, *, in_names: bool = False) -> Any:
-    """The schema without pydantic's generated titles (noise for the model)."""
+def clean_schema(schema: Any, *, in_names: bool = False) -> Any:
+    """The schema without generated titles (noise for the model; pydantic and servers built on
+    it add one to every property)."""
     if isinstance(schema, dict):
         if in_names:  # keys are property or definition names, values are schemas
-            return {k: _clean_schema(v) for k, v in schema.items()}
+            return {k: clean_schema(v) for k, v in schema.items()}
         return {
-            k: _clean_schema(v, in_names=k in ("properties", "$defs", "patternProperties"))
+            k: clean_schema(v, in_names=k in ("properties", "$defs", "patternProperties"))
             for k, v in schema.items()
             if not (k == "title" and isinstance(v, str))
         }
     if isinstance(schema, list):
-        return [_clean_schema(v) for v in schema]
+        return [clean_schema(v) for v in schema]
     return schema

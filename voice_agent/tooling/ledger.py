@@ -1,47 +1,39 @@
 """The idempotency ledger: a request with a key that already ran never runs again.
 
-A SQLite file on this host (WAL), so a repeat is caught across calls, runtimes and restarts.
-Every operation is one short transaction run on the ledger's own single thread: operations keep
-their order (a release queued after a claim always runs after it, even when the claiming task was
-cancelled mid-await) and the event loop never blocks on the disk.
+Two backends behind one interface, chosen by `IdempotencyLedger.from_settings`:
+
+- a SQLite file on this host (the default, `ledger_sqlite.py`): a repeat is caught across the
+  calls, runtimes and restarts of the workers that share the file;
+- PostgreSQL when `VOICE_AGENT_DATABASE_URL` names one (`ledger_postgres.py`): a retry that lands
+  on another host's worker is caught too.
 
 A claim is made before the tool runs. A completed claim stores the result, which every repeat
 receives; a failed or cancelled run releases its claim so the request may be tried again. A claim
-left "running" by a process that died is taken over after `stale_after_s`.
+left "running" by a process that died is taken over after `stale_after_s`. Both backends keep the
+operations on one key in the order they were asked for, even when the asking task is cancelled
+mid-await: a release queued after a claim always runs after it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sqlite3
-import time
 import uuid
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from pydantic_core import to_jsonable_python
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
-T = TypeVar("T")
+from voice_agent.exceptions import ConfigError
+from voice_agent.postcall.database import normalise_url
+
+if TYPE_CHECKING:
+    from voice_agent.settings import Settings
 
 LEDGER_FILE = "tool_ledger.sqlite3"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS tool_ledger (
-    key TEXT PRIMARY KEY,
-    tool TEXT NOT NULL,
-    call_id TEXT NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('running', 'done')),
-    token TEXT NOT NULL,
-    claimed_at REAL NOT NULL,
-    completed_at REAL,
-    result TEXT
-)
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,19 +59,69 @@ class LedgerBusy:
     key: str
 
 
-class IdempotencyLedger:
-    """Claims, results and releases of idempotency keys in a SQLite file."""
+ClaimOutcome = LedgerClaim | LedgerDone | LedgerBusy
 
-    def __init__(self, *, path: Path, stale_after_s: float = 600.0) -> None:
+
+class LedgerBackend(Protocol):
+    """Where claims live; `result` arrives as JSON text and leaves parsed."""
+
+    name: str
+
+    async def claim(
+        self, key: str, *, tool: str, call_id: str, token: str, stale_after_s: float
+    ) -> ClaimOutcome: ...
+
+    async def complete(self, claim: LedgerClaim, result: str) -> None: ...
+
+    async def release(self, key: str, token: str) -> None: ...
+
+    async def lookup(self, key: str) -> LedgerDone | LedgerBusy | None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class IdempotencyLedger:
+    """Claims, results and releases of idempotency keys (SQLite file or PostgreSQL)."""
+
+    def __init__(
+        self,
+        *,
+        path: Path | None = None,
+        database_url: str | None = None,
+        stale_after_s: float = 600.0,
+    ) -> None:
+        if (path is None) == (database_url is None):
+            raise ValueError("a ledger needs exactly one of a SQLite path or a database URL")
         self.path = path
         self._stale_after_s = stale_after_s
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tool-ledger")
-        self._db: sqlite3.Connection | None = None  # used only on the executor's thread
+        self._backend: LedgerBackend
+        # Imported here: the backends import this module's result types.
+        if path is not None:
+            from voice_agent.tooling.ledger_sqlite import SQLiteLedger
+
+            self._backend = SQLiteLedger(path=path)
+        else:
+            assert database_url is not None
+            from voice_agent.tooling.ledger_postgres import PostgresLedger
+
+            self._backend = PostgresLedger(url=database_url)
 
     @classmethod
     def in_data_dir(cls, data_dir: Path) -> IdempotencyLedger:
         """The ledger at `<data_dir>/tool_ledger.sqlite3`."""
         return cls(path=data_dir / LEDGER_FILE)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> IdempotencyLedger:
+        """PostgreSQL when `VOICE_AGENT_DATABASE_URL` names one, else the data dir's file."""
+        if settings.database_url and is_postgres_url(settings.database_url):
+            return cls(database_url=settings.database_url)
+        return cls.in_data_dir(settings.data_dir)
+
+    @property
+    def backend(self) -> str:
+        """The backend's name: sqlite or postgresql."""
+        return self._backend.name
 
     @staticmethod
     def new_token() -> str:
@@ -88,30 +130,32 @@ class IdempotencyLedger:
 
     async def claim(
         self, key: str, *, tool: str, call_id: str, token: str | None = None
-    ) -> LedgerClaim | LedgerDone | LedgerBusy:
+    ) -> ClaimOutcome:
         """Claim `key` for a run, or say it is done (with its result) or busy."""
-        token = token or self.new_token()
-        return await self._run(lambda db: self._claim(db, key, tool, call_id, token))
+        return await self._backend.claim(
+            key,
+            tool=tool,
+            call_id=call_id,
+            token=token or self.new_token(),
+            stale_after_s=self._stale_after_s,
+        )
 
     async def complete(self, claim: LedgerClaim, result: Any) -> None:
         """Store the result of a claimed run; later claims of the key receive it."""
         text = json.dumps(to_jsonable_python(result, fallback=str), ensure_ascii=False)
-        await self._run(lambda db: self._complete(db, claim, text))
+        await self._backend.complete(claim, text)
 
     async def release(self, key: str, token: str) -> None:
         """Give up a claim that did not complete (safe if it was never made)."""
-        await self._run(lambda db: self._release(db, key, token))
+        await self._backend.release(key, token)
 
     async def lookup(self, key: str) -> LedgerDone | LedgerBusy | None:
         """What the ledger holds for `key`, without claiming it."""
-        return await self._run(lambda db: self._lookup(db, key))
+        return await self._backend.lookup(key)
 
     async def aclose(self) -> None:
-        """Close the database and stop the ledger's thread."""
-        if self._db is not None:
-            await self._run(lambda db: db.close())
-            self._db = None
-        self._executor.shutdown(wait=False)
+        """Finish pending operations and close the database."""
+        await self._backend.aclose()
 
     async def __aenter__(self) -> Self:
         return self
@@ -124,69 +168,10 @@ class IdempotencyLedger:
     ) -> None:
         await self.aclose()
 
-    async def _run(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: op(self._connection()))
 
-    def _connection(self) -> sqlite3.Connection:
-        if self._db is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(_SCHEMA)
-            self._db = db
-        return self._db
-
-    def _claim(
-        self, db: sqlite3.Connection, key: str, tool: str, call_id: str, token: str
-    ) -> LedgerClaim | LedgerDone | LedgerBusy:
-        now = time.time()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            row = db.execute(
-                "SELECT state, claimed_at, result FROM tool_ledger WHERE key = ?", (key,)
-            ).fetchone()
-            if row is None:
-                db.execute(
-                    "INSERT INTO tool_ledger (key, tool, call_id, state, token, claimed_at) "
-                    "VALUES (?, ?, ?, 'running', ?, ?)",
-                    (key, tool, call_id, token, now),
-                )
-                outcome: LedgerClaim | LedgerDone | LedgerBusy = LedgerClaim(key, token)
-            elif row[0] == "done":
-                outcome = LedgerDone(key, json.loads(row[2]))
-            elif now - row[1] > self._stale_after_s:  # its owner died mid-run
-                db.execute(
-                    "UPDATE tool_ledger SET token = ?, claimed_at = ?, call_id = ? WHERE key = ?",
-                    (token, now, call_id, key),
-                )
-                outcome = LedgerClaim(key, token)
-            else:
-                outcome = LedgerBusy(key)
-            db.execute("COMMIT")
-            return outcome
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-
-    @staticmethod
-    def _complete(db: sqlite3.Connection, claim: LedgerClaim, result: str) -> None:
-        db.execute(
-            "UPDATE tool_ledger SET state = 'done', result = ?, completed_at = ? "
-            "WHERE key = ? AND token = ?",
-            (result, time.time(), claim.key, claim.token),
-        )
-
-    @staticmethod
-    def _release(db: sqlite3.Connection, key: str, token: str) -> None:
-        db.execute(
-            "DELETE FROM tool_ledger WHERE key = ? AND token = ? AND state = 'running'",
-            (key, token),
-        )
-
-    @staticmethod
-    def _lookup(db: sqlite3.Connection, key: str) -> LedgerDone | LedgerBusy | None:
-        row = db.execute("SELECT state, result FROM tool_ledger WHERE key = ?", (key,)).fetchone()
-        if row is None:
-            return None
-        return LedgerDone(key, json.loads(row[1])) if row[0] == "done" else LedgerBusy(key)
+def is_postgres_url(url: str) -> bool:
+    """True when a database URL names PostgreSQL (any driver spelling we accept)."""
+    try:
+        return make_url(normalise_url(url)).get_backend_name() == "postgresql"
+    except (ConfigError, ArgumentError):  # the report store reports a bad URL at start-up
+        return False

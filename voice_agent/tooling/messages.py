@@ -20,7 +20,7 @@ def _dump(payload: dict[str, Any]) -> str:
 
 
 def _spoken(tool: str) -> str:
-    return tool.replace("_", " ").replace("-", " ")
+    return " ".join(tool.replace("_", " ").replace("-", " ").replace(".", " ").split())
 
 
 def _offer(fallback: str | None, otherwise: str) -> str:

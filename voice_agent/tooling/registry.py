@@ -23,11 +23,20 @@ _NAMESPACE = "_voice_agent_tools"
 
 
 class ToolRegistry:
-    """Tool specs by name."""
+    """Tool specs by name, and by the function name the model calls them by."""
 
     def __init__(self, specs: dict[str, ToolSpec], *, sources: dict[str, Path] | None = None):
         self._specs = dict(specs)
         self._sources = dict(sources or {})
+        self._functions: dict[str, ToolSpec] = {}
+        for spec in self._specs.values():
+            clash = self._functions.get(spec.function_name)
+            if clash is not None:
+                raise ToolLoadError(
+                    f"tools {clash.name!r} and {spec.name!r} would both be offered to the model "
+                    f"as {spec.function_name!r}; rename one"
+                )
+            self._functions[spec.function_name] = spec
 
     @classmethod
     def from_specs(cls, specs: Iterable[ToolSpec]) -> ToolRegistry:
@@ -38,6 +47,19 @@ class ToolRegistry:
                 raise ToolLoadError(f"two tools are named {spec.name!r}")
             by_name[spec.name] = spec
         return cls(by_name)
+
+    @classmethod
+    def merged(cls, *registries: ToolRegistry) -> ToolRegistry:
+        """One registry of several (Python modules, MCP servers); a name in two is an error."""
+        specs: dict[str, ToolSpec] = {}
+        sources: dict[str, Path] = {}
+        for registry in registries:
+            for spec in registry.specs():
+                if spec.name in specs:
+                    raise ToolLoadError(f"two tool sources define a tool named {spec.name!r}")
+                specs[spec.name] = spec
+            sources.update(registry._sources)
+        return cls(specs, sources=sources)
 
     @classmethod
     def load(cls, path: Path) -> ToolRegistry:
@@ -64,6 +86,10 @@ class ToolRegistry:
         """The tool named `name`, if registered."""
         return self._specs.get(name)
 
+    def for_function(self, function_name: str) -> ToolSpec | None:
+        """The tool the model calls `function_name`, if registered (exact match only)."""
+        return self._functions.get(function_name)
+
     def specs(self) -> list[ToolSpec]:
         """Every tool, by name."""
         return [self._specs[name] for name in self.names()]
@@ -81,6 +107,7 @@ class ToolRegistry:
         return [
             {
                 "name": spec.name,
+                "function_name": spec.function_name,
                 "description": spec.description,
                 "parameters": spec.parameters,
                 "destructive": spec.destructive,

@@ -109,9 +109,15 @@ class ToolRuntime:
         """The tools the model may see: allowed for this agent and registered."""
         return [s.openai_schema() for s in self._registry.specs() if s.name in self._policy.allowed]
 
-    def spec_for(self, name: str) -> ToolSpec | None:
-        """The spec of an allowed, registered tool (None otherwise)."""
-        return self._registry.get(name) if name in self._policy.allowed else None
+    def spec_for(self, function_name: str) -> ToolSpec | None:
+        """The spec of the allowed, registered tool the model calls `function_name` (None
+        otherwise)."""
+        spec = self._registry.for_function(function_name)
+        return spec if spec is not None and spec.name in self._policy.allowed else None
+
+    def allows(self, tool: str) -> bool:
+        """Whether `tool` (a tool's name, as in the audit) is registered and allowed."""
+        return tool in self._policy.allowed and tool in self._registry
 
     def begin_turn(self, turn: int) -> None:
         """A new agent turn: the per-turn limit starts again."""
@@ -156,8 +162,8 @@ class ToolRuntime:
         self._turn_calls += 1
         self._call_calls += 1
 
-        spec = self._registry.get(call.name)
-        if spec is None or call.name not in self._policy.allowed:
+        spec = self._registry.for_function(call.name)
+        if spec is None or spec.name not in self._policy.allowed:
             attempt.arguments = _loose_arguments(call.arguments)
             reason = "unknown tool" if spec is None else "not allowed for this agent"
             return self._finish(attempt, "refused", messages.refused(call.name), error=reason)
@@ -292,11 +298,12 @@ class ToolRuntime:
     ) -> ToolResult:
         call = attempt.call
         duration_ms = round((time.monotonic() - attempt.started) * 1000, 1)
-        spec = self._registry.get(call.name)
+        spec = self._registry.for_function(call.name)
         secret = spec.secret_args if spec is not None else frozenset()
+        tool = spec.name if spec is not None else call.name
         entry = ToolAuditEntry(
             at=attempt.at,
-            tool=call.name,
+            tool=tool,
             tool_call_id=call.id,
             turn=self._turn,
             arguments=bounded(attempt.arguments),
@@ -315,7 +322,7 @@ class ToolRuntime:
         level(
             f"tool.{outcome}",
             call_id=self._call_id,
-            tool=call.name,
+            tool=tool,
             tool_call_id=call.id,
             turn=self._turn,
             duration_ms=duration_ms,
@@ -324,7 +331,7 @@ class ToolRuntime:
         )
         return ToolResult(
             tool_call_id=call.id,
-            tool=call.name,
+            tool=tool,
             outcome=outcome,
             content=content,
             result=result,

@@ -44,6 +44,14 @@ class ToolSpec:
     fallback: str | None = None  # what the agent offers when the tool's system is unavailable
     fn: Callable[..., Awaitable[Any]]
     takes_model: bool = False  # fn(ctx, model) rather than fn(ctx, **arguments)
+    # The name the model calls it by, when `name` is not a valid function name for the model
+    # API (an MCP tool's "<server>.<tool>"); allowlists, audit and metrics use `name`.
+    alias: str | None = None
+
+    @property
+    def function_name(self) -> str:
+        """The name in the model's tool list and in its tool calls."""
+        return self.alias or self.name
 
     @property
     def needs_confirmation(self) -> bool:
@@ -55,7 +63,7 @@ class ToolSpec:
         return {
             "type": "function",
             "function": {
-                "name": self.name,
+                "name": self.function_name,
                 "description": self.description,
                 "parameters": self.parameters,
             },
@@ -150,8 +158,9 @@ def describe_validation_error(tool: str, error: ValidationError) -> str:
 
 
 def default_confirm_prompt(name: str, values: Mapping[str, Any]) -> str:
-    """ "Create ticket: title 'VPN drops', priority 'high'?" from the tool name and arguments."""
-    words = name.replace("_", " ").replace("-", " ").strip()
+    """ "Create ticket: title 'VPN drops', priority 'high'?" from the tool name and arguments
+    (an MCP tool's "<server>." prefix left out)."""
+    words = name.rpartition(".")[2].replace("_", " ").replace("-", " ").strip()
     phrase = words[:1].upper() + words[1:]
     details = ", ".join(
         f"{key.replace('_', ' ')} {_spoken(value)}"

@@ -502,6 +502,25 @@ function historySection(call) {
       : h("p", { class: "muted" }, "No post-call job has run yet."));
 }
 
+// What the store says about the app's claim that a call continues an earlier one.
+const CLAIM_CHECK = {
+  same_caller: "verified: an earlier call of the same caller",
+  unknown_call: "not verified: no such call is stored",
+  other_caller: "not verified: that call is not this caller's",
+  not_earlier: "not verified: that call did not start earlier",
+  same_call: "not verified: it names this call",
+};
+
+function reconnectClaims(claims) {
+  if (!claims?.length) return null;
+  // Only a verified claim becomes a link; an unverified one stays the app's word.
+  return h("ul", { class: "claims" }, claims.map((c) => h("li", { "data-verified": String(c.verified) },
+    c.verified
+      ? h("a", { href: `#call=${encodeURIComponent(c.claimed_call_id)}` }, c.claimed_room)
+      : h("code", {}, c.claimed_room),
+    ` — claimed by the caller's app; ${CLAIM_CHECK[c.check] ?? words(c.check)}`)));
+}
+
 function renderDetail(call) {
   const record = call.record;
   const header = h("header", { class: "detail-header" },
@@ -516,6 +535,7 @@ function renderDetail(call) {
       ["Caller", call.user_id ?? "anonymous"],
       ["Ended because", record.end_reason ? words(record.end_reason) : "—"],
       ["Post-call attempts", String(call.attempts)],
+      ["Reconnect of", reconnectClaims(call.reconnect_claims)],
     ]));
   const report = reportSections(call);
   const main = h("div", { class: "detail-main" },
