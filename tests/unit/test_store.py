@@ -16,9 +16,9 @@ import sqlalchemy as sa
 
 from tests.helpers import make_settings
 from tests.report_samples import BASE_T, sample_record, sample_report, sample_ticket
+from voice_agent.database_url import normalise_url
 from voice_agent.exceptions import ConfigError, InvalidCursorError, UnknownCallError
 from voice_agent.postcall import schema
-from voice_agent.postcall.database import normalise_url
 from voice_agent.postcall.models import CallStatus, IntegrationResult
 from voice_agent.postcall.store import ReportStore
 
