@@ -136,6 +136,7 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "VOICE_AGENT_CONTEXT_TOKEN_BUDGET": ("2000", 2000),
     "VOICE_AGENT_MAX_JOBS": ("7", 7),
     "VOICE_AGENT_DRAIN_TIMEOUT_S": ("30", 30.0),
+    "VOICE_AGENT_JOURNAL_RECOVERY_INTERVAL_S": ("15", 15.0),
     "VOICE_AGENT_WORKER_METRICS_PORT": ("9102", 9102),
     "VOICE_AGENT_TOOLS_PATH": ("my_tools", Path("my_tools")),
     "VOICE_AGENT_PROFILE": ("agent.toml", Path("agent.toml")),
@@ -144,10 +145,14 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "VOICE_AGENT_TOOL_BREAKER_COOLDOWN_S": ("12", 12.0),
     "VOICE_AGENT_CONFIRM_TIMEOUT_S": ("9", 9.0),
     "REDIS_URL": ("redis://10.0.0.5:6379/2", "redis://10.0.0.5:6379/2"),
+    "VOICE_AGENT_REDIS_RETRY_MAX_S": ("5", 5.0),
     "VOICE_AGENT_DATABASE_URL": ("postgresql://u@db/x", "postgresql://u@db/x"),
+    "VOICE_AGENT_DATABASE_TIMEOUT_S": ("3", 3.0),
     "VOICE_AGENT_STAFF_TOKEN": ("staff-token", "staff-token"),
     "VOICE_AGENT_POSTCALL_MAX_TRIES": ("2", 2),
     "VOICE_AGENT_POSTCALL_CONCURRENCY": ("8", 8),
+    "VOICE_AGENT_POSTCALL_RETRY_MAX_S": ("60", 60.0),
+    "VOICE_AGENT_POSTCALL_ATTEMPT_TIMEOUT_S": ("45", 45.0),
     "VOICE_AGENT_POSTCALL_REVIEW_CONFIDENCE": ("0.9", 0.9),
     "VOICE_AGENT_POSTCALL_WEBHOOK_URL": (
         "https://hooks.example.com/x",
@@ -173,6 +178,8 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "VOICE_AGENT_DATA_DIR": ("/var/lib/voice", Path("/var/lib/voice")),
     "VOICE_AGENT_METRICS_TOKEN": ("metrics-token", "metrics-token"),
     "VOICE_AGENT_READINESS_TIMEOUT_S": ("1.5", 1.5),
+    "VOICE_AGENT_RESTART_LIMIT": ("2", 2),
+    "VOICE_AGENT_RESTART_WINDOW_S": ("30", 30.0),
 }
 COMPANIONS: dict[str, dict[str, str]] = {
     "VOICE_AGENT_AUTH_MODE": {
