@@ -8,10 +8,9 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
-from prometheus_client import REGISTRY
-
 from tests.helpers import make_settings
 from voice_agent.devstack.processes import free_port
+from voice_agent.metrics import WORKER_REGISTRY
 from voice_agent.tooling import BreakerBoard
 from voice_agent.tooling.shared_breakers import SharedBreakerState
 
@@ -151,11 +150,12 @@ async def test_breaker_metrics_name_their_scope(redis_url: str) -> None:
 
     def gauge(scope: str) -> float | None:
         labels = {"tool": tool, "scope": scope}
-        return REGISTRY.get_sample_value("voice_agent_tool_breaker_open", labels)
+        return WORKER_REGISTRY.get_sample_value("voice_agent_tool_breaker_open", labels)
 
     def shared_opens(origin: str) -> float | None:
         labels = {"tool": tool, "state": "open", "scope": "shared", "origin": origin}
-        return REGISTRY.get_sample_value("voice_agent_tool_breaker_transitions_total", labels)
+        name = "voice_agent_tool_breaker_transitions_total"
+        return WORKER_REGISTRY.get_sample_value(name, labels)
 
     assert gauge("process") == 1.0
     assert gauge("shared") == 1.0

@@ -33,4 +33,5 @@ READINESS = Counter(
 RATE_LIMIT_DEGRADED = Counter(
     "voice_agent_rate_limit_degraded_total",
     "Times the token rate limiter lost Redis and counted in process memory instead.",
+    registry=TOKEN_SERVICE_REGISTRY,
 )
