@@ -33,8 +33,11 @@ async def test_two_workers_on_one_redis_let_one_job_run_a_call(
     finally:
         await first_worker.aclose()
         await second_worker.aclose()
-    assert first.first and first.shared
-    assert not again.first and again.owner_job_id == "AJ_first" and again.shared
+    assert first.first
+    assert first.shared
+    assert not again.first
+    assert again.owner_job_id == "AJ_first"
+    assert again.shared
     assert other_call.first
 
 
@@ -61,8 +64,10 @@ async def test_without_redis_one_process_still_refuses_the_second_job(tmp_path: 
         again = await claims.claim("c-3", "AJ_b")
     finally:
         await claims.aclose()
-    assert first.first and not first.shared
-    assert not again.first and again.owner_job_id == "AJ_a"
+    assert first.first
+    assert not first.shared
+    assert not again.first
+    assert again.owner_job_id == "AJ_a"
 
 
 async def test_a_journal_on_this_host_refuses_the_call_even_if_redis_forgot_it(
@@ -78,4 +83,5 @@ async def test_a_journal_on_this_host_refuses_the_call_even_if_redis_forgot_it(
         claim = await claims.claim("c-4", "AJ_late")
     finally:
         await claims.aclose()
-    assert not claim.first and claim.owner_job_id is None
+    assert not claim.first
+    assert claim.owner_job_id is None

@@ -293,7 +293,8 @@ def _assert_served(method: str, status: int, body: bytes) -> None:
     if status >= 400 and method != "HEAD" and status != 416:
         payload = json.loads(body)
         assert set(payload) == {"error", "detail"}, payload
-        assert isinstance(payload["error"], str) and payload["error"]
+        assert isinstance(payload["error"], str)
+        assert payload["error"]
 
 
 # -- tests ---------------------------------------------------------------------------------------

@@ -95,11 +95,14 @@ async def test_orphaned_journal_is_handed_over_as_a_partial_record_and_removed_o
                 call = await wait_for_status(deps.store, "j1", CallStatus.DONE)
                 mark = await deps.queue.stored("j1")
             assert await recovery.sweep() == 0
-    assert queued is not None and queued.source == "journal"
+    assert queued is not None
+    assert queued.source == "journal"
     assert not call.record.complete
     assert [t.text for t in call.record.transcript] == ["Hello!", "My VPN is down."]
     assert [e.event for e in call.record.events] == [RECOVERED_EVENT]
-    assert mark is not None and not mark.complete and mark.turns == 2
+    assert mark is not None
+    assert not mark.complete
+    assert mark.turns == 2
     assert not journal.exists()  # the post-call worker shares this data dir
     assert events_of(call).count("started") == 1
 
@@ -116,7 +119,8 @@ async def test_journal_of_a_live_call_is_left_alone(redis_url: str, tmp_path: Pa
         assert is_live(journal)
         assert await _recovery(settings, sink).sweep() == 0
         assert not await sink.queue.has_record("j2")
-    assert journal.exists() and not is_live(journal)
+    assert journal.exists()
+    assert not is_live(journal)
 
 
 async def test_call_handed_over_normally_is_not_recorded_again_from_its_journal(
@@ -150,5 +154,7 @@ async def test_call_handed_over_normally_is_not_recorded_again_from_its_journal(
                 call = await deps.store.get_call("j3")
     assert not journal.path.exists()
     assert [c.call_id for c in page.items] == ["j3"]
-    assert call is not None and call.record.complete and call.source == "agent"
+    assert call is not None
+    assert call.record.complete
+    assert call.source == "agent"
     assert events_of(call).count("started") == 1

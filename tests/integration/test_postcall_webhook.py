@@ -123,7 +123,8 @@ async def test_tampered_body_is_401(hooked: Hooked) -> None:
 async def test_signed_body_that_is_no_webhook_event_is_400(hooked: Hooked, body: bytes) -> None:
     """A correctly signed body that is not a LiveKit event is a 400, not a signature failure."""
     status, error = await hooked.post(body, signed(body))
-    assert status == 400 and error["error"] == "bad_request"
+    assert status == 400
+    assert error["error"] == "bad_request"
     assert await hooked.keys() == []
 
 

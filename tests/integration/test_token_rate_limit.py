@@ -94,7 +94,8 @@ async def test_redis_outage_degrades_to_a_local_limit_and_recovers(redis_url: st
                 during = [await _mint(client, "192.0.2.2") for _ in range(5)]
             assert during == [200, 200, 200, 429, 429]  # 3 an hour, counted in this process
             degraded = [e for e in logs if e["event"] == "token.rate_limit_degraded"]
-            assert len(degraded) == 1 and degraded[0]["storage"] == "memory"
+            assert len(degraded) == 1
+            assert degraded[0]["storage"] == "memory"
             await proxy.restore()
             deadline = time.monotonic() + 20
             with capture_logs() as logs:
@@ -131,4 +132,5 @@ async def test_a_hung_redis_costs_a_bounded_wait_not_a_5xx(redis_url: str) -> No
         await server.wait_closed()
     assert statuses == [200, 200, 200]
     degraded = [e for e in logs if e["event"] == "token.rate_limit_degraded"]
-    assert len(degraded) == 1 and "Timeout" in degraded[0]["error"]
+    assert len(degraded) == 1
+    assert "Timeout" in degraded[0]["error"]

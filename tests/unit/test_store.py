@@ -148,7 +148,9 @@ async def test_partial_record_with_more_turns_replaces_a_thinner_partial_one(
     await store.add_call(rich, source="journal")
     await store.add_call(thin, source="webhook")
     call = await store.get_call("c-1")
-    assert call is not None and call.turns == 5 and not call.record.complete
+    assert call is not None
+    assert call.turns == 5
+    assert not call.record.complete
     assert await store.record_state("c-1") == (False, 5)
 
 

@@ -93,7 +93,8 @@ async def test_one_trial_runs_in_the_whole_fleet_and_its_success_closes_every_br
         await eventually(lambda: b.state("orders") == "open")
         await eventually(lambda: a.state("orders") == b.state("orders") == "half_open")
         trial = await a.admit("orders")
-        assert trial is not None and trial.probe
+        assert trial is not None
+        assert trial.probe
         assert await b.admit("orders") is None  # a holds the fleet's trial
         await trial.succeeded()
         await eventually(lambda: b.state("orders") == "closed")
@@ -106,7 +107,8 @@ async def test_a_failed_trial_restarts_the_cool_down_everywhere(redis_url: str) 
         await fail(a, "orders", 1)
         await eventually(lambda: a.state("orders") == b.state("orders") == "half_open")
         trial = await b.admit("orders")
-        assert trial is not None and trial.probe
+        assert trial is not None
+        assert trial.probe
         reopened = time.time()
         await trial.failed(TimeoutError())
         await eventually(lambda: a.state("orders") == "open")
@@ -130,7 +132,8 @@ async def test_breakers_decide_alone_when_redis_is_unreachable() -> None:
         assert await board.admit("orders") is None
         await eventually(lambda: board.state("orders") == "half_open")
         trial = await board.admit("orders")
-        assert trial is not None and trial.probe  # Redis cannot say: this worker runs it
+        assert trial is not None
+        assert trial.probe  # Redis cannot say: this worker runs it
         await trial.succeeded()
         assert board.state("orders") == "closed"
         assert time.monotonic() - started < 5.0
@@ -159,7 +162,8 @@ async def test_breaker_metrics_name_their_scope(redis_url: str) -> None:
 
     assert gauge("process") == 1.0
     assert gauge("shared") == 1.0
-    assert shared_opens("local") == 1.0 and shared_opens("shared") == 1.0
+    assert shared_opens("local") == 1.0
+    assert shared_opens("shared") == 1.0
 
 
 def test_a_board_is_shared_exactly_when_redis_is_configured() -> None:

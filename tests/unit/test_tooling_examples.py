@@ -189,11 +189,13 @@ async def test_example_mcp_server_serves_the_support_profile(tmp_path: Path) -> 
             # Past the ledger (as the post-call worker or another host would call it): the
             # server itself answers a known idempotency key with what it did the first time.
             unlock_spec = sources.registry.get("accounts.unlock_account")
-            assert unlock_spec is not None and unlock.audit.idempotency_key is not None
+            assert unlock_spec is not None
+            assert unlock.audit.idempotency_key is not None
             ctx = tool_context(tmp_path, idempotency_key=unlock.audit.idempotency_key)
             direct = await unlock_spec.invoke({"username": "ada.lovelace"}, ctx, timeout_s=5)
     assert offered == {"accounts__get_account_status", "accounts__unlock_account"}
-    assert status.outcome == "ok" and status.result["locked"] is True
+    assert status.outcome == "ok"
+    assert status.result["locked"] is True
     assert (unlock.outcome, unlock.audit.confirmation) == ("ok", "confirmed")
     assert unlock.result["unlocked"] is True
     assert (again.outcome, again.result) == ("duplicate", unlock.result)

@@ -252,7 +252,8 @@ class FaultStack:
         assert result["turns"][0]["agent_text"] == "You said: Are you still there?"
         call = await self.stored(result["call_id"])
         assert call["status"] == "done", call.get("last_error")
-        assert call["record"]["complete"] and not call["report"]["needs_review"]
+        assert call["record"]["complete"]
+        assert not call["report"]["needs_review"]
 
     def log_events(self, name: str) -> list[dict[str, Any]]:
         """dev's and its children's log events called `name`."""
