@@ -295,11 +295,11 @@ def _check(found: Artefacts) -> Iterator[str]:
     for where, metric in found.metric_names:
         if metric not in exported:
             yield f"{where}: scales on {metric}, which no process exports"
-    for where, port, path in found.webhook_paths:
+    for where, hook_port, path in found.webhook_paths:
         if path not in token_routes:
             yield f"{where}: webhook path {path} is not a token service route"
-        if port is not None and port not in listening:
-            yield f"{where}: webhook port {port} is not where the token service listens"
+        if hook_port is not None and hook_port not in listening:
+            yield f"{where}: webhook port {hook_port} is not where the token service listens"
     for port in found.exposed:
         if port not in listening:
             yield f"Containerfile: exposes {port}, where none of our processes listens"

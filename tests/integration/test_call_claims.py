@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 
 
 def _claims(tmp: Path, redis_url: str | None) -> CallClaims:
-    client = aioredis.from_url(redis_url, socket_timeout=1) if redis_url else None
+    client = aioredis.Redis.from_url(redis_url, socket_timeout=1) if redis_url else None
     return CallClaims(ttl_s=660, journal_dir=tmp / "calls", redis=client, timeout_s=1.0)
 
 
@@ -45,7 +45,7 @@ async def test_the_claim_outlives_the_token(redis_url: str, tmp_path: Path) -> N
     """The Redis claim expires only after the token TTL (plus its margin) has passed."""
     url = await fresh_redis(redis_url)
     claims = _claims(tmp_path, url)
-    check = aioredis.from_url(url)
+    check = aioredis.Redis.from_url(url)
     try:
         await claims.claim("c-ttl", "AJ_1")
         ttl = await check.ttl(KEY_PREFIX + "c-ttl")

@@ -61,7 +61,7 @@ class Pool:
         try:
             timeout = aiohttp.ClientTimeout(total=2)
             async with aiohttp.ClientSession(timeout=timeout) as http, http.get(url) as resp:
-                return await resp.json() if resp.status == 200 else None  # type: ignore[no-any-return]
+                return await resp.json() if resp.status == 200 else None
         except (aiohttp.ClientError, TimeoutError):
             return None
 

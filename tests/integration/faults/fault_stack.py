@@ -205,10 +205,10 @@ class FaultStack:
     ) -> dict[str, Any]:
         """The end of every row, once its fault is over: the faulted call recorded once
         (`recorded_once`), and meanwhile a new call served (`serves_a_new_call`)."""
-        call, _ = await asyncio.gather(
-            self.recorded_once(call_id, before, statuses=statuses), self.serves_a_new_call()
-        )
-        return call
+        async with asyncio.TaskGroup() as checks:
+            recorded = checks.create_task(self.recorded_once(call_id, before, statuses=statuses))
+            checks.create_task(self.serves_a_new_call())
+        return recorded.result()
 
     async def agent_said(self, text: str, *, timeout_s: float = 30) -> None:
         """Wait until the agent has asked the model to speak `text` (its reply is playing)."""
