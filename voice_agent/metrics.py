@@ -25,10 +25,11 @@ def _registry() -> CollectorRegistry:
 
 
 WORKER_REGISTRY = _registry()
-"""Agent worker metrics: calls, turn latency, provider failures and fallbacks, tools."""
+"""Agent worker metrics: calls, load, turn latency, provider failures and fallbacks, tools and
+their breakers."""
 
 TOKEN_SERVICE_REGISTRY = _registry()
-"""Token service metrics: token requests, HTTP responses, readiness."""
+"""Token service metrics: token requests, HTTP responses, readiness, the rate limiter."""
 
 
 def metrics_endpoint(registry: CollectorRegistry) -> Handler:
