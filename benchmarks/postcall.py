@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 import sqlalchemy as sa  # noqa: E402
 
 from benchmarks.report import write_section  # noqa: E402
-from voice_agent.agent.call_record import CallRecord, TranscriptTurn  # noqa: E402
+from voice_agent.call_record import CallRecord, TranscriptTurn  # noqa: E402
 from voice_agent.devstack.processes import ManagedProcess, free_port  # noqa: E402
 from voice_agent.devstack.redis_server import redis_process  # noqa: E402
 from voice_agent.logging import configure_logging  # noqa: E402

@@ -147,7 +147,7 @@ async def run_calls(
         )
         try:
             return await SimulatedCaller(options=opts).run()
-        except Exception as e:  # the harness itself failed (e.g. a publish timed out): count it
+        except Exception as e:  # noqa: BLE001 - the harness failed (a publish timed out): count it
             return {"ok": False, "error": f"caller: {type(e).__name__}: {e}", "turns": []}
 
     return await asyncio.gather(*(one(i) for i in range(n)))

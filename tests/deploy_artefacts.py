@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
 from tests.helpers import make_settings
 from voice_agent.agent.runner import worker_health_app
 from voice_agent.cli import _parser
+from voice_agent.metrics import TOKEN_SERVICE_REGISTRY, WORKER_REGISTRY
 from voice_agent.server.app import create_app
-from voice_agent.settings import Settings
+from voice_agent.settings import Settings, env_name
 
 ROOT = Path(__file__).resolve().parents[1]
 # Our image; every container or service running it runs `voice-agent`.
@@ -240,12 +240,9 @@ def _seconds(value: str | int | float) -> float:
 # -- checking ---------------------------------------------------------------------------------
 
 
-def _aliases() -> set[str]:
-    names = set()
-    for info in Settings.model_fields.values():
-        alias = info.validation_alias
-        names.update(getattr(alias, "choices", []) or ([alias] if isinstance(alias, str) else []))
-    return {str(n) for n in names}
+def _variables() -> dict[str, str]:
+    """Each environment variable a setting reads, and the field it sets."""
+    return {env_name(field): field for field in Settings.model_fields}
 
 
 def _routes(app_routes: Any) -> set[str]:
@@ -253,7 +250,7 @@ def _routes(app_routes: Any) -> set[str]:
 
 
 def _check(found: Artefacts) -> Iterator[str]:
-    aliases = _aliases()
+    variables = _variables()
     token_routes = _routes(create_app(make_settings()).router.routes())
     worker_routes = _routes(worker_health_app(lambda: ({}, 200)).router.routes())
     parser = _parser()
@@ -265,13 +262,15 @@ def _check(found: Artefacts) -> Iterator[str]:
             yield f"{process.where}: `voice-agent {' '.join(process.argv)}` is not a valid command"
             continue
         for name in process.env:
-            if name not in aliases and name not in FOREIGN_ENV:
+            if name not in variables and name not in FOREIGN_ENV:
                 yield f"{process.where}: {name} is not a setting"
         values = {
-            k: v for k, v in process.env.items() if k in aliases and v is not None and "${" not in v
+            variables[k]: v
+            for k, v in process.env.items()
+            if k in variables and v is not None and "${" not in v
         }
         try:
-            settings = make_settings(**{k: v for k, v in values.items()})
+            settings = make_settings(**values)
         except ValidationError as e:
             yield f"{process.where}: invalid settings: {e}"
             continue
@@ -291,15 +290,16 @@ def _check(found: Artefacts) -> Iterator[str]:
                 f"{process.where}: stops after {grace:g} s, shorter than the "
                 f"drain timeout ({settings.drain_timeout_s:g} s)"
             )
-    exported = {m.name for m in REGISTRY.collect()}
+    # What some /metrics serves: a metric in neither registry is on no page an autoscaler reads.
+    exported = {m.name for r in (WORKER_REGISTRY, TOKEN_SERVICE_REGISTRY) for m in r.collect()}
     for where, metric in found.metric_names:
         if metric not in exported:
             yield f"{where}: scales on {metric}, which no process exports"
-    for where, port, path in found.webhook_paths:
+    for where, hook_port, path in found.webhook_paths:
         if path not in token_routes:
             yield f"{where}: webhook path {path} is not a token service route"
-        if port is not None and port not in listening:
-            yield f"{where}: webhook port {port} is not where the token service listens"
+        if hook_port is not None and hook_port not in listening:
+            yield f"{where}: webhook port {hook_port} is not where the token service listens"
     for port in found.exposed:
         if port not in listening:
             yield f"Containerfile: exposes {port}, where none of our processes listens"

@@ -8,7 +8,13 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
 from voice_agent.settings import Settings
+
+AppClient = TestClient[web.Request, web.Application]
+"""A test client of one of our aiohttp applications."""
 
 TEST_API_KEY = "testkey"
 TEST_API_SECRET = "test-secret-0123456789abcdefghijklmnopqrstuvwxyz"

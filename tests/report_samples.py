@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from voice_agent.agent.call_record import (
+from voice_agent.call_record import (
     CallEvent,
     CallRecord,
     CallUsage,
     ClientActionAuditEntry,
-    ToolAuditEntry,
     TranscriptTurn,
     TurnMetricsRecord,
 )
@@ -19,6 +18,7 @@ from voice_agent.postcall.models import (
     StoredReport,
     TicketFields,
 )
+from voice_agent.tooling.audit import ToolAuditEntry
 
 # 2025-03-14 09:30:00 UTC; samples are laid out from here.
 BASE_T = 1_741_944_600.0
@@ -46,12 +46,12 @@ def sample_record(
         kind = "user" if speaker == "user" else ("greeting" if i == 0 else "reply")
         transcript.append(
             TranscriptTurn(
-                speaker=speaker,  # type: ignore[arg-type]
+                speaker=speaker,
                 text=text,
                 started_at=t,
                 ended_at=t + 2.5,
                 interrupted=(i == 2),
-                kind=kind,  # type: ignore[arg-type]
+                kind=kind,
             )
         )
         t += 3.2
@@ -149,8 +149,8 @@ def sample_report(
             body="Hello,\n\nWe are sorry you were charged twice. We have started a refund of "
             "29 euros; it should reach your card within five working days.\n\nBest regards",
         ),
-        resolution_status=resolution,  # type: ignore[arg-type]
-        sentiment=sentiment,  # type: ignore[arg-type]
+        resolution_status=resolution,
+        sentiment=sentiment,
         ticket=TicketFields(
             title="Duplicate charge on invoice 4471",
             priority="high",

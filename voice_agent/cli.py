@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from voice_agent import __version__
 from voice_agent.exceptions import ConfigError, ToolLoadError
 from voice_agent.logging import configure_logging
-from voice_agent.settings import LogFormat, Settings, load_settings
+from voice_agent.settings import LogFormat, Settings, env_name, load_settings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -105,7 +105,10 @@ def _settings(args: argparse.Namespace, **defaults: Any) -> Settings:
 def _describe(error: ValidationError) -> str:
     lines = ["invalid configuration:"]
     for e in error.errors(include_url=False, include_input=False):
-        where = ".".join(str(p) for p in e["loc"]) or "settings"
+        loc = [str(p) for p in e["loc"]]
+        if loc and loc[0] in Settings.model_fields:  # name the variable the user sets
+            loc[0] = env_name(loc[0])
+        where = ".".join(loc) or "settings"
         lines.append(f"  {where}: {e['msg']}")
     return "\n".join(lines)
 
@@ -129,9 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from voice_agent.agent.worker_pool import run_worker_pool
 
                 return asyncio.run(run_worker_pool(settings, args.processes))
-            from voice_agent.agent.runner import run_worker
-
-            asyncio.run(run_worker(settings))
+            asyncio.run(_worker(settings))
             return 0
         if args.command == "postcall":
             from voice_agent.postcall.worker import PostCallOptions, run_postcall
@@ -167,6 +168,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cannot load tools: {e}", file=sys.stderr)
         return 2
     return 2
+
+
+async def _worker(settings: Settings) -> None:
+    from voice_agent.agent.runner import run_worker
+
+    if not settings.redis_url:
+        await run_worker(settings)  # records as JSON files under the data dir
+        return
+    from voice_agent.postcall.handover import PostCallSink
+    from voice_agent.postcall.recovery import JournalRecovery
+
+    # With Redis, finished calls go to the post-call queue (spooled first, so none is lost),
+    # and so do this host's orphaned journals, swept at start-up and every interval.
+    sink = PostCallSink.from_settings(settings)
+    recovery = JournalRecovery(
+        directory=settings.data_dir / "calls",
+        sink=sink,
+        interval_s=settings.journal_recovery_interval_s,
+    )
+    await run_worker(settings, sink=sink, services=[recovery])
 
 
 # The long-running commands: they keep personal data (transcripts) under the data dir.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterable, Mapping, MutableMapping
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from structlog.contextvars import bind_contextvars, bound_contextvars, clear_contextvars
@@ -18,6 +18,7 @@ from structlog.contextvars import bind_contextvars, bound_contextvars, clear_con
 from voice_agent.settings import LogFormat, Settings
 
 __all__ = [
+    "Logger",
     "bind_context",
     "bound_contextvars",
     "clear_contextvars",
@@ -26,6 +27,9 @@ __all__ = [
 ]
 
 _REDACTED = "[redacted]"
+
+Logger = structlog.typing.FilteringBoundLogger
+"""What `get_logger` returns and `bind` keeps: `info`, `warning`, `exception`, `bind`, ..."""
 
 
 class SecretScrubber:
@@ -106,10 +110,12 @@ def configure_logging(settings: Settings, *, stream: Any = None) -> None:
     logging.basicConfig(stream=stream, level=max(level, logging.WARNING), force=True)
 
 
-def get_logger(name: str | None = None) -> Any:
+def get_logger(name: str | None = None) -> Logger:
     """A structlog logger; `name` becomes the `component` field."""
-    # Stays a lazy proxy, so module-level loggers follow a later configure_logging().
-    return structlog.get_logger(component=name) if name else structlog.get_logger()
+    # Stays a lazy proxy, so module-level loggers follow a later configure_logging(); it binds to
+    # the filtering bound logger `configure_logging` sets up.
+    logger = structlog.get_logger(component=name) if name else structlog.get_logger()
+    return cast(Logger, logger)
 
 
 def bind_context(**values: Any) -> None:

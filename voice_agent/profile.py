@@ -219,7 +219,7 @@ class AgentProfile(_Strict):
     @classmethod
     def built_in(cls, settings: Settings) -> AgentProfile:
         """The profile used without a file: the settings' instructions and greeting, no tools."""
-        return cls(instructions=settings.agent_instructions, greeting=settings.agent_greeting)
+        return cls(instructions=settings.instructions, greeting=settings.greeting)
 
     @classmethod
     def from_file(cls, path: Path, *, settings: Settings) -> AgentProfile:
@@ -230,8 +230,8 @@ class AgentProfile(_Strict):
             raise ConfigError(f"cannot read agent profile {path}: {e}") from e
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"agent profile {path} is not valid TOML: {e}") from e
-        data.setdefault("instructions", settings.agent_instructions)
-        data.setdefault("greeting", settings.agent_greeting)
+        data.setdefault("instructions", settings.instructions)
+        data.setdefault("greeting", settings.greeting)
         try:
             profile = cls.model_validate(data)
         except ValidationError as e:

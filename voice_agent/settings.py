@@ -1,9 +1,10 @@
 """Configuration: the only module that reads the environment.
 
 Every setting comes from an environment variable or `.env`, is validated here once, and is passed
-down as a `Settings` object. Names follow the ecosystem where one exists (`LIVEKIT_*`, `OPENAI_*`,
-`REDIS_URL`); the project's own start with `VOICE_AGENT_`. `.env.example` lists each with its
-default; `tests/unit/test_settings.py` keeps the two in step.
+down as a `Settings` object. The project's own variables are `VOICE_AGENT_` and the field name in
+capitals (`eou_silence_ms` is `VOICE_AGENT_EOU_SILENCE_MS`); where an ecosystem has a standard name
+(`LIVEKIT_*`, `OPENAI_*`, `REDIS_URL`) the field takes it as its alias. `.env.example` lists
+each with its default; `tests/unit/test_settings.py` keeps the two in step.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import limits
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "VOICE_AGENT_"
 
 
 class AuthMode(StrEnum):
@@ -55,15 +58,11 @@ class TTSProviderKind(StrEnum):
     LOCAL = "local"  # Piper on this machine (the `local` extra)
 
 
-def _env(name: str) -> Any:
-    """Bind a field to exactly one environment variable name."""
-    return AliasChoices(name)
-
-
 class Settings(BaseSettings):
     """All configuration, read once at start-up."""
 
     model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,  # field `x_y` is VOICE_AGENT_X_Y; ecosystem names are aliases
         env_file=".env",
         env_file_encoding="utf-8",
         env_ignore_empty=True,  # `NAME=` (as in .env.example) means "use the default"
@@ -73,202 +72,109 @@ class Settings(BaseSettings):
     )
 
     # LiveKit (standard names)
-    livekit_url: str = Field("ws://127.0.0.1:7880", validation_alias=_env("LIVEKIT_URL"))
-    livekit_api_key: str | None = Field(None, validation_alias=_env("LIVEKIT_API_KEY"))
-    livekit_api_secret: SecretStr | None = Field(None, validation_alias=_env("LIVEKIT_API_SECRET"))
-    livekit_server_bin: Path | None = Field(None, validation_alias=_env("LIVEKIT_SERVER_BIN"))
+    livekit_url: str = Field("ws://127.0.0.1:7880", validation_alias="LIVEKIT_URL")
+    livekit_api_key: str | None = Field(None, validation_alias="LIVEKIT_API_KEY")
+    livekit_api_secret: SecretStr | None = Field(None, validation_alias="LIVEKIT_API_SECRET")
+    livekit_server_bin: Path | None = Field(None, validation_alias="LIVEKIT_SERVER_BIN")
 
     # Model providers (standard names; used by the agent worker)
-    openai_api_key: SecretStr | None = Field(None, validation_alias=_env("OPENAI_API_KEY"))
-    openai_base_url: str | None = Field(None, validation_alias=_env("OPENAI_BASE_URL"))
-    stt_provider: STTProviderKind = Field(
-        STTProviderKind.AUTO, validation_alias=_env("VOICE_AGENT_STT")
-    )
-    llm_provider: LLMProviderKind = Field(
-        LLMProviderKind.OPENAI, validation_alias=_env("VOICE_AGENT_LLM")
-    )
-    tts_provider: TTSProviderKind = Field(
-        TTSProviderKind.AUTO, validation_alias=_env("VOICE_AGENT_TTS")
-    )
-    stt_model: str = Field(
-        "gpt-4o-mini-transcribe", min_length=1, validation_alias=_env("VOICE_AGENT_STT_MODEL")
-    )
-    llm_model: str = Field(
-        "gpt-4o-mini", min_length=1, validation_alias=_env("VOICE_AGENT_LLM_MODEL")
-    )
-    tts_model: str = Field(
-        "gpt-4o-mini-tts", min_length=1, validation_alias=_env("VOICE_AGENT_TTS_MODEL")
-    )
-    tts_voice: str = Field("alloy", min_length=1, validation_alias=_env("VOICE_AGENT_TTS_VOICE"))
+    openai_api_key: SecretStr | None = Field(None, validation_alias="OPENAI_API_KEY")
+    openai_base_url: str | None = Field(None, validation_alias="OPENAI_BASE_URL")
+    stt: STTProviderKind = STTProviderKind.AUTO
+    llm: LLMProviderKind = LLMProviderKind.OPENAI
+    tts: TTSProviderKind = TTSProviderKind.AUTO
+    stt_model: str = Field("gpt-4o-mini-transcribe", min_length=1)
+    llm_model: str = Field("gpt-4o-mini", min_length=1)
+    tts_model: str = Field("gpt-4o-mini-tts", min_length=1)
+    tts_voice: str = Field("alloy", min_length=1)
     # The callers' language (ISO 639-1, e.g. "en"); empty: the STT detects it on every turn.
-    stt_language: str | None = Field(
-        None, pattern=r"^[a-z]{2,3}$", validation_alias=_env("VOICE_AGENT_STT_LANGUAGE")
-    )
+    stt_language: str | None = Field(None, pattern=r"^[a-z]{2,3}$")
     # Fallback chains: the provider that takes over when the primary fails before answering.
-    stt_fallback: STTProviderKind | None = Field(
-        None, validation_alias=_env("VOICE_AGENT_STT_FALLBACK")
-    )
-    llm_fallback: LLMProviderKind | None = Field(
-        None, validation_alias=_env("VOICE_AGENT_LLM_FALLBACK")
-    )
-    tts_fallback: TTSProviderKind | None = Field(
-        None, validation_alias=_env("VOICE_AGENT_TTS_FALLBACK")
-    )
-    fallback_after_s: float = Field(
-        3.0, gt=0, le=60, validation_alias=_env("VOICE_AGENT_FALLBACK_AFTER_S")
-    )
+    stt_fallback: STTProviderKind | None = None
+    llm_fallback: LLMProviderKind | None = None
+    tts_fallback: TTSProviderKind | None = None
+    fallback_after_s: float = Field(3.0, gt=0, le=60)
     # How long a provider may stay silent (connecting, or between bytes of a stream).
-    provider_timeout_s: float = Field(
-        10.0, gt=0, le=300, validation_alias=_env("VOICE_AGENT_PROVIDER_TIMEOUT_S")
-    )
+    provider_timeout_s: float = Field(10.0, gt=0, le=300)
 
     # Agent worker and call behaviour
-    agent_instructions: str = Field(
+    instructions: str = Field(
         "You are a friendly, concise voice assistant for a customer support line. Answer in one "
         "or two short spoken sentences, without lists, markdown or emoji.",
         min_length=1,
         max_length=20_000,
-        validation_alias=_env("VOICE_AGENT_INSTRUCTIONS"),
     )
-    agent_greeting: str = Field(
+    greeting: str = Field(
         "Hello! How can I help you today?",
         min_length=1,
         max_length=500,
-        validation_alias=_env("VOICE_AGENT_GREETING"),
     )
-    eou_silence_ms: int = Field(
-        500, ge=100, le=5000, validation_alias=_env("VOICE_AGENT_EOU_SILENCE_MS")
-    )
-    min_interruption_ms: int = Field(
-        400, ge=100, le=5000, validation_alias=_env("VOICE_AGENT_MIN_INTERRUPTION_MS")
-    )
-    max_call_s: float = Field(
-        1800.0, gt=0, le=86_400, validation_alias=_env("VOICE_AGENT_MAX_CALL_S")
-    )
-    user_silence_timeout_s: float = Field(
-        60.0, gt=0, le=3600, validation_alias=_env("VOICE_AGENT_USER_SILENCE_TIMEOUT_S")
-    )
-    max_consecutive_failures: int = Field(
-        3, ge=1, le=20, validation_alias=_env("VOICE_AGENT_MAX_CONSECUTIVE_FAILURES")
-    )
-    context_token_budget: int = Field(
-        4000, ge=256, le=1_000_000, validation_alias=_env("VOICE_AGENT_CONTEXT_TOKEN_BUDGET")
-    )
-    max_jobs: int = Field(20, ge=1, le=1000, validation_alias=_env("VOICE_AGENT_MAX_JOBS"))
-    drain_timeout_s: float = Field(
-        600.0, gt=0, le=86_400, validation_alias=_env("VOICE_AGENT_DRAIN_TIMEOUT_S")
-    )
-    journal_recovery_interval_s: float = Field(
-        60.0, gt=0, le=86_400, validation_alias=_env("VOICE_AGENT_JOURNAL_RECOVERY_INTERVAL_S")
-    )
-    worker_metrics_port: int | None = Field(
-        None, ge=0, le=65535, validation_alias=_env("VOICE_AGENT_WORKER_METRICS_PORT")
-    )
+    eou_silence_ms: int = Field(500, ge=100, le=5000)
+    min_interruption_ms: int = Field(400, ge=100, le=5000)
+    max_call_s: float = Field(1800.0, gt=0, le=86_400)
+    user_silence_timeout_s: float = Field(60.0, gt=0, le=3600)
+    max_consecutive_failures: int = Field(3, ge=1, le=20)
+    context_token_budget: int = Field(4000, ge=256, le=1_000_000)
+    max_jobs: int = Field(20, ge=1, le=1000)
+    drain_timeout_s: float = Field(600.0, gt=0, le=86_400)
+    journal_recovery_interval_s: float = Field(60.0, gt=0, le=86_400)
+    worker_metrics_port: int | None = Field(None, ge=0, le=65535)
 
     # Tools and agent profile
-    tools_path: Path = Field(Path("tools"), validation_alias=_env("VOICE_AGENT_TOOLS_PATH"))
-    profile: Path | None = Field(None, validation_alias=_env("VOICE_AGENT_PROFILE"))
-    tool_timeout_s: float = Field(
-        5.0, gt=0, le=300, validation_alias=_env("VOICE_AGENT_TOOL_TIMEOUT_S")
-    )
-    tool_breaker_failures: int = Field(
-        3, ge=1, le=100, validation_alias=_env("VOICE_AGENT_TOOL_BREAKER_FAILURES")
-    )
-    tool_breaker_cooldown_s: float = Field(
-        30.0, gt=0, le=3600, validation_alias=_env("VOICE_AGENT_TOOL_BREAKER_COOLDOWN_S")
-    )
-    confirm_timeout_s: float = Field(
-        20.0, gt=0, le=300, validation_alias=_env("VOICE_AGENT_CONFIRM_TIMEOUT_S")
-    )
+    tools_path: Path = Path("tools")
+    profile: Path | None = None
+    tool_timeout_s: float = Field(5.0, gt=0, le=300)
+    tool_breaker_failures: int = Field(3, ge=1, le=100)
+    tool_breaker_cooldown_s: float = Field(30.0, gt=0, le=3600)
+    confirm_timeout_s: float = Field(20.0, gt=0, le=300)
 
     # Queue and post-call
-    redis_url: str | None = Field(None, validation_alias=_env("REDIS_URL"))
+    redis_url: str | None = Field(None, validation_alias="REDIS_URL")
     # Longest wait between two tries to reach Redis again (hand-overs waiting in the spool, the
     # post-call worker's reconnects); the waits grow from 0.5 s up to this, with jitter.
-    redis_retry_max_s: float = Field(
-        30.0, ge=0.5, le=3600, validation_alias=_env("VOICE_AGENT_REDIS_RETRY_MAX_S")
-    )
-    database_url: str | None = Field(None, validation_alias=_env("VOICE_AGENT_DATABASE_URL"))
-    database_timeout_s: float = Field(
-        10.0, gt=0, le=300, validation_alias=_env("VOICE_AGENT_DATABASE_TIMEOUT_S")
-    )
-    staff_token: SecretStr | None = Field(None, validation_alias=_env("VOICE_AGENT_STAFF_TOKEN"))
-    postcall_max_tries: int = Field(
-        5, ge=1, le=50, validation_alias=_env("VOICE_AGENT_POSTCALL_MAX_TRIES")
-    )
-    postcall_concurrency: int = Field(
-        4, ge=1, le=256, validation_alias=_env("VOICE_AGENT_POSTCALL_CONCURRENCY")
-    )
-    postcall_retry_max_s: float = Field(
-        300.0, ge=1, le=86_400, validation_alias=_env("VOICE_AGENT_POSTCALL_RETRY_MAX_S")
-    )
-    postcall_attempt_timeout_s: float = Field(
-        120.0, ge=1, le=3600, validation_alias=_env("VOICE_AGENT_POSTCALL_ATTEMPT_TIMEOUT_S")
-    )
-    postcall_review_confidence: float = Field(
-        0.6, ge=0, le=1, validation_alias=_env("VOICE_AGENT_POSTCALL_REVIEW_CONFIDENCE")
-    )
-    postcall_webhook_url: str | None = Field(
-        None, validation_alias=_env("VOICE_AGENT_POSTCALL_WEBHOOK_URL")
-    )
-    postcall_webhook_secret: SecretStr | None = Field(
-        None, validation_alias=_env("VOICE_AGENT_POSTCALL_WEBHOOK_SECRET")
-    )
+    redis_retry_max_s: float = Field(30.0, ge=0.5, le=3600)
+    database_url: str | None = None
+    database_timeout_s: float = Field(10.0, gt=0, le=300)
+    staff_token: SecretStr | None = None
+    postcall_max_tries: int = Field(5, ge=1, le=50)
+    postcall_concurrency: int = Field(4, ge=1, le=256)
+    postcall_retry_max_s: float = Field(300.0, ge=1, le=86_400)
+    postcall_attempt_timeout_s: float = Field(120.0, ge=1, le=3600)
+    postcall_review_confidence: float = Field(0.6, ge=0, le=1)
+    postcall_webhook_url: str | None = None
+    postcall_webhook_secret: SecretStr | None = None
 
     # Token service
-    host: str = Field("127.0.0.1", validation_alias=_env("VOICE_AGENT_HOST"))
-    port: int = Field(8080, ge=0, le=65535, validation_alias=_env("VOICE_AGENT_PORT"))
-    public_rtc_url: str | None = Field(None, validation_alias=_env("VOICE_AGENT_PUBLIC_RTC_URL"))
-    auth_mode: AuthMode = Field(AuthMode.ANONYMOUS, validation_alias=_env("VOICE_AGENT_AUTH_MODE"))
-    auth_jwt_secret: SecretStr | None = Field(
-        None, validation_alias=_env("VOICE_AGENT_AUTH_JWT_SECRET")
-    )
-    auth_jwt_public_key_file: Path | None = Field(
-        None, validation_alias=_env("VOICE_AGENT_AUTH_JWT_PUBLIC_KEY_FILE")
-    )
-    auth_jwt_audience: str | None = Field(
-        None, validation_alias=_env("VOICE_AGENT_AUTH_JWT_AUDIENCE")
-    )
-    auth_jwt_issuer: str | None = Field(None, validation_alias=_env("VOICE_AGENT_AUTH_JWT_ISSUER"))
-    token_ttl_seconds: int = Field(
-        600, ge=60, le=3600, validation_alias=_env("VOICE_AGENT_TOKEN_TTL_SECONDS")
-    )
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    public_rtc_url: str | None = None
+    auth_mode: AuthMode = AuthMode.ANONYMOUS
+    auth_jwt_secret: SecretStr | None = None
+    auth_jwt_public_key_file: Path | None = None
+    auth_jwt_audience: str | None = None
+    auth_jwt_issuer: str | None = None
+    token_ttl_seconds: int = Field(600, ge=60, le=3600)
     agent_name: str = Field(
         "voice-agent",
         min_length=1,
         max_length=64,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
-        validation_alias=_env("VOICE_AGENT_AGENT_NAME"),
     )
-    token_rate_limit: str = Field(
-        "10/minute", validation_alias=_env("VOICE_AGENT_TOKEN_RATE_LIMIT")
-    )
-    max_body_bytes: int = Field(
-        4096, ge=256, le=1_048_576, validation_alias=_env("VOICE_AGENT_MAX_BODY_BYTES")
-    )
-    cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
-        (), validation_alias=_env("VOICE_AGENT_CORS_ORIGINS")
-    )
-    trust_forwarded_for: bool = Field(
-        False, validation_alias=_env("VOICE_AGENT_TRUST_FORWARDED_FOR")
-    )
+    token_rate_limit: str = "10/minute"  # noqa: S105 - a rate, not a secret
+    max_body_bytes: int = Field(4096, ge=256, le=1_048_576)
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    trust_forwarded_for: bool = False
 
     # Operations
-    log_level: str = Field("info", validation_alias=_env("VOICE_AGENT_LOG_LEVEL"))
-    log_format: LogFormat = Field(LogFormat.AUTO, validation_alias=_env("VOICE_AGENT_LOG_FORMAT"))
-    data_dir: Path = Field(Path(".data"), validation_alias=_env("VOICE_AGENT_DATA_DIR"))
-    metrics_token: SecretStr | None = Field(
-        None, validation_alias=_env("VOICE_AGENT_METRICS_TOKEN")
-    )
-    readiness_timeout_s: float = Field(
-        2.0, gt=0, le=30, validation_alias=_env("VOICE_AGENT_READINESS_TIMEOUT_S")
-    )
+    log_level: str = "info"
+    log_format: LogFormat = LogFormat.AUTO
+    data_dir: Path = Path(".data")
+    metrics_token: SecretStr | None = None
+    readiness_timeout_s: float = Field(2.0, gt=0, le=30)
     # Supervision (`voice-agent dev`): a child that exits is restarted with backoff; one that
     # exits more than `restart_limit` times within `restart_window_s` stops the stack.
-    restart_limit: int = Field(5, ge=0, le=1000, validation_alias=_env("VOICE_AGENT_RESTART_LIMIT"))
-    restart_window_s: float = Field(
-        60.0, gt=0, le=86_400, validation_alias=_env("VOICE_AGENT_RESTART_WINDOW_S")
-    )
+    restart_limit: int = Field(5, ge=0, le=1000)
+    restart_window_s: float = Field(60.0, gt=0, le=86_400)
 
     @field_validator("token_rate_limit")
     @classmethod
@@ -344,6 +250,12 @@ class Settings(BaseSettings):
                 "(`voice-agent dev` generates a pair for its own LiveKit server)"
             )
         return self.livekit_api_key, self.livekit_api_secret.get_secret_value()
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets the field named `field`."""
+    alias = Settings.model_fields[field].validation_alias
+    return alias if isinstance(alias, str) else ENV_PREFIX + field.upper()
 
 
 def load_settings(**overrides: Any) -> Settings:

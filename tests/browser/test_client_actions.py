@@ -101,7 +101,7 @@ async def test_hostile_actions_are_refused_audited_and_answered(
                 livekit_server, token["room"], identity="bystander", kind="standard"
             ) as bystander,
         ):
-            checklist = {
+            checklist: dict[str, Any] = {
                 "title": "<img src=x onerror=alert(1)>Router steps",
                 "items": ["Unplug the <b>router</b>", "Wait ten seconds"],
             }

@@ -89,7 +89,8 @@ async def run_dev(tmp_path: Path, **extra_env: str) -> AsyncIterator[DevRun]:
         env=env, cwd=tmp_path,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout is not None
+    assert proc.stderr is not None
     stderr: list[str] = []
     stderr_task = asyncio.create_task(_collect(proc.stderr, stderr))
     stdout: list[str] = []

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import redis.asyncio as aioredis
 
 from tests.helpers import make_settings, strip_project_env
-from voice_agent.agent.backoff import ReconnectPolicy
+from voice_agent.backoff import ReconnectPolicy
 from voice_agent.postcall.models import CallDetail, CallStatus
 from voice_agent.postcall.store import ReportStore
 from voice_agent.postcall.worker import (
@@ -63,7 +63,7 @@ def report_json(*, confidence: float = 0.9, **overrides: Any) -> str:
 async def fresh_redis(redis_url: str) -> str:
     """The URL of the post-call tests' Redis database, emptied."""
     url = urlsplit(redis_url)._replace(path=f"/{POSTCALL_DB}", query="").geturl()
-    client = aioredis.from_url(url)
+    client = aioredis.from_url(url)  # type: ignore[no-untyped-call]  # redis 5 (arq needs <6)
     try:
         await client.flushdb()
     finally:

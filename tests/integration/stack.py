@@ -12,9 +12,9 @@ from typing import Any
 from aiohttp import web
 
 from tests.helpers import make_settings
-from voice_agent.agent.call_record import CallRecord, FileRecordSink
 from voice_agent.agent.runner import build_call_runner
 from voice_agent.agent.worker import AgentWorker, WorkerOptions
+from voice_agent.call_record import CallRecord, FileRecordSink
 from voice_agent.caller.audio import Utterance, synthesize
 from voice_agent.caller.simulated_caller import CallerOptions, SimulatedCaller
 from voice_agent.devstack.livekit_server import LiveKitEndpoint
@@ -59,7 +59,9 @@ async def voice_stack(
 ) -> AsyncIterator[VoiceStack]:
     """Token service + worker on `livekit`, models from the scripted server."""
     async with contextlib.AsyncExitStack() as stack:
-        scripted = models or await stack.enter_async_context(ScriptedOpenAI())
+        scripted = (
+            models if models is not None else await stack.enter_async_context(ScriptedOpenAI())
+        )
         port = free_port()
         values: dict[str, Any] = {
             "livekit_url": livekit.ws_url,
@@ -71,8 +73,8 @@ async def voice_stack(
             "token_rate_limit": "1000/minute",
             "provider_timeout_s": 5.0,
             # The scripted server plays STT and TTS too, unless a test asks for local speech.
-            "stt_provider": "openai",
-            "tts_provider": "openai",
+            "stt": "openai",
+            "tts": "openai",
         }
         values.update(settings)
         config = make_settings(**values)

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 
 
 def _claims(tmp: Path, redis_url: str | None) -> CallClaims:
-    client = aioredis.from_url(redis_url, socket_timeout=1) if redis_url else None
+    client = aioredis.Redis.from_url(redis_url, socket_timeout=1) if redis_url else None
     return CallClaims(ttl_s=660, journal_dir=tmp / "calls", redis=client, timeout_s=1.0)
 
 
@@ -33,8 +33,11 @@ async def test_two_workers_on_one_redis_let_one_job_run_a_call(
     finally:
         await first_worker.aclose()
         await second_worker.aclose()
-    assert first.first and first.shared
-    assert not again.first and again.owner_job_id == "AJ_first" and again.shared
+    assert first.first
+    assert first.shared
+    assert not again.first
+    assert again.owner_job_id == "AJ_first"
+    assert again.shared
     assert other_call.first
 
 
@@ -42,7 +45,7 @@ async def test_the_claim_outlives_the_token(redis_url: str, tmp_path: Path) -> N
     """The Redis claim expires only after the token TTL (plus its margin) has passed."""
     url = await fresh_redis(redis_url)
     claims = _claims(tmp_path, url)
-    check = aioredis.from_url(url)
+    check = aioredis.Redis.from_url(url)
     try:
         await claims.claim("c-ttl", "AJ_1")
         ttl = await check.ttl(KEY_PREFIX + "c-ttl")
@@ -61,8 +64,10 @@ async def test_without_redis_one_process_still_refuses_the_second_job(tmp_path: 
         again = await claims.claim("c-3", "AJ_b")
     finally:
         await claims.aclose()
-    assert first.first and not first.shared
-    assert not again.first and again.owner_job_id == "AJ_a"
+    assert first.first
+    assert not first.shared
+    assert not again.first
+    assert again.owner_job_id == "AJ_a"
 
 
 async def test_a_journal_on_this_host_refuses_the_call_even_if_redis_forgot_it(
@@ -78,4 +83,5 @@ async def test_a_journal_on_this_host_refuses_the_call_even_if_redis_forgot_it(
         claim = await claims.claim("c-4", "AJ_late")
     finally:
         await claims.aclose()
-    assert not claim.first and claim.owner_job_id is None
+    assert not claim.first
+    assert claim.owner_job_id is None

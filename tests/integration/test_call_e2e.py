@@ -4,10 +4,12 @@ and the scripted OpenAI-compatible server for STT, LLM and TTS."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -43,6 +45,21 @@ async def _wait_idle(stack_worker: object, timeout_s: float = 15) -> None:
             await asyncio.sleep(0.05)
 
 
+async def _journaled(journal: Path, event: str, timeout_s: float = 15) -> None:
+    """Until the call's journal holds `event` (the agent writes it line by line, flushed)."""
+    async with asyncio.timeout(timeout_s):
+        while not (journal.exists() and event in _journal_events(journal)):  # noqa: ASYNC110 - a file
+            await asyncio.sleep(0.05)
+
+
+def _journal_events(journal: Path) -> set[str]:
+    events = set()
+    for line in journal.read_text().splitlines():
+        with contextlib.suppress(ValueError):  # a line still being written
+            events.add(json.loads(line).get("d", {}).get("event"))
+    return events
+
+
 async def test_call_answers_with_audio_captions_and_states(
     livekit_server: LiveKitEndpoint, tmp_path: Path
 ) -> None:
@@ -75,7 +92,8 @@ async def test_call_answers_with_audio_captions_and_states(
     # The LLM saw the instructions, the greeting and the question.
     sent = models.requests_to("/v1/chat/completions")[0].json
     roles = [m["role"] for m in sent["messages"]]
-    assert roles[0] == "system" and sent["messages"][-1]["content"] == QUESTION
+    assert roles[0] == "system"
+    assert sent["messages"][-1]["content"] == QUESTION
     [record] = stack.sink.records.values()
     assert [t.speaker for t in record.transcript] == ["agent", "user", "agent"]
     assert record.metrics[0].voice_to_voice_ms == turn["metrics"]["voice_to_voice_ms"]
@@ -95,13 +113,15 @@ async def test_barge_in_stops_the_agent_and_records_the_truncation(
     assert result["ok"], result
     first, second = result["turns"]
     assert first["interrupted"] is True
-    assert first["agent_text"] and LONG_ANSWER.startswith(first["agent_text"])
+    assert first["agent_text"]
+    assert LONG_ANSWER.startswith(first["agent_text"])
     assert len(first["agent_text"]) < len(LONG_ANSWER) / 2
     assert second["user_text"] == "Stop please"
     assert second["agent_text"] == "Sure, go ahead."
     [record] = stack.sink.records.values()
     cut = [t for t in record.transcript if t.interrupted]
-    assert len(cut) == 1 and cut[0].text == first["agent_text"]
+    assert len(cut) == 1
+    assert cut[0].text == first["agent_text"]
     # The model's next prompt holds only what the caller heard of the cut answer.
     second_prompt = models.requests_to("/v1/chat/completions")[1].json["messages"]
     assert {"role": "assistant", "content": first["agent_text"]} in [
@@ -186,7 +206,9 @@ async def test_a_caller_who_leaves_before_being_heard_ends_the_call_at_once(
             grant = await resp.json()
         room = rtc.Room()
         await room.connect(grant["rtc_url"], grant["token"])
-        await asyncio.sleep(1.0)  # the agent joins and waits for a microphone that never comes
+        # The agent has the caller and now waits for a microphone that never comes.
+        call_id = grant["room"].removeprefix("call-")
+        await _journaled(stack.settings.data_dir / "calls" / f"{call_id}.jsonl", "user_joined")
         await room.disconnect()
         await _wait_idle(stack.worker, timeout_s=8)  # well before the 10 s wait for audio
     [record] = stack.sink.records.values()
@@ -259,7 +281,8 @@ async def test_second_user_is_ignored_and_user_leaving_mid_reply_ends_cleanly(
     [record] = stack.sink.records.values()
     assert record.end_reason == "user_left"
     assert any(e.event == "extra_participant_ignored" for e in record.events)
-    assert record.transcript[-1].speaker == "agent" and record.transcript[-1].interrupted
+    assert record.transcript[-1].speaker == "agent"
+    assert record.transcript[-1].interrupted
     assert stack.worker.active_jobs == 0
 
 
@@ -275,7 +298,8 @@ async def test_silence_and_noise_get_no_reply_and_no_crash(
         result = await stack.call(Utterance(label="noise", pcm=noise), turn_timeout_s=5)
         await _wait_idle(stack.worker)
         assert stack.models.requests_to("/v1/chat/completions") == []
-    assert not result["ok"] and "no reply turn" in result["error"]
+    assert not result["ok"]
+    assert "no reply turn" in result["error"]
     [record] = stack.sink.records.values()
     assert [t.speaker for t in record.transcript] == ["agent"]  # the greeting only
     assert record.end_reason == "user_left"
@@ -328,7 +352,7 @@ async def test_voice_agent_call_cli_prints_the_contract_json(
     ids=["silence-timeout", "max-duration"],
 )
 async def test_agent_says_goodbye_before_hanging_up(
-    livekit_server: LiveKitEndpoint, tmp_path: Path, settings: dict[str, float], reason: str
+    livekit_server: LiveKitEndpoint, tmp_path: Path, settings: dict[str, Any], reason: str
 ) -> None:
     """A silent caller, or a call past its limit: the agent says goodbye, then ends the call."""
     async with voice_stack(livekit_server, tmp_path, **settings) as stack:

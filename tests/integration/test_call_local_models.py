@@ -21,9 +21,7 @@ async def test_call_on_local_stt_and_tts(livekit_server: LiveKitEndpoint, tmp_pa
     models = ScriptedOpenAI(chat=[ChatReply(text="We are open from nine to five.")])
     async with (
         models,
-        voice_stack(
-            livekit_server, tmp_path, models=models, stt_provider="local", tts_provider="local"
-        ) as stack,
+        voice_stack(livekit_server, tmp_path, models=models, stt="local", tts="local") as stack,
     ):
         result = await stack.call(await speech("What are your opening hours?"), turn_timeout_s=60)
         async with asyncio.timeout(15):
@@ -32,12 +30,14 @@ async def test_call_on_local_stt_and_tts(livekit_server: LiveKitEndpoint, tmp_pa
     assert result["ok"], result
     [turn] = result["turns"]
     heard = turn["user_text"].lower()
-    assert "opening" in heard and "hours" in heard
+    assert "opening" in heard
+    assert "hours" in heard
     assert turn["agent_text"] == "We are open from nine to five."
     assert result["agent_audio_seconds"] > 2.0
     assert models.requests_to("/v1/audio/transcriptions") == []
     assert models.requests_to("/v1/audio/speech") == []
-    assert turn["metrics"]["stt_ms"] > 0 and turn["metrics"]["tts_ttfb_ms"] > 0
+    assert turn["metrics"]["stt_ms"] > 0
+    assert turn["metrics"]["tts_ttfb_ms"] > 0
 
 
 async def test_tts_failing_mid_service_hands_over_to_the_local_fallback(

@@ -90,8 +90,8 @@ async def _stack(livekit: LiveKitEndpoint, redis_url: str, tmp: Path) -> AsyncIt
             port=port,
             staff_token=STAFF_TOKEN,
             token_rate_limit="1000/minute",
-            stt_provider="openai",
-            tts_provider="openai",
+            stt="openai",
+            tts="openai",
             stt_language="en",
             profile=ROOT / "deploy" / "profiles" / "support.toml",
         )
@@ -182,7 +182,8 @@ async def test_rejoining_with_the_same_token_runs_no_second_session(
 
     assert not again["ok"]
     assert again["error"] == "the server ended the call (ROOM_DELETED)"
-    assert again["turns"] == [] and again["greeting"] is None
+    assert again["turns"] == []
+    assert again["greeting"] is None
     sessions = [e for e in logs.entries if e["event"] == "call.joined"]
     assert len(sessions) == 1, sessions
     assert [c.call_id for c in stored] == [call_id]
@@ -190,8 +191,10 @@ async def test_rejoining_with_the_same_token_runs_no_second_session(
     assert ("user", QUESTION) in said
     assert any(s == "agent" and ANSWER in text for s, text in said)
     [tool] = call.record.tool_audit
-    assert tool.tool == "search_runbooks" and tool.outcome == "ok"
-    assert call.record.complete and call.record.end_reason == "user_left"
+    assert tool.tool == "search_runbooks"
+    assert tool.outcome == "ok"
+    assert call.record.complete
+    assert call.record.end_reason == "user_left"
     assert first["turns"][0]["user_text"] == QUESTION
 
 

@@ -114,7 +114,8 @@ async def test_caller_confirms_destructive_tool_and_the_ticket_exists_once(
         ("user_confirmed", "accepted"),
     ]
     assert record.metrics[0].tool_ms is not None
-    assert record.usage.llm_requests == 3 and record.usage.stt_audio_s > 0
+    assert record.usage.llm_requests == 3
+    assert record.usage.stt_audio_s > 0
 
 
 async def test_declined_confirmation_creates_no_ticket(

@@ -28,7 +28,7 @@ from tests.integration.devstack_support import (
     stored_call,
 )
 from tests.integration.stack import speech
-from voice_agent.agent.session import SessionOptions
+from voice_agent.agent.options import SessionOptions
 from voice_agent.caller.simulated_caller import CallerOptions, SimulatedCaller
 from voice_agent.devstack.processes import free_port
 from voice_agent.testing.openai_script import ChatReply, Timeline, TranscriptionReply
@@ -69,10 +69,12 @@ async def test_dev_starts_ready_and_stops_clean_on_sigterm(dev_stack: DevRun) ->
     assert failures == [], failures
     assert "having trouble" not in result["turns"][0]["agent_text"]
     lines = [e["data"].get("line") for e in record["events"] if e["event"] == "line_spoken"]
-    assert "fallback" not in lines and "failure_goodbye" not in lines, lines
+    assert "fallback" not in lines, lines
+    assert "failure_goodbye" not in lines, lines
     assert record["usage"]["llm_requests"] >= 1  # (llama.cpp's server streams no token usage)
     spoken = [t for t in record["transcript"] if t["speaker"] == "agent" and t["kind"] == "reply"]
-    assert spoken and spoken[0]["text"], record["transcript"]
+    assert spoken, record["transcript"]
+    assert spoken[0]["text"], record["transcript"]
     children = descendants(dev_stack.proc.pid)
     # livekit, redis, token service, local LLM, post-call worker, agent worker
     assert len(children) >= 6, children
@@ -144,7 +146,8 @@ async def test_local_llm_crashing_mid_call_is_heard_as_the_fallback_and_recorded
         == SessionOptions(instructions="", greeting="").fallback_line
     )
     call = await stored_call(offline_stack, result["call_id"])
-    assert call["status"] == "done" and call["record"]["complete"]
+    assert call["status"] == "done"
+    assert call["record"]["complete"]
     failed = [e["data"]["stage"] for e in call["record"]["events"] if e["event"] == "stage_failed"]
     assert failed == ["llm"]
     assert "agent_failures" in call["report"]["review_reasons"]
@@ -182,7 +185,8 @@ async def test_a_child_that_keeps_dying_stops_the_stack_loudly(tmp_path: Path) -
     started = [e for e in events(run, "child.started") if e["child"] == "livekit"]
     assert len(started) == 3  # the first start and two restarts
     [loop] = events(run, "dev.crash_loop")
-    assert loop["child"] == "livekit" and loop["returncodes"] == [1, 1, 1]
+    assert loop["child"] == "livekit"
+    assert loop["returncodes"] == [1, 1, 1]
     assert "livekit exited 3 times" in err.decode()
     assert alive({e["pid"] for e in started}) == set()
     assert READY_LINE not in out.decode()
@@ -208,7 +212,8 @@ async def test_sigterm_lets_a_call_in_progress_finish_and_be_handed_over(tmp_pat
     assert events(dev, "worker.signal")  # the worker was draining while it answered
     assert result["turns"][0]["agent_text"] == "We open at nine."
     handed = [e for e in events(dev, "postcall.handed_over") if e["call_id"] == result["call_id"]]
-    assert len(handed) == 1 and handed[0]["complete"]
+    assert len(handed) == 1
+    assert handed[0]["complete"]
     assert alive(children) == set()
 
 

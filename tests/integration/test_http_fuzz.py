@@ -17,7 +17,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -140,7 +140,7 @@ def service(
                 )
             finally:
                 await admin.close()
-        queue_db = aioredis.from_url(app_settings.redis_url or "")
+        queue_db = aioredis.Redis.from_url(app_settings.redis_url or "")
         try:
             await queue_db.flushdb()  # nothing left from an earlier run against a given REDIS_URL
         finally:
@@ -293,7 +293,8 @@ def _assert_served(method: str, status: int, body: bytes) -> None:
     if status >= 400 and method != "HEAD" and status != 416:
         payload = json.loads(body)
         assert set(payload) == {"error", "detail"}, payload
-        assert isinstance(payload["error"], str) and payload["error"]
+        assert isinstance(payload["error"], str)
+        assert payload["error"]
 
 
 # -- tests ---------------------------------------------------------------------------------------
@@ -385,13 +386,14 @@ def test_signed_and_forged_webhooks_get_no_5xx(
     """Webhooks with valid, mismatched, wrongly keyed or expired signatures, over event-shaped
     and arbitrary bodies, are a 200, 400 or 401; never a 5xx."""
     body = json.dumps(event).encode() if use_event else extra
-    token = {
+    signers: dict[str, Callable[[], bytes]] = {
         "valid": lambda: _sign(service, body),
         "other_body": lambda: _sign(service, body + b" "),
         "wrong_secret": lambda: _sign(service, body, secret="not-the-secret-0123456789abcdefgh"),
         "expired": lambda: _sign(service, body, ttl_s=-120),
         "garbage": lambda: b"not.a.jwt\xff",
-    }[signature]()
+    }
+    token = signers[signature]()
     headers = {"Authorization": token, "Content-Type": b"application/webhook+json"}
     status, raw = raw_http(service.port, _request("POST", "/webhooks/livekit", headers, body))
     _assert_served("POST", status, raw)

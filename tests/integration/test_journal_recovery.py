@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import strip_project_env
 from tests.integration.postcall_support import (
     ROOT,
     events_of,
@@ -21,7 +25,8 @@ from tests.integration.postcall_support import (
     running_worker,
     wait_for_status,
 )
-from voice_agent.agent.call_record import CallJournal, TranscriptTurn
+from voice_agent.call_record import CallJournal, TranscriptTurn
+from voice_agent.devstack.livekit_server import LiveKitEndpoint
 from voice_agent.postcall.handover import PostCallSink
 from voice_agent.postcall.models import CallStatus
 from voice_agent.postcall.recovery import RECOVERED_EVENT, JournalRecovery, is_live
@@ -36,7 +41,8 @@ pytestmark = pytest.mark.integration
 AGENT = """
 import os, signal, sys, time
 from pathlib import Path
-from voice_agent.agent.call_record import CallJournal, TranscriptTurn
+from voice_agent.call_record import CallJournal, TranscriptTurn
+from voice_agent.devstack.livekit_server import LiveKitEndpoint
 journal = CallJournal(directory=Path(sys.argv[1]), call_id=sys.argv[2], room="call-x", user_id="u1")
 now = time.time()
 journal.add_turn(TranscriptTurn(speaker="agent", text="Hello!", started_at=now, ended_at=now,
@@ -95,11 +101,14 @@ async def test_orphaned_journal_is_handed_over_as_a_partial_record_and_removed_o
                 call = await wait_for_status(deps.store, "j1", CallStatus.DONE)
                 mark = await deps.queue.stored("j1")
             assert await recovery.sweep() == 0
-    assert queued is not None and queued.source == "journal"
+    assert queued is not None
+    assert queued.source == "journal"
     assert not call.record.complete
     assert [t.text for t in call.record.transcript] == ["Hello!", "My VPN is down."]
     assert [e.event for e in call.record.events] == [RECOVERED_EVENT]
-    assert mark is not None and not mark.complete and mark.turns == 2
+    assert mark is not None
+    assert not mark.complete
+    assert mark.turns == 2
     assert not journal.exists()  # the post-call worker shares this data dir
     assert events_of(call).count("started") == 1
 
@@ -116,7 +125,8 @@ async def test_journal_of_a_live_call_is_left_alone(redis_url: str, tmp_path: Pa
         assert is_live(journal)
         assert await _recovery(settings, sink).sweep() == 0
         assert not await sink.queue.has_record("j2")
-    assert journal.exists() and not is_live(journal)
+    assert journal.exists()
+    assert not is_live(journal)
 
 
 async def test_call_handed_over_normally_is_not_recorded_again_from_its_journal(
@@ -150,5 +160,55 @@ async def test_call_handed_over_normally_is_not_recorded_again_from_its_journal(
                 call = await deps.store.get_call("j3")
     assert not journal.path.exists()
     assert [c.call_id for c in page.items] == ["j3"]
-    assert call is not None and call.record.complete and call.source == "agent"
+    assert call is not None
+    assert call.record.complete
+    assert call.source == "agent"
     assert events_of(call).count("started") == 1
+
+
+async def test_the_worker_command_hands_over_orphaned_journals(
+    redis_url: str, livekit_server: LiveKitEndpoint, tmp_path: Path
+) -> None:
+    """`voice-agent worker` with REDIS_URL sweeps its data dir: a journal left by a dead agent
+    reaches the post-call queue as a journal hand-over, with no call on the worker."""
+    url = await fresh_redis(redis_url)
+    settings = postcall_settings(tmp_path / "data", url, None)
+    journal = settings.data_dir / "calls" / "j4.jsonl"
+    async with agent_process(journal.parent, "j4", "die"):
+        pass
+    env = strip_project_env(dict(os.environ)) | {
+        "LIVEKIT_URL": livekit_server.ws_url,
+        "LIVEKIT_API_KEY": livekit_server.api_key,
+        "LIVEKIT_API_SECRET": livekit_server.api_secret,
+        "REDIS_URL": url,
+        "VOICE_AGENT_DATA_DIR": str(settings.data_dir),
+        "VOICE_AGENT_JOURNAL_RECOVERY_INTERVAL_S": "0.5",
+        "VOICE_AGENT_AGENT_NAME": f"recovery-{uuid.uuid4().hex[:8]}",  # dispatched no calls
+        "VOICE_AGENT_STT": "openai",  # nothing is asked of a model: no call comes
+        "VOICE_AGENT_TTS": "openai",
+        "OPENAI_API_KEY": "sk-unused",
+        "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "voice_agent", "worker",
+        env=env, cwd=tmp_path, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        async with PostCallSink.from_settings(settings) as sink:
+
+            async def handed_over() -> bool:
+                return await sink.queue.has_record("j4")
+
+            await eventually(handed_over, timeout_s=60, what="the journal's hand-over")
+            queued = await sink.queue.get_record("j4")
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(60):
+            returncode = await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert queued is not None
+    assert queued.source == "journal"
+    assert [t.text for t in queued.record.transcript] == ["Hello!", "My VPN is down."]
+    assert returncode == 0

@@ -61,8 +61,8 @@ async def test_real_call_becomes_a_report_in_the_staff_api_and_page(
             port=port,
             staff_token=STAFF["Authorization"].removeprefix("Bearer "),
             token_rate_limit="1000/minute",
-            stt_provider="openai",
-            tts_provider="openai",
+            stt="openai",
+            tts="openai",
             stt_language="en",
         )
         runner = web.AppRunner(create_app(settings))
@@ -100,9 +100,11 @@ async def test_real_call_becomes_a_report_in_the_staff_api_and_page(
         call = await eventually(reported, timeout_s=30, what="the call's report")
         shown = await _read_on_the_reports_page(f"{service}/reports", call["call_id"])
     assert shown["summary"] == "The caller was charged twice for March; a refund was requested."
-    assert QUESTION in shown["transcript"] and ANSWER in shown["transcript"]
+    assert QUESTION in shown["transcript"]
+    assert ANSWER in shown["transcript"]
     report = call["report"]
-    assert call["source"] == "agent" and call["record"]["complete"]
+    assert call["source"] == "agent"
+    assert call["record"]["complete"]
     assert [t["text"] for t in call["record"]["transcript"] if t["speaker"] == "user"] == [QUESTION]
     assert report["report"]["ticket"]["title"] == "Duplicate charge on invoice 4471"
     assert not report["needs_review"]

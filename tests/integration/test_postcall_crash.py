@@ -22,7 +22,7 @@ from tests.integration.postcall_support import (
     wait_for_status,
 )
 from tests.report_samples import sample_record
-from voice_agent.agent.backoff import ReconnectPolicy
+from voice_agent.backoff import ReconnectPolicy
 from voice_agent.devstack.processes import ManagedProcess, free_port
 from voice_agent.devstack.redis_server import redis_process
 from voice_agent.postcall.handover import PostCallSink, SpoolFlusher
@@ -41,7 +41,7 @@ async def test_killed_worker_job_is_retried_and_the_ticket_exists_once(
 ) -> None:
     """`kill -9` while the model is thinking: a new worker reruns the job; one ticket."""
     url = await fresh_redis(redis_url)
-    replies = [Hang(), ChatReply(text=report_json())]
+    replies: list[ChatReply | Hang] = [Hang(), ChatReply(text=report_json())]
     async with ScriptedOpenAI(chat=replies) as models:
         settings = postcall_settings(tmp_path, url, models.base_url)
         async with PostCallSink.from_settings(settings) as sink:
@@ -53,12 +53,13 @@ async def test_killed_worker_job_is_retried_and_the_ticket_exists_once(
                 mid_job = await store.get_call("k1")
                 first.send_signal(signal.SIGKILL)
                 assert await first.wait() == -signal.SIGKILL
-            assert mid_job is not None and mid_job.status is CallStatus.PROCESSING
+            assert mid_job is not None
+            assert mid_job.status is CallStatus.PROCESSING
             async with postcall_process(tmp_path, url, models.base_url, "second") as second:
                 call = await wait_for_status(store, "k1", CallStatus.DONE, timeout_s=60)
                 second.send_signal(signal.SIGTERM)  # a graceful stop, while idle
                 assert await asyncio.wait_for(second.wait(), 20) == 0
-            redis = aioredis.from_url(url)
+            redis = aioredis.from_url(url)  # type: ignore[no-untyped-call]  # redis 5 (arq needs <6)
             try:
                 health = await redis.exists(health_key(pid=second.pid))
             finally:
@@ -67,8 +68,10 @@ async def test_killed_worker_job_is_retried_and_the_ticket_exists_once(
             await store.close()
         assert len(models.requests_to(CHAT_PATH)) == 2
     assert ticket_rows(tmp_path) == 1
-    assert events_of(call).count("started") == 2 and call.attempts == 2
-    assert call.report is not None and not call.report.needs_review
+    assert events_of(call).count("started") == 2
+    assert call.attempts == 2
+    assert call.report is not None
+    assert not call.report.needs_review
     assert health == 0  # the stopped worker took its health signal with it
 
 

@@ -72,6 +72,7 @@ async def test_livekit_room_finished_enqueues_the_call(redis_url: str, tmp_path:
         await livekit.stop()
         await queue.aclose()
         await runner.cleanup()
-    assert kept.source == "webhook" and not kept.record.complete
+    assert kept.source == "webhook"
+    assert not kept.record.complete
     assert kept.record.room == "call-lk1"
     assert [j.job_id for j in jobs] == ["call:lk1"]

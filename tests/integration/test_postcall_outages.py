@@ -141,7 +141,8 @@ async def test_store_locked_past_the_retry_budget_keeps_the_job_until_dead_is_re
             page = await deps.store.list_calls()
         assert not models.requests_to(CHAT_PATH)  # no try got as far as the model
     assert [c.call_id for c in page.items] == ["s1"]
-    assert call.last_error is not None and "locked" in call.last_error
+    assert call.last_error is not None
+    assert "locked" in call.last_error
     assert events_of(call) == ["dead"]
 
 
@@ -205,6 +206,7 @@ async def test_store_locked_mid_try_and_freed_within_the_budget_finishes_the_cal
                     locker.rollback()
                     locker.close()
                 call = await wait_for_status(deps.store, "m1", CallStatus.DONE, timeout_s=20)
-    assert call.report is not None and not call.report.needs_review
+    assert call.report is not None
+    assert not call.report.needs_review
     assert not [e for e in logs if e["event"] == "postcall.claim_held"]
     assert events_of(call).count("started") == 2  # the failed try and the one that finished

@@ -43,17 +43,22 @@ async def test_handed_over_call_becomes_a_report_with_one_ticket(
             call = await wait_for_status(deps.store, "c1", CallStatus.DONE)
             ticket = await deps.store.get_integration(idempotency_key("c1", "ticket"))
         request = models.requests_to(CHAT_PATH)[0].json
-    assert call.report is not None and not call.report.needs_review
+    assert call.report is not None
+    assert not call.report.needs_review
     assert call.report.report.ticket.title == "Duplicate charge on invoice 4471"
     assert call.source == "agent"
-    assert ticket is not None and ticket.ok and ticket.result["ticket_id"]
+    assert ticket is not None
+    assert ticket.ok
+    assert ticket.result["ticket_id"]
     assert ticket_rows(tmp_path, "c1") == 1
     assert {i.name for i in call.integrations} == {"email_draft", "ticket"}
     assert request["response_format"]["type"] == "json_schema"
     assert "Duplicate" not in json.dumps(request["response_format"])  # schema only, no answer
     history = events_of(call)
-    assert history[0] == "started" and history[-1] == "done"
-    assert "model_attempt" in history and "report_saved" in history
+    assert history[0] == "started"
+    assert history[-1] == "done"
+    assert "model_attempt" in history
+    assert "report_saved" in history
 
 
 async def test_invalid_json_twice_gives_the_fallback_report_for_review(
@@ -70,10 +75,13 @@ async def test_invalid_json_twice_gives_the_fallback_report_for_review(
             call = await wait_for_status(deps.store, "c2", CallStatus.DONE)
         second = models.requests_to(CHAT_PATH)[1].json["messages"]
     assert call.report is not None
-    assert call.report.needs_review and call.report.review_reasons == ["fallback"]
-    assert call.report.model is None and call.report.report.confidence == 0.0
+    assert call.report.needs_review
+    assert call.report.review_reasons == ["fallback"]
+    assert call.report.model is None
+    assert call.report.report.confidence == 0.0
     assert call.report.attempts == 2
-    assert second[-1]["role"] == "user" and "not a valid report" in second[-1]["content"]
+    assert second[-1]["role"] == "user"
+    assert "not a valid report" in second[-1]["content"]
     assert second[-2] == {"role": "assistant", "content": "Sure! Here is the report."}
     assert ticket_rows(tmp_path, "c2") == 1  # the fallback's ticket fields still open a ticket
 
@@ -87,7 +95,8 @@ async def test_low_confidence_report_is_flagged_for_review(redis_url: str, tmp_p
             await sink.submit(sample_record("c3"))
         async with running_worker(settings, fast_options(settings)) as deps:
             call = await wait_for_status(deps.store, "c3", CallStatus.DONE)
-    assert call.report is not None and call.report.needs_review
+    assert call.report is not None
+    assert call.report.needs_review
     assert call.report.review_reasons == ["low_confidence"]
     assert call.report.model == "gpt-4o-mini"
 
@@ -104,7 +113,8 @@ async def test_model_outage_on_every_try_ends_in_the_fallback_report(
         async with running_worker(settings, fast_options(settings)) as deps:
             call = await wait_for_status(deps.store, "c4", CallStatus.DONE)
         assert len(models.requests_to(CHAT_PATH)) == 3
-    assert call.report is not None and call.report.review_reasons == ["model_unavailable"]
+    assert call.report is not None
+    assert call.report.review_reasons == ["model_unavailable"]
     assert events_of(call).count("retry_scheduled") == 2
     assert call.attempts == 3
 
@@ -125,7 +135,8 @@ async def test_a_done_call_is_not_processed_again(redis_url: str, tmp_path: Path
             assert await job.result(timeout=20, poll_delay=0.05) == "already_done"
             after = await deps.store.get_call("c5")
         assert len(models.requests_to(CHAT_PATH)) == 1
-    assert after is not None and after.job_history == before.job_history
+    assert after is not None
+    assert after.job_history == before.job_history
     assert ticket_rows(tmp_path, "c5") == 1
 
 
@@ -140,4 +151,5 @@ async def test_the_agent_handing_over_twice_makes_one_job(redis_url: str, tmp_pa
         jobs = await sink.queue.redis.queued_jobs()
         kept = await sink.queue.get_record("c6")
     assert [j.job_id for j in jobs] == ["call:c6"]
-    assert kept is not None and kept.record.complete  # a partial never replaces a complete one
+    assert kept is not None
+    assert kept.record.complete

@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from tests.helpers import AppClient
 from tests.integration.postcall_support import (
     events_of,
     fast_options,
@@ -69,7 +70,7 @@ async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
         await server.close()
 
 
-async def _staff_client(settings: Settings) -> TestClient:
+async def _staff_client(settings: Settings) -> AppClient:
     client = TestClient(TestServer(create_app(settings)))
     await client.start_server()
     return client
@@ -108,10 +109,12 @@ async def test_failing_integration_is_dead_lettered_then_staff_retry_finishes_it
         finally:
             await client.close()
         assert len(models.requests_to(CHAT_PATH)) == 1  # the report is kept across tries
-    assert dead.last_error is not None and "webhook failed" in dead.last_error
+    assert dead.last_error is not None
+    assert "webhook failed" in dead.last_error
     assert events_of(dead)[-1] == "dead"
     history = events_of(done)
-    assert "retry_requested" in history and history[-1] == "done"
+    assert "retry_requested" in history
+    assert history[-1] == "done"
     assert history.count("integration_skipped") >= 2  # email draft and ticket were not redone
     assert len(endpoint.received) == 3  # two failed tries, then the retry
     headers, body = endpoint.received[-1]
@@ -136,7 +139,8 @@ async def test_retry_needs_a_staff_token(redis_url: str, tmp_path: Path) -> None
         body = await missing.json()
     finally:
         await client.close()
-    assert missing.status == 401 and wrong.status == 401
+    assert missing.status == 401
+    assert wrong.status == 401
     assert body["error"] == "unauthorized"
 
 
@@ -151,6 +155,7 @@ async def test_retry_of_a_call_that_is_not_dead_is_a_conflict(
     try:
         async with PostCallSink.from_settings(settings) as sink:
             await sink.submit(sample_record("d3"))
+            assert isinstance(client.server, TestServer)
             store = client.server.app[calls_api.REPORT_STORE]
             await store.add_call(sample_record("d3"), source="agent")
             queued = await client.post("/api/calls/d3/retry", headers=auth)
@@ -160,7 +165,8 @@ async def test_retry_of_a_call_that_is_not_dead_is_a_conflict(
             jobs = await sink.queue.redis.queued_jobs()
     finally:
         await client.close()
-    assert queued.status == 409 and conflict["error"] == "conflict"
+    assert queued.status == 409
+    assert conflict["error"] == "conflict"
     assert unknown.status == 404
     assert invalid.status == 400
     assert [j.job_id for j in jobs] == ["call:d3"]

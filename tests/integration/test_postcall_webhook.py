@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 from livekit import api
 
-from tests.helpers import TEST_API_KEY, TEST_API_SECRET
+from tests.helpers import TEST_API_KEY, TEST_API_SECRET, AppClient
 from tests.integration.postcall_support import (
     fast_options,
     fresh_redis,
@@ -25,7 +25,7 @@ from tests.integration.postcall_support import (
     wait_for_status,
 )
 from tests.report_samples import sample_record
-from voice_agent.agent.call_record import CallJournal, TranscriptTurn
+from voice_agent.call_record import CallJournal, TranscriptTurn
 from voice_agent.postcall.handover import PostCallSink
 from voice_agent.postcall.models import CallStatus
 from voice_agent.postcall.queue import PostCallQueue, connect
@@ -58,7 +58,7 @@ def signed(body: bytes, *, secret: str = TEST_API_SECRET) -> dict[str, str]:
 
 @dataclasses.dataclass
 class Hooked:
-    client: TestClient
+    client: AppClient
     settings: Settings
     queue: PostCallQueue
     redis_url: str
@@ -68,7 +68,7 @@ class Hooked:
         return resp.status, await resp.json()
 
     async def keys(self) -> list[bytes]:
-        client = aioredis.from_url(self.redis_url)
+        client = aioredis.from_url(self.redis_url)  # type: ignore[no-untyped-call]  # redis 5 (arq needs <6)
         try:
             return sorted(await client.keys("*"))
         finally:
@@ -99,7 +99,8 @@ async def test_bad_signature_is_401_and_nothing_is_enqueued(hooked: Hooked) -> N
     status, error = await hooked.post(
         body, signed(body, secret="someone-elses-secret-0123456789abcdef")
     )
-    assert status == 401 and error["error"] == "unauthorized"
+    assert status == 401
+    assert error["error"] == "unauthorized"
     assert await hooked.keys() == []
 
 
@@ -122,7 +123,8 @@ async def test_tampered_body_is_401(hooked: Hooked) -> None:
 async def test_signed_body_that_is_no_webhook_event_is_400(hooked: Hooked, body: bytes) -> None:
     """A correctly signed body that is not a LiveKit event is a 400, not a signature failure."""
     status, error = await hooked.post(body, signed(body))
-    assert status == 400 and error["error"] == "bad_request"
+    assert status == 400
+    assert error["error"] == "bad_request"
     assert await hooked.keys() == []
 
 
@@ -136,7 +138,9 @@ async def test_same_room_finished_twice_makes_one_job(hooked: Hooked) -> None:
     assert second == (200, {"status": "duplicate"})
     assert [j.job_id for j in jobs] == ["call:w1"]
     kept = await hooked.queue.get_record("w1")
-    assert kept is not None and kept.source == "webhook" and not kept.record.complete
+    assert kept is not None
+    assert kept.source == "webhook"
+    assert not kept.record.complete
 
 
 async def test_other_events_and_rooms_are_ignored(hooked: Hooked) -> None:
@@ -155,7 +159,9 @@ async def test_webhook_does_not_replace_the_agents_record(hooked: Hooked) -> Non
     body = event_body(room="call-w2")
     assert await hooked.post(body, signed(body)) == (200, {"status": "duplicate"})
     kept = await hooked.queue.get_record("w2")
-    assert kept is not None and kept.source == "agent" and kept.record.complete
+    assert kept is not None
+    assert kept.source == "agent"
+    assert kept.record.complete
     assert [j.job_id for j in await hooked.queue.redis.queued_jobs()] == ["call:w2"]
 
 
@@ -163,7 +169,8 @@ async def test_oversized_webhook_is_refused(hooked: Hooked) -> None:
     """A body over the webhook limit is 413 before any signature work."""
     body = b"{" + b" " * (webhooks.MAX_WEBHOOK_BYTES + 1) + b"}"
     status, error = await hooked.post(body, signed(body))
-    assert status == 413 and error["error"] == "payload_too_large"
+    assert status == 413
+    assert error["error"] == "payload_too_large"
 
 
 async def test_call_whose_agent_died_is_reported_from_its_journal(
@@ -182,4 +189,5 @@ async def test_call_whose_agent_died_is_reported_from_its_journal(
             call = await wait_for_status(deps.store, "w3", CallStatus.DONE)
     assert call.source == "webhook"
     assert [t.text for t in call.record.transcript] == ["My router keeps rebooting."]
-    assert call.report is not None and call.report.review_reasons == ["partial_record"]
+    assert call.report is not None
+    assert call.report.review_reasons == ["partial_record"]

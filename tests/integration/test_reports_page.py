@@ -18,7 +18,7 @@ from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 from tests.chromium import headless_chromium, keep_screenshot
 from tests.helpers import make_settings
 from tests.report_samples import BASE_T, sample_record, sample_report, sample_ticket
-from voice_agent.agent.call_record import CallEvent
+from voice_agent.call_record import CallEvent
 from voice_agent.devstack.processes import free_port
 from voice_agent.postcall.models import CallStatus, IntegrationResult
 from voice_agent.postcall.store import ReportStore
@@ -251,7 +251,8 @@ async def test_report_view_shows_the_whole_report(browser: Browser, reports_url:
             await page.locator("#latency-chart svg rect.seg").count() == 10
         )  # 2 turns, 5 stages each
         desc = await page.locator("#latency-chart svg desc").text_content()
-        assert desc is not None and "Median voice-to-voice" in desc
+        assert desc is not None
+        assert "Median voice-to-voice" in desc
         assert await detail.locator(".latency-table tbody tr").count() == 2
         assert "T-1042" in await detail.locator("#s-ticket").locator("..").inner_text()
         assert await detail.get_by_text("report.generated").count() == 1

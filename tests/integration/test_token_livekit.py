@@ -9,7 +9,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from livekit import api, rtc
 
-from tests.helpers import make_settings
+from tests.helpers import AppClient, make_settings
 from voice_agent.devstack.livekit_server import LiveKitEndpoint
 from voice_agent.server.app import create_app
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def token_client(livekit_server: LiveKitEndpoint) -> AsyncIterator[TestClient]:
+async def token_client(livekit_server: LiveKitEndpoint) -> AsyncIterator[AppClient]:
     settings = make_settings(
         livekit_url=livekit_server.ws_url,
         livekit_api_key=livekit_server.api_key,
@@ -43,7 +43,7 @@ async def _participants(lkapi: api.LiveKitAPI, room: str) -> list[str]:
 
 
 async def test_endpoint_token_joins_the_room_it_names(
-    token_client: TestClient, lkapi: api.LiveKitAPI
+    token_client: AppClient, lkapi: api.LiveKitAPI
 ) -> None:
     """A python livekit.rtc client joins with the token; LiveKit lists it in that room."""
     body = await (await token_client.post("/api/voice-token")).json()
@@ -58,7 +58,7 @@ async def test_endpoint_token_joins_the_room_it_names(
 
 
 async def test_endpoint_token_is_scoped_to_its_room(
-    token_client: TestClient, livekit_server: LiveKitEndpoint
+    token_client: AppClient, livekit_server: LiveKitEndpoint
 ) -> None:
     """The caller's token cannot administer or inspect any room, its own or another."""
     body = await (await token_client.post("/api/voice-token")).json()
@@ -73,7 +73,7 @@ async def test_endpoint_token_is_scoped_to_its_room(
 
 
 async def test_endpoint_token_publishes_microphone_only(
-    token_client: TestClient, lkapi: api.LiveKitAPI
+    token_client: AppClient, lkapi: api.LiveKitAPI
 ) -> None:
     """LiveKit holds the caller to microphone-only publishing; the microphone itself works."""
     body = await (await token_client.post("/api/voice-token")).json()
@@ -88,7 +88,8 @@ async def test_endpoint_token_publishes_microphone_only(
             api.RoomParticipantIdentity(room=body["room"], identity=body["identity"])
         )
         assert list(info.permission.can_publish_sources) == [api.TrackSource.MICROPHONE]
-        assert info.permission.can_publish_data and info.permission.can_subscribe
+        assert info.permission.can_publish_data
+        assert info.permission.can_subscribe
         assert not info.permission.can_update_metadata
     finally:
         await room.disconnect()

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from structlog.testing import capture_logs
 
 from tests.browser.tcp_proxy import CuttableProxy
-from tests.helpers import make_settings
+from tests.helpers import AppClient, make_settings
 from voice_agent.server import token_api
 from voice_agent.server.app import create_app
 from voice_agent.server.rate_limit import KEY_PREFIX, TokenRateLimiter
@@ -27,7 +27,7 @@ RATE_LIMIT_DB = 8  # these tests' own Redis database
 
 async def _fresh_db(redis_url: str) -> str:
     url = f"{redis_url.rsplit('/', 1)[0]}/{RATE_LIMIT_DB}"
-    client = aioredis.from_url(url)
+    client = aioredis.Redis.from_url(url)
     try:
         await client.flushdb()
     finally:
@@ -36,7 +36,7 @@ async def _fresh_db(redis_url: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def _replica(redis_url: str, **overrides: Any) -> AsyncIterator[TestClient]:
+async def _replica(redis_url: str, **overrides: Any) -> AsyncIterator[AppClient]:
     """One token-service replica; callers come from 127.0.0.1, or X-Forwarded-For when set."""
     values: dict[str, Any] = {
         "redis_url": redis_url,
@@ -50,7 +50,7 @@ async def _replica(redis_url: str, **overrides: Any) -> AsyncIterator[TestClient
         yield client
 
 
-async def _mint(client: TestClient, ip: str) -> int:
+async def _mint(client: AppClient, ip: str) -> int:
     resp = await client.post("/api/voice-token", headers={"X-Forwarded-For": ip})
     await resp.read()
     return resp.status
@@ -66,7 +66,7 @@ async def test_two_replicas_on_one_redis_enforce_one_limit(redis_url: str) -> No
     assert statuses.count(200) == 10
     assert statuses[10:] == [429] * 6
     assert other_client == 200  # the limit is per client, not for the whole service
-    check = aioredis.from_url(url)
+    check = aioredis.Redis.from_url(url)
     try:
         assert await check.keys(f"{KEY_PREFIX}*"), "the counters live in Redis"
     finally:
@@ -94,7 +94,8 @@ async def test_redis_outage_degrades_to_a_local_limit_and_recovers(redis_url: st
                 during = [await _mint(client, "192.0.2.2") for _ in range(5)]
             assert during == [200, 200, 200, 429, 429]  # 3 an hour, counted in this process
             degraded = [e for e in logs if e["event"] == "token.rate_limit_degraded"]
-            assert len(degraded) == 1 and degraded[0]["storage"] == "memory"
+            assert len(degraded) == 1
+            assert degraded[0]["storage"] == "memory"
             await proxy.restore()
             deadline = time.monotonic() + 20
             with capture_logs() as logs:
@@ -131,4 +132,5 @@ async def test_a_hung_redis_costs_a_bounded_wait_not_a_5xx(redis_url: str) -> No
         await server.wait_closed()
     assert statuses == [200, 200, 200]
     degraded = [e for e in logs if e["event"] == "token.rate_limit_degraded"]
-    assert len(degraded) == 1 and "Timeout" in degraded[0]["error"]
+    assert len(degraded) == 1
+    assert "Timeout" in degraded[0]["error"]

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from livekit import api
 
-from tests.helpers import TEST_API_KEY, TEST_API_SECRET, make_settings
+from tests.helpers import TEST_API_KEY, TEST_API_SECRET, AppClient, make_settings
 from voice_agent.server import metrics
 from voice_agent.server.app import create_app
 
@@ -32,7 +32,7 @@ def _host_token(*, key: Any = HOST_SECRET, algorithm: str = "HS256", **claims: A
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[TestClient]:
+async def client() -> AsyncIterator[AppClient]:
     settings = make_settings(
         auth_mode="jwt",
         auth_jwt_secret=HOST_SECRET,
@@ -82,7 +82,7 @@ def _minted() -> float:
     ],
 )
 async def test_bad_bearer_tokens_get_401_and_mint_nothing(
-    client: TestClient, authorization: str | None
+    client: AppClient, authorization: str | None
 ) -> None:
     """Every kind of bad host token is a 401 with WWW-Authenticate, and no token is minted."""
     before = _minted()
@@ -96,7 +96,7 @@ async def test_bad_bearer_tokens_get_401_and_mint_nothing(
     assert _minted() == before
 
 
-async def test_valid_bearer_token_yields_identity_from_sub(client: TestClient) -> None:
+async def test_valid_bearer_token_yields_identity_from_sub(client: AppClient) -> None:
     """A valid host token mints a voice token whose identity is the host token's `sub`."""
     resp = await client.post(
         "/api/voice-token", headers={"Authorization": f"Bearer {_host_token()}"}

@@ -14,7 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from structlog.testing import capture_logs
 
-from tests.helpers import make_settings, raw_http
+from tests.helpers import AppClient, make_settings, raw_http
 from tests.report_samples import BASE_T, sample_record, sample_report, sample_ticket
 from voice_agent.postcall.models import CallStatus
 from voice_agent.postcall.store import ReportStore
@@ -45,7 +45,7 @@ async def _fill(data_dir: Path) -> None:
         await store.set_status("c2", CallStatus.DEAD, error="ticket service answered 503")
 
 
-async def _client(tmp_path: Path, **overrides: Any) -> TestClient:
+async def _client(tmp_path: Path, **overrides: Any) -> AppClient:
     await _fill(tmp_path)
     client = TestClient(TestServer(create_app(make_settings(data_dir=tmp_path, **overrides))))
     await client.start_server()
@@ -53,14 +53,14 @@ async def _client(tmp_path: Path, **overrides: Any) -> TestClient:
 
 
 @pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[TestClient]:
+async def client(tmp_path: Path) -> AsyncIterator[AppClient]:
     c = await _client(tmp_path, staff_token=STAFF_TOKEN)
     yield c
     await c.close()
 
 
 @pytest.fixture
-async def jwt_client(tmp_path: Path) -> AsyncIterator[TestClient]:
+async def jwt_client(tmp_path: Path) -> AsyncIterator[AppClient]:
     c = await _client(
         tmp_path,
         auth_mode="jwt",
@@ -77,7 +77,7 @@ STAFF = {"Authorization": f"Bearer {STAFF_TOKEN}"}
 
 
 @pytest.mark.parametrize("path", ["/api/calls", "/api/calls/c1"])
-async def test_no_token_is_401_with_a_bearer_challenge(client: TestClient, path: str) -> None:
+async def test_no_token_is_401_with_a_bearer_challenge(client: AppClient, path: str) -> None:
     """Without a token both staff routes answer 401 JSON with `WWW-Authenticate: Bearer`."""
     resp = await client.get(path)
     assert resp.status == 401
@@ -89,14 +89,14 @@ async def test_no_token_is_401_with_a_bearer_challenge(client: TestClient, path:
     "authorization",
     ["Bearer wrong-token", f"Basic {STAFF_TOKEN}", f"Bearer {STAFF_TOKEN}x", "Bearer "],
 )
-async def test_wrong_token_is_401(client: TestClient, authorization: str) -> None:
+async def test_wrong_token_is_401(client: AppClient, authorization: str) -> None:
     """Anything but `Bearer <the staff token>` is refused."""
     resp = await client.get("/api/calls", headers={"Authorization": authorization})
     assert resp.status == 401
 
 
 @pytest.mark.parametrize("path", ["/api/calls", "/api/calls/c1"])
-async def test_non_utf8_authorization_is_401(client: TestClient, path: str) -> None:
+async def test_non_utf8_authorization_is_401(client: AppClient, path: str) -> None:
     """Authorization bytes that are not UTF-8 are refused as unauthorized, not a server error."""
     request = (
         f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n".encode()
@@ -108,12 +108,13 @@ async def test_non_utf8_authorization_is_401(client: TestClient, path: str) -> N
     assert json.loads(body)["error"] == "unauthorized"
 
 
-async def test_denial_is_logged_without_the_token(client: TestClient) -> None:
+async def test_denial_is_logged_without_the_token(client: AppClient) -> None:
     """A refused request logs `staff.denied` with its reason and never the token given."""
     with capture_logs() as logs:
         await client.get("/api/calls", headers={"Authorization": "Bearer guess-0123456789"})
     denied = [e for e in logs if e["event"] == "staff.denied"]
-    assert denied and denied[0]["reason"] == "unknown staff token"
+    assert denied
+    assert denied[0]["reason"] == "unknown staff token"
     assert "guess-0123456789" not in repr(logs)
 
 
@@ -129,7 +130,7 @@ async def test_staff_token_unset_is_503(tmp_path: Path) -> None:
     assert body["detail"].startswith("staff access not configured")
 
 
-async def test_jwt_without_staff_role_is_403(jwt_client: TestClient) -> None:
+async def test_jwt_without_staff_role_is_403(jwt_client: AppClient) -> None:
     """A valid host JWT whose roles lack `staff` is forbidden."""
     token = _host_token(roles=["customer"])
     resp = await jwt_client.get("/api/calls", headers={"Authorization": f"Bearer {token}"})
@@ -137,7 +138,7 @@ async def test_jwt_without_staff_role_is_403(jwt_client: TestClient) -> None:
     assert (await resp.json())["error"] == "forbidden"
 
 
-async def test_jwt_with_staff_role_is_200(jwt_client: TestClient) -> None:
+async def test_jwt_with_staff_role_is_200(jwt_client: AppClient) -> None:
     """A valid host JWT with the `staff` role reads the list."""
     token = _host_token(roles=["support", "staff"])
     resp = await jwt_client.get("/api/calls", headers={"Authorization": f"Bearer {token}"})
@@ -154,13 +155,13 @@ async def test_jwt_with_staff_role_is_200(jwt_client: TestClient) -> None:
     ],
     ids=["expired", "foreign-signature", "dev-staff-token"],
 )
-async def test_jwt_mode_refuses_other_tokens(jwt_client: TestClient, token: str) -> None:
+async def test_jwt_mode_refuses_other_tokens(jwt_client: AppClient, token: str) -> None:
     """In jwt mode expired, foreign and shared dev tokens all get 401."""
     resp = await jwt_client.get("/api/calls", headers={"Authorization": f"Bearer {token}"})
     assert resp.status == 401
 
 
-async def test_list_returns_summaries_newest_first_uncached(client: TestClient) -> None:
+async def test_list_returns_summaries_newest_first_uncached(client: AppClient) -> None:
     """Staff get the calls newest first as summaries, with `Cache-Control: no-store`."""
     resp = await client.get("/api/calls", headers=STAFF)
     assert resp.status == 200
@@ -169,7 +170,8 @@ async def test_list_returns_summaries_newest_first_uncached(client: TestClient) 
     assert [c["call_id"] for c in body["items"]] == ["c2", "c1", "c0"]
     assert body["next_cursor"] is None
     c1 = body["items"][1]
-    assert c1["summary"] == "Router keeps rebooting" and c1["needs_review"] is True
+    assert c1["summary"] == "Router keeps rebooting"
+    assert c1["needs_review"] is True
     assert c1["started_at"] == "2025-03-14T10:30:00Z"
     assert "record" not in c1
 
@@ -185,20 +187,21 @@ async def test_list_returns_summaries_newest_first_uncached(client: TestClient) 
         ("since=2025-03-15", []),
     ],
 )
-async def test_list_filters(client: TestClient, query: str, expected: list[str]) -> None:
+async def test_list_filters(client: AppClient, query: str, expected: list[str]) -> None:
     """Status, review, search and date filters narrow the list; a bare `until` date is inclusive."""
     resp = await client.get(f"/api/calls?{query}", headers=STAFF)
     assert resp.status == 200
     assert [c["call_id"] for c in (await resp.json())["items"]] == expected
 
 
-async def test_list_pages_with_the_cursor(client: TestClient) -> None:
+async def test_list_pages_with_the_cursor(client: AppClient) -> None:
     """`limit` pages the list and `cursor` continues where the last page ended."""
     first = await (await client.get("/api/calls?limit=2", headers=STAFF)).json()
     rest = await client.get(f"/api/calls?limit=2&cursor={first['next_cursor']}", headers=STAFF)
     second = await rest.json()
     assert [c["call_id"] for c in first["items"]] == ["c2", "c1"]
-    assert [c["call_id"] for c in second["items"]] == ["c0"] and second["next_cursor"] is None
+    assert [c["call_id"] for c in second["items"]] == ["c0"]
+    assert second["next_cursor"] is None
 
 
 @pytest.mark.parametrize(
@@ -225,19 +228,21 @@ async def test_list_pages_with_the_cursor(client: TestClient) -> None:
     ],
 )
 async def test_bad_parameter_is_400_naming_it(
-    client: TestClient, query: str, parameter: str
+    client: AppClient, query: str, parameter: str
 ) -> None:
     """Each invalid query parameter is a 400 whose detail names the parameter."""
     resp = await client.get(f"/api/calls?{query}", headers=STAFF)
     assert resp.status == 400
     body = await resp.json()
-    assert body["error"] == "bad_request" and body["detail"]["parameter"] == parameter
+    assert body["error"] == "bad_request"
+    assert body["detail"]["parameter"] == parameter
 
 
-async def test_detail_holds_record_report_integrations_and_history(client: TestClient) -> None:
+async def test_detail_holds_record_report_integrations_and_history(client: AppClient) -> None:
     """One call's detail carries its transcript, report, integration results and job history."""
     resp = await client.get("/api/calls/c1", headers=STAFF)
-    assert resp.status == 200 and resp.headers["Cache-Control"] == "no-store"
+    assert resp.status == 200
+    assert resp.headers["Cache-Control"] == "no-store"
     body = await resp.json()
     assert body["report"]["report"]["summary"] == "Router keeps rebooting"
     assert len(body["record"]["transcript"]) == 5
@@ -246,36 +251,38 @@ async def test_detail_holds_record_report_integrations_and_history(client: TestC
     assert [e["event"] for e in body["job_history"]] == ["done"]
 
 
-async def test_dead_call_detail_shows_its_last_error(client: TestClient) -> None:
+async def test_dead_call_detail_shows_its_last_error(client: AppClient) -> None:
     """A dead call's detail says why it died."""
     body = await (await client.get("/api/calls/c2", headers=STAFF)).json()
-    assert body["status"] == "dead" and body["last_error"] == "ticket service answered 503"
+    assert body["status"] == "dead"
+    assert body["last_error"] == "ticket service answered 503"
 
 
-async def test_unknown_call_is_404(client: TestClient) -> None:
+async def test_unknown_call_is_404(client: AppClient) -> None:
     """An id the store does not hold is a JSON 404."""
     resp = await client.get("/api/calls/deadbeef00", headers=STAFF)
     assert resp.status == 404
     assert (await resp.json())["error"] == "not_found"
 
 
-async def test_malformed_call_id_is_400(client: TestClient) -> None:
+async def test_malformed_call_id_is_400(client: AppClient) -> None:
     """A call id outside the allowed characters never reaches the store."""
     resp = await client.get("/api/calls/bad%20id%3B", headers=STAFF)
     assert resp.status == 400
     assert (await resp.json())["detail"]["parameter"] == "call_id"
 
 
-async def test_detail_needs_staff_too(client: TestClient) -> None:
+async def test_detail_needs_staff_too(client: AppClient) -> None:
     """The detail route refuses a wrong token like the list does."""
     resp = await client.get("/api/calls/c1", headers={"Authorization": "Bearer nope"})
     assert resp.status == 401
 
 
-async def test_reports_page_is_a_public_shell(client: TestClient) -> None:
+async def test_reports_page_is_a_public_shell(client: AppClient) -> None:
     """GET /reports serves the page without a token; it holds no call data."""
     resp = await client.get("/reports")
     assert resp.status == 200
     text = await resp.text()
-    assert "reports.js" in text and "Router keeps rebooting" not in text
+    assert "reports.js" in text
+    assert "Router keeps rebooting" not in text
     assert "script-src 'self'" in resp.headers["Content-Security-Policy"]

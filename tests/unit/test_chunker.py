@@ -192,9 +192,9 @@ def test_leading_whitespace_and_empty_deltas_are_harmless() -> None:
 
 def test_invalid_config_is_rejected() -> None:
     """Thresholds that contradict each other raise ValueError."""
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least 1"):
         ChunkerConfig(min_chars=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="max_chars"):
         ChunkerConfig(max_chars=10)
 
 

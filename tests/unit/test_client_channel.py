@@ -13,13 +13,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import make_settings
-from voice_agent.agent.call_record import CallJournal
 from voice_agent.agent.client_channel import ClientChannel
 from voice_agent.agent.client_messages import (
     MessageRejectedError,
     build_client_action,
     parse_client_event,
 )
+from voice_agent.call_record import CallJournal
 from voice_agent.exceptions import ConfigError
 from voice_agent.logging import get_logger
 from voice_agent.profile import AgentProfile, ClientActionPolicy, load_profile
@@ -253,7 +253,7 @@ def test_build_client_action_rejects_oversize_message() -> None:
 
 def test_profile_file_is_validated_with_a_clear_message(tmp_path: Path) -> None:
     """A profile with an unknown key or a bad host names it; a good one loads."""
-    settings = make_settings(agent_greeting="Hello there.")
+    settings = make_settings(greeting="Hello there.")
     bad = tmp_path / "bad.toml"
     bad.write_text('[client_actions]\nallowed = ["open_url"]\nurl_hosts = ["https://x"]\n')
     with pytest.raises(ConfigError, match="url_hosts"):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.report_samples import sample_record
-from voice_agent.agent.call_record import CallJournal, FileRecordSink
+from voice_agent.call_record import CallJournal, FileRecordSink
 from voice_agent.datadir import private_dir
 from voice_agent.devstack.processes import ManagedProcess
 from voice_agent.postcall.spool import RecordSpool
@@ -37,7 +37,8 @@ def test_journal_is_0600_in_a_0700_directory(tmp_path: Path) -> None:
     """A call's journal and its directory are the owner's only."""
     journal = CallJournal(directory=tmp_path / "calls", call_id="p1", room="call-p1", user_id=None)
     journal.finish("user_left")
-    assert _mode(journal.path) == 0o600 and _mode(journal.path.parent) == 0o700
+    assert _mode(journal.path) == 0o600
+    assert _mode(journal.path.parent) == 0o700
 
 
 async def test_spool_and_record_files_are_0600(tmp_path: Path) -> None:
@@ -45,9 +46,11 @@ async def test_spool_and_record_files_are_0600(tmp_path: Path) -> None:
     spool = RecordSpool(directory=tmp_path / "spool")
     spooled = await spool.write(sample_record("p2"))
     await FileRecordSink(tmp_path / "records").submit(sample_record("p3"))
-    assert _mode(spooled) == 0o600 and _mode(spooled.parent) == 0o700
+    assert _mode(spooled) == 0o600
+    assert _mode(spooled.parent) == 0o700
     record = tmp_path / "records" / "p3.json"
-    assert _mode(record) == 0o600 and _mode(record.parent) == 0o700
+    assert _mode(record) == 0o600
+    assert _mode(record.parent) == 0o700
 
 
 async def test_sqlite_store_and_its_wal_are_0600(tmp_path: Path) -> None:
@@ -56,7 +59,8 @@ async def test_sqlite_store_and_its_wal_are_0600(tmp_path: Path) -> None:
     async with await ReportStore.open(f"sqlite:///{path}") as store:
         await store.add_call(sample_record("p4"), source="agent")
         wal = path.with_name(path.name + "-wal")
-        assert wal.exists() and _mode(wal) == 0o600
+        assert wal.exists()
+        assert _mode(wal) == 0o600
     assert _mode(path) == 0o600
 
 
@@ -73,7 +77,8 @@ async def test_child_log_file_is_0600(tmp_path: Path) -> None:
     await child.start()
     await child.wait()
     await child.stop()
-    assert _mode(log) == 0o600 and _mode(log.parent) == 0o700
+    assert _mode(log) == 0o600
+    assert _mode(log.parent) == 0o700
 
 
 def test_an_existing_open_data_dir_is_tightened(tmp_path: Path) -> None:

@@ -17,10 +17,12 @@ def test_anonymous_dev_without_a_staff_token_generates_one() -> None:
     """Anonymous mode, no staff token: a fresh one goes to the token service and the banner."""
     stack = DevStack(make_settings())
     token = stack.generated_staff_token
-    assert token is not None and len(token) >= 32
+    assert token is not None
+    assert len(token) >= 32
     assert stack._staff_env() == {"VOICE_AGENT_STAFF_TOKEN": token}
     banner = stack.reports_banner("http://127.0.0.1:8080/")
-    assert "http://127.0.0.1:8080/reports" in banner and token in banner
+    assert "http://127.0.0.1:8080/reports" in banner
+    assert token in banner
 
 
 def test_each_dev_run_gets_its_own_token() -> None:
@@ -33,7 +35,8 @@ def test_each_dev_run_gets_its_own_token() -> None:
 def test_a_configured_staff_token_is_used_and_not_printed() -> None:
     """A staff token from the environment is neither replaced nor echoed in the banner."""
     stack = DevStack(make_settings(staff_token="my-own-staff-token-0123456789"))
-    assert stack.generated_staff_token is None and stack._staff_env() == {}
+    assert stack.generated_staff_token is None
+    assert stack._staff_env() == {}
     assert "my-own-staff-token" not in stack.reports_banner("http://127.0.0.1:8080/")
 
 

@@ -7,8 +7,9 @@ from contextlib import aclosing
 
 import pytest
 
+from voice_agent.chat import ChatMessage, ToolCall
 from voice_agent.exceptions import ProviderResponseError, ProviderTimeoutError
-from voice_agent.providers.base import ChatMessage, PcmAudio, ToolCall, Usage
+from voice_agent.providers.base import PcmAudio, Usage
 from voice_agent.providers.fake import (
     CallOutcome,
     FakeCompletion,
@@ -98,9 +99,13 @@ async def test_llm_injected_error_comes_after_the_scripted_pieces() -> None:
     timeline = FakeTimeline(error=error, fail_after=2)
     llm = FakeLLM([FakeCompletion(text="a b c", timeline=timeline)])
     received: list[str] = []
-    with pytest.raises(ProviderTimeoutError):
+
+    async def consume() -> None:
         async for delta in llm.stream(HI):
             received.append(delta.text)
+
+    with pytest.raises(ProviderTimeoutError):
+        await consume()
     assert received == ["a", " b"]
     assert llm.calls[0].outcome is CallOutcome.FAILED
 
@@ -265,9 +270,13 @@ async def test_tts_injected_error_after_the_first_chunk() -> None:
     error = ProviderTimeoutError("scripted", provider="fake.tts")
     timeline = FakeTimeline(error=error, fail_after=1)
     tts = FakeTTS([FakeSpeech(duration_s=0.1, chunk_ms=20, timeline=timeline)])
-    received = 0
+    chunks: list[object] = []
+
+    async def consume() -> None:
+        async for chunk in tts.synthesize("Hello."):
+            chunks.append(chunk)
+
     with pytest.raises(ProviderTimeoutError):
-        async for _ in tts.synthesize("Hello."):
-            received += 1
-    assert received == 1
+        await consume()
+    assert len(chunks) == 1
     assert tts.calls[0].outcome is CallOutcome.FAILED

@@ -7,8 +7,9 @@ import asyncio
 import pytest
 from structlog.testing import capture_logs
 
+from voice_agent.chat import ChatMessage
 from voice_agent.exceptions import ProviderResponseError
-from voice_agent.providers.base import ChatMessage, PcmAudio
+from voice_agent.providers.base import PcmAudio
 from voice_agent.providers.fake import (
     FakeCompletion,
     FakeLLM,
@@ -84,7 +85,8 @@ async def test_tts_fallback_keeps_the_secondarys_sample_rate() -> None:
         switch_after_s=1.0,
     )
     chunks = [c async for c in chain.synthesize("hello")]
-    assert chunks and {c.sample_rate for c in chunks} == {22_050}
+    assert chunks
+    assert {c.sample_rate for c in chunks} == {22_050}
 
 
 async def test_stt_fallback_transcribes_with_the_secondary() -> None:

@@ -46,7 +46,9 @@ async def test_secrets_never_appear_in_bodies_or_logs(log_stream: io.StringIO) -
         for path in ("/readyz", "/healthz", "/metrics", "/"):
             bodies.append(await (await client.get(path)).text())
     logs = log_stream.getvalue()
-    assert "token.minted" in logs and "token.auth_failed" in logs and "readiness.failed" in logs
+    assert "token.minted" in logs
+    assert "token.auth_failed" in logs
+    assert "readiness.failed" in logs
     for text in [*bodies, logs]:
         assert TEST_API_SECRET not in text
         assert HOST_SECRET not in text

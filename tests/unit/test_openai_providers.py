@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from voice_agent.chat import ChatMessage, ToolCall
 from voice_agent.devstack.processes import free_port
 from voice_agent.exceptions import (
     ConfigError,
@@ -19,9 +20,9 @@ from voice_agent.exceptions import (
     ProviderResponseError,
     ProviderTimeoutError,
 )
-from voice_agent.providers.base import ChatMessage, LLMDelta, PcmAudio, ToolCall
+from voice_agent.providers.base import LLMDelta, PcmAudio
 from voice_agent.providers.openai_connection import PLACEHOLDER_API_KEY, OpenAIConnection
-from voice_agent.providers.openai_llm import OpenAILLM
+from voice_agent.providers.openai_llm import OpenAILLM, wire_message, wire_tool_call
 from voice_agent.providers.openai_stt import OpenAISTT
 from voice_agent.providers.openai_tts import OpenAITTS
 from voice_agent.settings import Settings
@@ -482,4 +483,23 @@ async def test_tts_dropped_connection_mid_stream_is_a_connection_error(
 def test_tool_arguments_stay_a_json_string() -> None:
     """Tool-call arguments are passed on as the JSON text the model wrote, not parsed."""
     call = ToolCall(id="c", name="n", arguments='{"a": 1}')
-    assert json.loads(call.to_openai()["function"]["arguments"]) == {"a": 1}
+    assert json.loads(wire_tool_call(call)["function"]["arguments"]) == {"a": 1}
+
+
+def test_assistant_tool_call_message_sends_empty_content_not_null() -> None:
+    """An assistant message with only tool calls sends content "" (llama.cpp 500s on null)."""
+    call = ToolCall(id="c1", name="f", arguments="{}")
+    wire = dict(wire_message(ChatMessage.assistant(tool_calls=[call])))
+    assert wire["content"] == ""
+    assert wire["tool_calls"] == [
+        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    ]
+
+
+def test_tool_message_carries_its_call_id() -> None:
+    """A tool result goes out with role tool and the id of the call it answers."""
+    assert wire_message(ChatMessage.tool("c1", "42")) == {
+        "role": "tool",
+        "content": "42",
+        "tool_call_id": "c1",
+    }

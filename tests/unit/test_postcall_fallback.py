@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from tests.report_samples import sample_record
-from voice_agent.agent.call_record import CallRecord, ToolAuditEntry
+from voice_agent.call_record import CallRecord
 from voice_agent.postcall.fallback import fallback_report
 from voice_agent.postcall.models import PostCallReport
+from voice_agent.tooling.audit import ToolAuditEntry
 
 
 def _with_tools(*entries: ToolAuditEntry) -> CallRecord:
@@ -66,4 +67,5 @@ def test_silent_partial_call_says_so() -> None:
     """No caller speech and a partial record: the summary says both."""
     record = sample_record("f3", lines=(("agent", "Hello!"),), complete=False)
     summary = fallback_report(record).summary
-    assert "partial" in summary and "said nothing" in summary
+    assert "partial" in summary
+    assert "said nothing" in summary

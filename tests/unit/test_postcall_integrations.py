@@ -56,7 +56,8 @@ async def test_ticket_is_created_once_per_idempotency_key(tmp_path: Path) -> Non
     first = await ticket.run(_job())
     second = await ticket.run(_job())
     assert first["ticket_id"] == second["ticket_id"]
-    assert len(_rows(tmp_path)) == 1 and _rows(tmp_path)[0][1] == "i1"
+    assert len(_rows(tmp_path)) == 1
+    assert _rows(tmp_path)[0][1] == "i1"
 
 
 async def test_ticket_fields_are_fitted_to_the_tool(tmp_path: Path) -> None:
@@ -73,7 +74,8 @@ async def test_ticket_fields_are_fitted_to_the_tool(tmp_path: Path) -> None:
     ticket = _ticket(tmp_path)
     clipped = ticket.arguments(_job(long))
     padded = ticket.arguments(_job(short))
-    assert len(clipped["title"]) == 120 and clipped["priority"] == "urgent"
+    assert len(clipped["title"]) == 120
+    assert clipped["priority"] == "urgent"
     assert "category" not in clipped  # the tool does not take it
     assert padded["title"] == "Call i1: No"
     await ticket.run(_job(long))  # and the tool accepts them
@@ -119,7 +121,8 @@ async def test_webhook_is_signed_over_timestamp_and_body(
         integration = WebhookIntegration(url=url, secret="s3cret-s3cret", session=session)
         result = await integration.run(_job())
     request, body = seen
-    assert isinstance(request, web.Request) and isinstance(body, bytes)
+    assert isinstance(request, web.Request)
+    assert isinstance(body, bytes)
     ts = request.headers["X-Voice-Agent-Timestamp"]
     mac = hmac.new(b"s3cret-s3cret", f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
     assert request.headers["X-Voice-Agent-Signature"] == f"v1={mac}"
@@ -171,4 +174,5 @@ async def test_email_draft_is_kept_unsent() -> None:
     """The email draft integration stores the draft, marked as not sent."""
     result = await EmailDraftIntegration().run(_job())
     assert result["sent"] is False
-    assert result["to"] == "customer-42" and result["subject"]
+    assert result["to"] == "customer-42"
+    assert result["subject"]

@@ -42,9 +42,12 @@ async def test_valid_answer_is_the_report() -> None:
     outcome, _ = await _write(ChatReply(text=report_json(), prompt_tokens=321))
     stored = outcome.stored
     assert stored.report.ticket.category == "billing"
-    assert not stored.needs_review and stored.review_reasons == []
-    assert stored.model == "gpt-4o-mini" and stored.attempts == 1
-    assert outcome.prompt_tokens == 321 and outcome.completion_tokens > 0
+    assert not stored.needs_review
+    assert stored.review_reasons == []
+    assert stored.model == "gpt-4o-mini"
+    assert stored.attempts == 1
+    assert outcome.prompt_tokens == 321
+    assert outcome.completion_tokens > 0
 
 
 async def test_request_asks_for_strict_structured_output() -> None:
@@ -63,8 +66,10 @@ async def test_invalid_twice_gives_the_fallback_flagged_for_review() -> None:
     """Two answers that fail validation: the deterministic report, `needs_review` "fallback"."""
     outcome, server = await _write(ChatReply(text="not json"), ChatReply(text="{}"))
     stored = outcome.stored
-    assert stored.needs_review and stored.review_reasons == ["fallback"]
-    assert stored.model is None and stored.report.confidence == 0.0
+    assert stored.needs_review
+    assert stored.review_reasons == ["fallback"]
+    assert stored.model is None
+    assert stored.report.confidence == 0.0
     assert [a.ok for a in outcome.attempts] == [False, False]
     assert len(server.requests_to(CHAT_PATH)) == 2
 
@@ -77,7 +82,8 @@ async def test_retry_quotes_the_validation_errors() -> None:
     retry = server.requests_to(CHAT_PATH)[1].json["messages"]
     assert retry[-2]["role"] == "assistant"
     assert "sentiment" in retry[-1]["content"]
-    assert outcome.stored.attempts == 2 and not outcome.stored.needs_review
+    assert outcome.stored.attempts == 2
+    assert not outcome.stored.needs_review
 
 
 async def test_low_confidence_is_flagged() -> None:
@@ -152,7 +158,8 @@ def test_prompt_keeps_the_start_and_end_of_a_long_call() -> None:
     """A transcript over the budget keeps its opening and its end."""
     lines = tuple(("user", f"line {i} " + "x" * 100) for i in range(400))
     prompt = call_prompt(sample_record("r4", lines=lines), budget_chars=4000)
-    assert "line 0 " in prompt and "line 399 " in prompt
+    assert "line 0 " in prompt
+    assert "line 399 " in prompt
     assert "middle of the call omitted" in prompt
     assert len(prompt) < 6000
 
@@ -166,6 +173,7 @@ async def test_other_bad_requests_do_not_switch_the_output_mode() -> None:
                 await writer.write(sample_record("r5"))
         finally:
             await writer.aclose()
-    assert caught.value.status == 400 and not caught.value.retryable
+    assert caught.value.status == 400
+    assert not caught.value.retryable
     assert writer.mode is OutputMode.JSON_SCHEMA
     assert len(server.requests_to(CHAT_PATH)) == 1

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from tests.report_samples import sample_record, sample_report
-from voice_agent.agent.call_record import CallEvent, CallRecord, ToolAuditEntry
+from voice_agent.call_record import CallEvent, CallRecord
 from voice_agent.postcall import review
 from voice_agent.postcall.reporter import fallback_outcome
+from voice_agent.tooling.audit import ToolAuditEntry
 
 
 def _reasons(record: CallRecord | None = None, **report_fields: str) -> list[str]:

@@ -46,7 +46,7 @@ def test_call_ids_that_are_not_file_names_are_refused(tmp_path: Path) -> None:
     """A call id with path characters never becomes a path."""
     spool = RecordSpool(directory=tmp_path)
     for bad in ("../x", "a/b", "", ".hidden"):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="not a valid call id"):
             spool.path_for(bad)
 
 
@@ -55,7 +55,8 @@ def test_unreadable_file_reads_as_none_and_is_logged(tmp_path: Path) -> None:
     (tmp_path / "s2.json").write_text("{not json")
     with capture_logs() as logs:
         assert RecordSpool(directory=tmp_path).read("s2") is None
-    assert logs[0]["event"] == "spool.unreadable" and logs[0]["call_id"] == "s2"
+    assert logs[0]["event"] == "spool.unreadable"
+    assert logs[0]["call_id"] == "s2"
 
 
 def test_missing_directory_has_nothing_pending(tmp_path: Path) -> None:

@@ -76,7 +76,8 @@ def test_a_bad_server_entry_is_a_config_error_naming_the_field(
     headers, a bad variable name, a dotted server name: each names its field."""
     with pytest.raises(ConfigError) as raised:
         _load(tmp_path, f"[[mcp_servers]]\n{server}\n")
-    assert f"{field}: " in str(raised.value) and says in str(raised.value)
+    assert f"{field}: " in str(raised.value)
+    assert says in str(raised.value)
 
 
 def test_an_allowed_tool_of_an_undeclared_server_is_a_config_error(tmp_path: Path) -> None:

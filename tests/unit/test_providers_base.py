@@ -1,4 +1,4 @@
-"""Provider interface types: PCM audio, chat messages on the wire, transcript events, errors."""
+"""Provider interface types: PCM audio, chat messages, transcript events, errors."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import wave
 
 import pytest
 
+from voice_agent.chat import ChatMessage, Role, ToolCall
 from voice_agent.exceptions import (
     DependencyUnavailableError,
     ProviderConnectionError,
@@ -14,14 +15,7 @@ from voice_agent.exceptions import (
     ProviderResponseError,
     ProviderTimeoutError,
 )
-from voice_agent.providers.base import (
-    ChatMessage,
-    PcmAudio,
-    Role,
-    ToolCall,
-    Transcript,
-    TranscriptEvent,
-)
+from voice_agent.providers.base import PcmAudio, Transcript, TranscriptEvent
 
 
 def test_pcm_audio_refuses_half_samples() -> None:
@@ -41,25 +35,6 @@ def test_pcm_audio_to_wav_keeps_samples_and_rate() -> None:
     with wave.open(io.BytesIO(audio.to_wav()), "rb") as wav:
         assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (1, 2, 8_000)
         assert wav.readframes(wav.getnframes()) == audio.data
-
-
-def test_assistant_tool_call_message_sends_empty_content_not_null() -> None:
-    """An assistant message with only tool calls sends content "" (llama.cpp 500s on null)."""
-    call = ToolCall(id="c1", name="f", arguments="{}")
-    wire = ChatMessage.assistant(tool_calls=[call]).to_openai()
-    assert wire["content"] == ""
-    assert wire["tool_calls"] == [
-        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
-    ]
-
-
-def test_tool_message_carries_its_call_id() -> None:
-    """A tool result goes out with role tool and the id of the call it answers."""
-    assert ChatMessage.tool("c1", "42").to_openai() == {
-        "role": "tool",
-        "content": "42",
-        "tool_call_id": "c1",
-    }
 
 
 def test_tool_message_needs_a_call_id() -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from tests.helpers import make_settings
+from tests.helpers import AppClient, make_settings
 from tests.report_samples import BASE_T, sample_record
-from voice_agent.agent.call_record import CallEvent, CallRecord
+from voice_agent.call_record import CallEvent, CallRecord
 from voice_agent.postcall.store import ReportStore
 from voice_agent.server.app import create_app
 
@@ -27,7 +27,7 @@ def _claiming(call_id: str, claimed_room: str, *, user_id: str | None, at: float
 
 
 @pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[TestClient]:
+async def client(tmp_path: Path) -> AsyncIterator[AppClient]:
     settings = make_settings(data_dir=tmp_path, staff_token=STAFF_TOKEN)
     async with await ReportStore.open(ReportStore.url_from_settings(settings)) as store:
         await store.add_call(sample_record("lost", started_at=BASE_T, user_id="ada"), source="t")
@@ -57,7 +57,7 @@ async def client(tmp_path: Path) -> AsyncIterator[TestClient]:
     ],
 )
 async def test_claim_is_verified_only_for_an_earlier_call_of_the_same_caller(
-    client: TestClient, call_id: str, verified: bool, check: str
+    client: AppClient, call_id: str, verified: bool, check: str
 ) -> None:
     """The detail names the claim and whether the store confirms it, and why not."""
     resp = await client.get(f"/api/calls/{call_id}", headers=STAFF)
@@ -67,7 +67,7 @@ async def test_claim_is_verified_only_for_an_earlier_call_of_the_same_caller(
     assert claim["check"] == check
 
 
-async def test_call_without_a_claim_has_none(client: TestClient) -> None:
+async def test_call_without_a_claim_has_none(client: AppClient) -> None:
     """A call the app did not claim to continue lists no claims."""
     body = await (await client.get("/api/calls/lost", headers=STAFF)).json()
     assert body["reconnect_claims"] == []

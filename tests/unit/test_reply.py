@@ -1,4 +1,5 @@
-"""An agent reply with fakes on a scripted timeline, spoken into a real, unpublished AudioSource."""
+"""An agent reply with fakes on a scripted timeline, spoken into a real, unpublished AudioSource,
+or, where playout timing is the point, into a virtual one the test plays out frame by frame."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from tests.virtual_audio import VirtualSource, settle, virtual_speaker
 from voice_agent.agent.metrics import TurnTimer
 from voice_agent.agent.reply import AgentReply, ReplyFailedError
 from voice_agent.agent.speaker import FRAME_MS, AgentSpeaker
+from voice_agent.agent.spoken import SpokenOutput
+from voice_agent.chat import ChatMessage
 from voice_agent.exceptions import ProviderResponseError
-from voice_agent.providers.base import ChatMessage
 from voice_agent.providers.fake import (
     CallOutcome,
     FakeCompletion,
@@ -20,6 +23,7 @@ from voice_agent.providers.fake import (
     FakeTimeline,
     FakeTTS,
 )
+from voice_agent.providers.retry import RetryingLLM, RetryingTTS
 
 SENTENCES = [
     "Our office opens at nine in the morning.",
@@ -37,15 +41,28 @@ async def speaker() -> AsyncIterator[AgentSpeaker]:
     await speaker.aclose()
 
 
-def _reply(speaker: AgentSpeaker, llm: FakeLLM, tts: FakeTTS, **kwargs: object) -> AgentReply:
+@pytest.fixture
+async def virtual() -> AsyncIterator[tuple[AgentSpeaker, VirtualSource]]:
+    """A speaker whose audio plays only as the test plays it (virtual time)."""
+    speaker, source = virtual_speaker()
+    speaker.start()
+    yield speaker, source
+    await speaker.aclose()
+
+
+def _reply(
+    speaker: AgentSpeaker, llm: FakeLLM, tts: FakeTTS, *, timeout_s: float = 2.0
+) -> AgentReply:
+    """A reply whose providers are retried and timed as the worker's are (`build_providers`)."""
+    timer = TurnTimer(turn=1)
+    output = SpokenOutput(
+        speaker=speaker, tts=RetryingTTS(tts, silence_timeout_s=timeout_s), timer=timer
+    )
     return AgentReply(
-        speaker=speaker,
-        tts=tts,
-        llm=llm,
-        timer=TurnTimer(turn=1),
-        provider_timeout_s=2.0,
+        output=output,
+        llm=RetryingLLM(llm, silence_timeout_s=timeout_s),
+        timer=timer,
         messages=[ChatMessage.user("When are you open?")],
-        **kwargs,  # type: ignore[arg-type]
     )
 
 
@@ -57,7 +74,8 @@ async def test_first_audio_plays_before_the_model_has_finished(speaker: AgentSpe
     reply = _reply(speaker, llm, tts)
     outcome = await reply.run()
     timer = reply.timer
-    assert timer.llm_started is not None and timer.first_audio is not None
+    assert timer.llm_started is not None
+    assert timer.first_audio is not None
     words = len(" ".join(SENTENCES).split())
     llm_cannot_finish_before = timer.llm_started + (words - 1) * 0.05
     assert timer.first_audio < llm_cannot_finish_before - 0.5
@@ -65,41 +83,45 @@ async def test_first_audio_plays_before_the_model_has_finished(speaker: AgentSpe
     assert outcome.text == " ".join(SENTENCES)
 
 
-async def test_cancelled_reply_records_only_what_was_heard(speaker: AgentSpeaker) -> None:
-    """Barge-in: cancelling mid-reply stops the stream; the heard text is a strict prefix."""
+async def test_cancelled_reply_records_only_what_was_heard(
+    virtual: tuple[AgentSpeaker, VirtualSource],
+) -> None:
+    """Barge-in: cancelling mid-reply stops the stream; the heard text is what was played."""
+    speaker, source = virtual
     llm = FakeLLM([FakeCompletion(text=" ".join(SENTENCES))])
-    tts = FakeTTS()
-    reply = _reply(speaker, llm, tts)
+    reply = _reply(speaker, llm, FakeTTS())
     task = asyncio.create_task(reply.run())
-    heard_audio = asyncio.Event()
-    reply.on_first_audio = lambda _: heard_audio.set()
-    await asyncio.wait_for(heard_audio.wait(), 5)
-    await asyncio.sleep(1.2)  # let about a sentence and a half play
+    await source.play(1.2)  # 1.2 s of the first sentence's 2.67 s
     speaker.stop()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    heard = reply.heard_text()
-    full = " ".join(SENTENCES)
-    assert heard and full.startswith(heard) and len(heard) < len(full)
+    words = SENTENCES[0].split()
+    assert reply.heard_text() == " ".join(words[: int(len(words) * 1.2 / 2.67)])
     assert not speaker.speaking
 
 
-async def test_pause_and_resume_play_every_frame(speaker: AgentSpeaker) -> None:
-    """A false interruption: paused speech resumes where it stopped and nothing is lost."""
+async def test_pause_and_resume_play_every_frame(
+    virtual: tuple[AgentSpeaker, VirtualSource],
+) -> None:
+    """A false interruption: paused speech stays silent however long the pause, then resumes
+    where it stopped and nothing is lost."""
+    speaker, source = virtual
     llm = FakeLLM([FakeCompletion(text=SENTENCES[0])])
     tts = FakeTTS([FakeSpeech(duration_s=1.0)])
     reply = _reply(speaker, llm, tts)
-    started = asyncio.Event()
-    reply.on_first_audio = lambda _: started.set()
     task = asyncio.create_task(reply.run())
-    await asyncio.wait_for(started.wait(), 5)
-    await asyncio.sleep(0.3)
+    await source.play(0.3)
     speaker.pause()
     assert not speaker.speaking
-    await asyncio.sleep(0.3)
+    await settle()  # a frame already on its way to the room still lands, as with LiveKit's
+    handed_over = source.captured
+    await source.play(2.0)  # twice what is left: without the pause all of it would play
+    assert source.captured == handed_over  # nothing more reached the room
+    assert source.played_s <= 0.3 + 2 * FRAME_MS / 1000
     assert not task.done()  # held, not finished, while paused
     speaker.resume()
+    await source.play(2.0)
     outcome = await asyncio.wait_for(task, 5)
     assert outcome.heard == SENTENCES[0]
     # All of it, to within the padding of the last frame.
@@ -133,8 +155,7 @@ async def test_tts_that_goes_silent_times_out_and_fails_the_reply(speaker: Agent
     """A TTS stream that stalls is cut by the provider timeout (and retried once)."""
     stall = FakeSpeech(timeline=FakeTimeline(stall_after=0))
     tts = FakeTTS([stall, stall])
-    reply = _reply(speaker, FakeLLM([FakeCompletion(text="Hello there.")]), tts)
-    reply.provider_timeout_s = 0.2
+    reply = _reply(speaker, FakeLLM([FakeCompletion(text="Hello there.")]), tts, timeout_s=0.2)
     with pytest.raises(ReplyFailedError) as raised:
         await reply.run()
     assert raised.value.stage == "tts"

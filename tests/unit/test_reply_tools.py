@@ -14,19 +14,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import REGISTRY
 
 from tests.helpers import make_settings
-from voice_agent.agent.call_record import CallJournal
 from voice_agent.agent.call_tools import CallTools, ToolKit
 from voice_agent.agent.client_channel import ClientChannel
 from voice_agent.agent.metrics import TurnTimer
 from voice_agent.agent.reply import AgentReply
 from voice_agent.agent.speaker import AgentSpeaker
+from voice_agent.agent.spoken import SpokenOutput
+from voice_agent.call_record import CallJournal
+from voice_agent.chat import ChatMessage, ToolCall
 from voice_agent.logging import get_logger
+from voice_agent.metrics import WORKER_REGISTRY
 from voice_agent.profile import AgentProfile, ClientActionPolicy, ToolAllowance
-from voice_agent.providers.base import LLM, ChatMessage, LLMCapabilities, LLMDelta, ToolCall
+from voice_agent.providers.base import LLM, LLMCapabilities, LLMDelta
 from voice_agent.providers.fake import FakeCompletion, FakeLLM, FakeTimeline, FakeTTS
+from voice_agent.providers.retry import RetryingLLM, RetryingTTS
 from voice_agent.tooling import (
     BreakerBoard,
     IdempotencyLedger,
@@ -123,12 +126,13 @@ class Rig:
 
     def reply(self, llm: LLM, tts: FakeTTS | None = None) -> AgentReply:
         self.tools.begin_turn(1)
+        timer = TurnTimer(turn=1)
+        # Retried and timed as the worker's providers are (`build_providers`).
+        retried = RetryingTTS(tts or FakeTTS(), silence_timeout_s=5.0)
         return AgentReply(
-            speaker=self.speaker,
-            tts=tts or FakeTTS(),
-            llm=llm,
-            timer=TurnTimer(turn=1),
-            provider_timeout_s=5.0,
+            output=SpokenOutput(speaker=self.speaker, tts=retried, timer=timer),
+            llm=RetryingLLM(llm, silence_timeout_s=5.0),
+            timer=timer,
             messages=[ChatMessage.user("Help me please.")],
             tools=self.tools,
             max_tool_rounds=self.tools.max_rounds,
@@ -175,7 +179,7 @@ def make_rig(tmp_path: Path, speaker: AgentSpeaker) -> Callable[..., Rig]:
             tools=ToolAllowance(
                 allowed=tuple(s.name for s in specs), max_calls_per_turn=max_calls_per_turn
             ),
-            client_actions=ClientActionPolicy(allowed=client_actions),  # type: ignore[arg-type]
+            client_actions=ClientActionPolicy(allowed=client_actions),
         )
         journal = CallJournal(directory=tmp_path / "calls", call_id="c1", room="r", user_id="u")
         app = App(answer)
@@ -253,12 +257,16 @@ async def test_destructive_tool_runs_once_after_the_user_confirms(
     assert (audit.outcome, audit.confirmation) == ("ok", "confirmed")
 
 
-@pytest.mark.parametrize(("answer", "confirmation"), [(False, "declined"), (None, "timeout")])
+@pytest.mark.parametrize(
+    ("answer", "confirmation", "timeout_s"),
+    # A "no" gets all the time it needs (a loaded machine must not turn it into a timeout).
+    [(False, "declined", 10.0), (None, "timeout", 0.3)],
+)
 async def test_declined_or_unanswered_confirmation_never_runs_the_tool(
-    make_rig: Callable[..., Rig], answer: bool | None, confirmation: str
+    make_rig: Callable[..., Rig], answer: bool | None, confirmation: str, timeout_s: float
 ) -> None:
     """ "No", or no answer in time, leaves the tool unrun; the model is told."""
-    rig = make_rig(answer=answer, confirm_timeout_s=0.3)
+    rig = make_rig(answer=answer, confirm_timeout_s=timeout_s)
     llm = FakeLLM(
         [
             FakeCompletion(tool_calls=[call("create_ticket", title="VPN down")]),
@@ -400,7 +408,8 @@ async def test_open_breaker_makes_the_agent_offer_the_manual_fallback(
     assert [o for _, o in rig.outcomes()] == ["error", "breaker_open"]
     assert len(rig.ran.calls) == 1
     spoken = " ".join(t.text for t in tts.calls)
-    assert "unavailable" in spoken and "support@example.com" in spoken
+    assert "unavailable" in spoken
+    assert "support@example.com" in spoken
 
 
 async def test_words_before_a_blocked_tool_do_not_stand_in_for_the_fallback(
@@ -434,7 +443,8 @@ async def test_client_action_tool_passes_policy_and_is_sent(
     llm = FakeLLM([FakeCompletion(tool_calls=[checklist]), FakeCompletion(text="On screen.")])
     await rig.reply(llm).run()
     names = [t["function"]["name"] for t in llm.calls[0].tools or []]
-    assert "show_checklist" in names and "open_url" not in names
+    assert "show_checklist" in names
+    assert "open_url" not in names
     assert rig.app.received[0]["payload"] == {
         "title": "Reset VPN",
         "items": ["Quit the app", "Sign in"],
@@ -448,7 +458,7 @@ async def test_model_never_sees_tools_outside_the_profile(
     """A tool call naming a registered but not allowed tool is refused, and it is not offered."""
     rig = make_rig()
     labels = {"tool": "(not allowed)", "outcome": "refused"}
-    before = REGISTRY.get_sample_value("voice_agent_tool_calls_total", labels) or 0.0
+    before = WORKER_REGISTRY.get_sample_value("voice_agent_tool_calls_total", labels) or 0.0
     offered = {t["function"]["name"] for t in rig.tools.schemas() or []}
     assert "show_checklist" not in offered  # client action not allowed in this profile
     llm = FakeLLM(
@@ -460,7 +470,7 @@ async def test_model_never_sees_tools_outside_the_profile(
     await rig.reply(llm).run()
     assert rig.outcomes() == [("show_checklist", "refused")]
     assert rig.app.received == []
-    assert REGISTRY.get_sample_value("voice_agent_tool_calls_total", labels) == before + 1
+    assert WORKER_REGISTRY.get_sample_value("voice_agent_tool_calls_total", labels) == before + 1
 
 
 async def test_slow_model_timeline_still_commits_tool_calls(make_rig: Callable[..., Rig]) -> None:

@@ -123,5 +123,5 @@ def test_properties_report_the_configuration() -> None:
 )
 def test_invalid_arguments_are_rejected(src: int, dst: int, channels: int) -> None:
     """Non-positive rates or channel counts raise ValueError."""
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="must be"):
         StreamResampler(input_rate=src, output_rate=dst, channels=channels)

@@ -7,12 +7,12 @@ import asyncio
 import numpy as np
 import pytest
 
-from voice_agent.agent.lines import SpokenLines
+from voice_agent.agent.lines import LineName, SpokenLines
 from voice_agent.exceptions import ProviderError
 from voice_agent.pipeline.vad_model import SileroModelPool, SileroVadModel
 from voice_agent.providers.fake import FakeSpeech, FakeTimeline, FakeTTS
 
-TEXTS = {"fallback": "Sorry, say that again?", "goodbye": "Goodbye!"}
+TEXTS = {LineName.FALLBACK: "Sorry, say that again?", LineName.GOODBYE: "Goodbye!"}
 
 
 async def test_concurrent_calls_render_each_line_once() -> None:
@@ -38,14 +38,14 @@ async def test_a_line_that_failed_is_tried_again_by_the_next_call() -> None:
     lines = SpokenLines(texts=TEXTS)
 
     await lines.synthesize(tts, timeout_s=5)
-    assert set(lines.audio) == {"goodbye"}
+    assert set(lines.audio) == {LineName.GOODBYE}
 
     await lines.synthesize(tts, timeout_s=5)
     assert set(lines.audio) == set(TEXTS)
     assert [call.text for call in tts.calls] == [
-        TEXTS["fallback"],
-        TEXTS["goodbye"],
-        TEXTS["fallback"],
+        TEXTS[LineName.FALLBACK],
+        TEXTS[LineName.GOODBYE],
+        TEXTS[LineName.FALLBACK],
     ]
 
 

@@ -16,9 +16,9 @@ import sqlalchemy as sa
 
 from tests.helpers import make_settings
 from tests.report_samples import BASE_T, sample_record, sample_report, sample_ticket
+from voice_agent.database_url import normalise_url
 from voice_agent.exceptions import ConfigError, InvalidCursorError, UnknownCallError
 from voice_agent.postcall import schema
-from voice_agent.postcall.database import normalise_url
 from voice_agent.postcall.models import CallStatus, IntegrationResult
 from voice_agent.postcall.store import ReportStore
 
@@ -97,9 +97,12 @@ async def test_add_call_inserts_a_queued_call(store: ReportStore) -> None:
     call = await store.get_call("c-1")
     assert call is not None
     assert call.status is CallStatus.QUEUED
-    assert call.attempts == 0 and call.source == "agent"
+    assert call.attempts == 0
+    assert call.source == "agent"
     assert call.record == sample_record("c-1")
-    assert call.report is None and call.job_history == [] and call.integrations == []
+    assert call.report is None
+    assert call.job_history == []
+    assert call.integrations == []
 
 
 async def test_add_call_twice_keeps_one_call(store: ReportStore) -> None:
@@ -109,7 +112,8 @@ async def test_add_call_twice_keeps_one_call(store: ReportStore) -> None:
     assert await store.add_call(again, source="webhook") is False
     call = await store.get_call("c-1")
     assert call is not None
-    assert call.record == sample_record("c-1") and call.source == "agent"
+    assert call.record == sample_record("c-1")
+    assert call.source == "agent"
 
 
 async def test_complete_record_replaces_a_partial_one(store: ReportStore) -> None:
@@ -119,7 +123,9 @@ async def test_complete_record_replaces_a_partial_one(store: ReportStore) -> Non
     assert await store.add_call(sample_record("c-1"), source="agent") is False
     call = await store.get_call("c-1")
     assert call is not None
-    assert call.record.complete and call.turns == 5 and call.ended_at is not None
+    assert call.record.complete
+    assert call.turns == 5
+    assert call.ended_at is not None
 
 
 async def test_partial_record_never_replaces_a_complete_one(store: ReportStore) -> None:
@@ -127,7 +133,8 @@ async def test_partial_record_never_replaces_a_complete_one(store: ReportStore) 
     await store.add_call(sample_record("c-1"), source="agent")
     await store.add_call(sample_record("c-1", complete=False), source="webhook")
     call = await store.get_call("c-1")
-    assert call is not None and call.record.complete
+    assert call is not None
+    assert call.record.complete
 
 
 async def test_partial_record_with_more_turns_replaces_a_thinner_partial_one(
@@ -141,7 +148,9 @@ async def test_partial_record_with_more_turns_replaces_a_thinner_partial_one(
     await store.add_call(rich, source="journal")
     await store.add_call(thin, source="webhook")
     call = await store.get_call("c-1")
-    assert call is not None and call.turns == 5 and not call.record.complete
+    assert call is not None
+    assert call.turns == 5
+    assert not call.record.complete
     assert await store.record_state("c-1") == (False, 5)
 
 
@@ -150,7 +159,8 @@ async def test_claim_marks_processing_and_counts_the_attempt(store: ReportStore)
     await store.add_call(sample_record("c-1"), source="agent")
     claimed = await store.claim("c-1")
     assert claimed is not None
-    assert claimed.status is CallStatus.PROCESSING and claimed.attempts == 1
+    assert claimed.status is CallStatus.PROCESSING
+    assert claimed.attempts == 1
 
 
 async def test_claim_of_a_held_call_is_refused(store: ReportStore) -> None:
@@ -179,7 +189,8 @@ async def test_claim_is_exclusive_across_concurrent_workers(store_url: str) -> N
         for w in workers:
             await w.close()
     assert sum(r is not None for r in results) == 1
-    assert call is not None and call.attempts == 1
+    assert call is not None
+    assert call.attempts == 1
 
 
 async def test_claim_takes_over_a_stale_processing_call(store: ReportStore) -> None:
@@ -187,7 +198,8 @@ async def test_claim_takes_over_a_stale_processing_call(store: ReportStore) -> N
     await store.add_call(sample_record("c-1"), source="agent")
     await store.claim("c-1")
     again = await store.claim("c-1", lease_s=0)
-    assert again is not None and again.attempts == 2
+    assert again is not None
+    assert again.attempts == 2
 
 
 async def test_dead_call_can_be_claimed_again(store: ReportStore) -> None:
@@ -196,7 +208,8 @@ async def test_dead_call_can_be_claimed_again(store: ReportStore) -> None:
     await store.claim("c-1")
     await store.set_status("c-1", CallStatus.DEAD, error="ticket service answered 503")
     claimed = await store.claim("c-1")
-    assert claimed is not None and claimed.last_error == "ticket service answered 503"
+    assert claimed is not None
+    assert claimed.last_error == "ticket service answered 503"
 
 
 async def test_report_round_trip(store: ReportStore) -> None:
@@ -209,7 +222,8 @@ async def test_report_round_trip(store: ReportStore) -> None:
     assert call.report == stored
     assert call.needs_review is True
     assert call.summary == stored.report.summary
-    assert call.resolution_status == "follow_up_needed" and call.sentiment == "neutral"
+    assert call.resolution_status == "follow_up_needed"
+    assert call.sentiment == "neutral"
 
 
 async def test_integration_upsert_keeps_one_result_per_key(store: ReportStore) -> None:
@@ -259,7 +273,8 @@ async def test_times_are_utc_aware(store: ReportStore) -> None:
     assert call is not None
     assert call.started_at == datetime.fromtimestamp(BASE_T, UTC)
     for value in (call.started_at, call.ended_at, call.created_at, call.updated_at):
-        assert value is not None and value.utcoffset() == timedelta(0)
+        assert value is not None
+        assert value.utcoffset() == timedelta(0)
 
 
 async def _fill(store: ReportStore) -> None:
@@ -337,7 +352,8 @@ async def test_cursor_is_stable_when_new_calls_arrive(store: ReportStore) -> Non
     first = await store.list_calls(limit=2)
     await store.add_call(sample_record("new", started_at=BASE_T + 99_999), source="agent")
     second = await store.list_calls(limit=2, cursor=first.next_cursor)
-    assert _ids(first) == ["c-4", "c-3"] and _ids(second) == ["c-2", "c-1"]
+    assert _ids(first) == ["c-4", "c-3"]
+    assert _ids(second) == ["c-2", "c-1"]
 
 
 async def test_foreign_cursor_is_rejected(store: ReportStore) -> None:
@@ -366,8 +382,10 @@ async def test_summary_fields_of_a_listed_call(store: ReportStore) -> None:
     """A list line carries turns, duration and report fields without the record."""
     await _fill(store)
     line = (await store.list_calls(query="wifi")).items[0]
-    assert line.turns == 5 and line.duration_s == pytest.approx(16.5)
-    assert line.summary == "Wifi router keeps rebooting" and line.needs_review
+    assert line.turns == 5
+    assert line.duration_s == pytest.approx(16.5)
+    assert line.summary == "Wifi router keeps rebooting"
+    assert line.needs_review
 
 
 async def test_set_status_keeps_the_last_error(store: ReportStore) -> None:
@@ -377,7 +395,8 @@ async def test_set_status_keeps_the_last_error(store: ReportStore) -> None:
     await store.set_status("c-1", CallStatus.QUEUED)
     call = await store.get_call("c-1")
     assert call is not None
-    assert call.status is CallStatus.QUEUED and call.last_error == "ticket service answered 503"
+    assert call.status is CallStatus.QUEUED
+    assert call.last_error == "ticket service answered 503"
 
 
 async def test_status_and_its_event_are_written_together(store: ReportStore) -> None:
@@ -388,7 +407,8 @@ async def test_status_and_its_event_are_written_together(store: ReportStore) -> 
         "c-1", CallStatus.DEAD, error="503 from tickets", event="dead", job_try=5
     )
     call = await store.get_call("c-1")
-    assert call is not None and call.status is CallStatus.DEAD
+    assert call is not None
+    assert call.status is CallStatus.DEAD
     last = call.job_history[-1]
     assert (last.event, last.detail) == ("dead", {"job_try": 5, "error": "503 from tickets"})
     with pytest.raises(UnknownCallError):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from voice_agent.agent.backoff import ReconnectPolicy
+from voice_agent.backoff import ReconnectPolicy
 from voice_agent.devstack.processes import ManagedProcess
 from voice_agent.devstack.supervision import CrashLoopError, RestartPolicy, Supervisor
 
@@ -81,10 +81,12 @@ async def test_a_killed_child_is_restarted_and_its_sibling_keeps_running(
     await supervisor.start(first, ready_timeout_s=5, stop_grace_s=1)
     await supervisor.start(second, ready_timeout_s=5, stop_grace_s=1)
     first_pid, second_pid = first.pid, second.pid
-    assert first_pid is not None and second_pid is not None
+    assert first_pid is not None
+    assert second_pid is not None
     os.kill(first_pid, signal.SIGKILL)
     assert await _restarted(first, first_pid) != first_pid
-    assert second.pid == second_pid and second.running
+    assert second.pid == second_pid
+    assert second.running
 
 
 async def test_a_child_that_keeps_exiting_is_a_crash_loop(supervisor: Supervisor) -> None:
@@ -112,7 +114,8 @@ async def test_a_crash_loop_after_start_is_reported_by_wait_failed(
             await _restarted(victim, pid)
     failure = await asyncio.wait_for(supervisor.wait_failed(), 10)
     assert isinstance(failure, CrashLoopError)
-    assert failure.child == "victim" and failure.returncodes == [-9, -9, -9, -9]
+    assert failure.child == "victim"
+    assert failure.returncodes == [-9, -9, -9, -9]
 
 
 @pytest.mark.parametrize(("grace_s", "returncode"), [(10.0, 0), (0.1, -signal.SIGKILL)])

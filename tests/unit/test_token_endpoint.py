@@ -13,20 +13,20 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from livekit import api
 
-from tests.helpers import TEST_API_KEY, TEST_API_SECRET, make_settings, raw_http
+from tests.helpers import TEST_API_KEY, TEST_API_SECRET, AppClient, make_settings, raw_http
 from voice_agent.server.app import create_app
 
 TOKEN_FIELDS = {"rtc_url", "token", "expires_in", "room", "identity", "client_policy"}
 
 
-async def _client(**overrides: Any) -> TestClient:
+async def _client(**overrides: Any) -> AppClient:
     client = TestClient(TestServer(create_app(make_settings(**overrides))))
     await client.start_server()
     return client
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[TestClient]:
+async def client() -> AsyncIterator[AppClient]:
     c = await _client(token_rate_limit="1000/minute")
     yield c
     await c.close()
@@ -36,7 +36,7 @@ def _claims(token: str) -> api.access_token.Claims:
     return api.TokenVerifier(TEST_API_KEY, TEST_API_SECRET).verify(token)
 
 
-async def test_returns_only_the_contract_fields_with_no_store(client: TestClient) -> None:
+async def test_returns_only_the_contract_fields_with_no_store(client: AppClient) -> None:
     """The body holds exactly rtc_url, token, expires_in, room, identity; nothing is cached."""
     resp = await client.post("/api/voice-token")
     assert resp.status == 200
@@ -47,33 +47,38 @@ async def test_returns_only_the_contract_fields_with_no_store(client: TestClient
     assert body["rtc_url"] == "ws://127.0.0.1:9"
 
 
-async def test_grant_is_one_room_microphone_only(client: TestClient) -> None:
+async def test_grant_is_one_room_microphone_only(client: AppClient) -> None:
     """The token joins only its own room and publishes only the microphone, plus data."""
     body = await (await client.post("/api/voice-token", json={})).json()
     claims = _claims(body["token"])
     video = claims.video
+    assert video is not None
     assert video.room_join is True
     assert video.room == body["room"]
     assert video.can_publish_sources == ["microphone"]
     assert video.can_publish_data is True
     assert video.can_subscribe is True
-    assert not video.room_admin and not video.room_create and not video.room_list
+    assert not video.room_admin
+    assert not video.room_create
+    assert not video.room_list
     assert claims.identity == body["identity"]
 
 
 async def test_room_configuration_dispatches_the_agent_with_call_metadata(
-    client: TestClient,
+    client: AppClient,
 ) -> None:
     """The token's RoomConfiguration names our agent and carries the call id and user id."""
     body = await (await client.post("/api/voice-token")).json()
-    agents = _claims(body["token"]).room_config.agents
+    room_config = _claims(body["token"]).room_config
+    assert room_config is not None
+    agents = room_config.agents
     assert [a.agent_name for a in agents] == ["voice-agent"]
     meta = json.loads(agents[0].metadata)
     assert body["room"] == f"call-{meta['call_id']}"
     assert meta["user_id"] == body["identity"]
 
 
-async def test_every_call_gets_a_new_room_and_identity(client: TestClient) -> None:
+async def test_every_call_gets_a_new_room_and_identity(client: AppClient) -> None:
     """Two anonymous requests never share a room or an identity."""
     a = await (await client.post("/api/voice-token")).json()
     b = await (await client.post("/api/voice-token")).json()
@@ -109,7 +114,7 @@ async def test_ttl_setting_bounds_the_token_lifetime() -> None:
     ],
 )
 async def test_wrong_fields_give_400_naming_the_field(
-    client: TestClient, payload: dict[str, Any], field: str
+    client: AppClient, payload: dict[str, Any], field: str
 ) -> None:
     """Wrong types, bad lengths and fields the client may not set are refused by name."""
     resp = await client.post("/api/voice-token", json=payload)
@@ -132,7 +137,7 @@ async def test_wrong_fields_give_400_naming_the_field(
     ],
 )
 async def test_display_name_with_control_or_bidi_characters_is_400(
-    client: TestClient, name: str
+    client: AppClient, name: str
 ) -> None:
     """Control, formatting and bidirectional override characters are refused, naming the field."""
     resp = await client.post("/api/voice-token", json={"display_name": name})
@@ -141,7 +146,7 @@ async def test_display_name_with_control_or_bidi_characters_is_400(
     assert [d["field"] for d in body["detail"]] == ["display_name"]
 
 
-async def test_display_name_with_a_lone_surrogate_is_400(client: TestClient) -> None:
+async def test_display_name_with_a_lone_surrogate_is_400(client: AppClient) -> None:
     """A JSON escape for half a surrogate pair is refused, not a failure to sign the token."""
     resp = await client.post(
         "/api/voice-token",
@@ -152,7 +157,7 @@ async def test_display_name_with_a_lone_surrogate_is_400(client: TestClient) -> 
     assert [d["field"] for d in (await resp.json())["detail"]] == ["display_name"]
 
 
-async def test_display_name_in_any_script_is_accepted(client: TestClient) -> None:
+async def test_display_name_in_any_script_is_accepted(client: AppClient) -> None:
     """Letters, accents, spaces and emoji of real names still pass."""
     for name in ["Zoë O'Brien", "李小龙", "محمد", "Ana 🙂"]:
         resp = await client.post("/api/voice-token", json={"display_name": name})
@@ -160,7 +165,7 @@ async def test_display_name_in_any_script_is_accepted(client: TestClient) -> Non
 
 
 @pytest.mark.parametrize("raw", [b"{", b"not json", b"\xff\xfe", b"[1, 2]", b'"text"'])
-async def test_malformed_json_gives_400(client: TestClient, raw: bytes) -> None:
+async def test_malformed_json_gives_400(client: AppClient, raw: bytes) -> None:
     """A body that is not a JSON object is a 400 JSON error, not a crash."""
     resp = await client.post(
         "/api/voice-token", data=raw, headers={"Content-Type": "application/json"}
@@ -169,14 +174,14 @@ async def test_malformed_json_gives_400(client: TestClient, raw: bytes) -> None:
     assert (await resp.json())["error"] in {"malformed_json", "invalid_request"}
 
 
-async def test_oversize_body_gives_413(client: TestClient) -> None:
+async def test_oversize_body_gives_413(client: AppClient) -> None:
     """A body past VOICE_AGENT_MAX_BODY_BYTES is refused with a JSON 413."""
     resp = await client.post("/api/voice-token", data=b"{" + b" " * 10_000 + b"}")
     assert resp.status == 413
     assert (await resp.json())["error"] == "payload_too_large"
 
 
-async def test_unknown_route_and_wrong_method_are_json_errors(client: TestClient) -> None:
+async def test_unknown_route_and_wrong_method_are_json_errors(client: AppClient) -> None:
     """404 and 405 come back as JSON errors too."""
     missing = await client.get("/nope")
     assert missing.status == 404
@@ -208,7 +213,7 @@ async def test_burst_past_the_limit_gets_429_then_recovers() -> None:
         await client.close()
 
 
-async def test_security_headers_on_every_response(client: TestClient) -> None:
+async def test_security_headers_on_every_response(client: AppClient) -> None:
     """CSP, nosniff and Referrer-Policy are on successes and errors alike."""
     for resp in (await client.get("/healthz"), await client.get("/nope")):
         assert resp.headers["X-Content-Type-Options"] == "nosniff"
@@ -243,7 +248,7 @@ async def test_cors_is_off_unless_the_origin_is_allowlisted() -> None:
         await client.close()
 
 
-async def test_metrics_count_minted_tokens(client: TestClient) -> None:
+async def test_metrics_count_minted_tokens(client: AppClient) -> None:
     """/metrics exposes the mint counter and latency histogram."""
     await client.post("/api/voice-token")
     text = await (await client.get("/metrics")).text()
@@ -276,7 +281,7 @@ async def test_metrics_with_a_non_utf8_authorization_is_401() -> None:
     assert json.loads(body)["error"] == "unauthorized"
 
 
-async def test_static_files_are_revalidated_and_unchanged_ones_are_304(client: TestClient) -> None:
+async def test_static_files_are_revalidated_and_unchanged_ones_are_304(client: AppClient) -> None:
     """The web client's files carry no-cache; a conditional request for an unchanged one is 304."""
     first = await client.get("/static/app.css")
     assert first.status == 200
@@ -289,7 +294,7 @@ async def test_static_files_are_revalidated_and_unchanged_ones_are_304(client: T
 @pytest.mark.parametrize(
     "path", ["/static/nope.css", "/static/..%2F..%2Fpyproject.toml", "/static/dist", "/static/%01"]
 )
-async def test_static_misses_are_json_404s(client: TestClient, path: str) -> None:
+async def test_static_misses_are_json_404s(client: AppClient, path: str) -> None:
     """A missing file, a directory or a path out of the static root is the JSON 404."""
     resp = await client.get(path)
     assert resp.status == 404

@@ -40,7 +40,8 @@ async def test_breakers_are_per_tool() -> None:
     """One tool's failures do not block another."""
     board = BreakerBoard(failures=1, cooldown_s=30)
     await _fail(board, "a", 1)
-    assert board.state("a") == "open" and board.state("b") == "closed"
+    assert board.state("a") == "open"
+    assert board.state("b") == "closed"
     assert await board.admit("b") is not None
 
 
@@ -50,7 +51,8 @@ async def test_half_open_admits_one_trial_at_a_time() -> None:
     await _fail(board, "t", 1)
     await eventually(lambda: board.state("t") == "half_open")
     trial = await board.admit("t")
-    assert trial is not None and trial.probe
+    assert trial is not None
+    assert trial.probe
     assert await board.admit("t") is None
     await trial.succeeded()
     assert board.state("t") == "closed"

@@ -8,10 +8,9 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
-from prometheus_client import REGISTRY
-
 from tests.helpers import make_settings
 from voice_agent.devstack.processes import free_port
+from voice_agent.metrics import WORKER_REGISTRY
 from voice_agent.tooling import BreakerBoard
 from voice_agent.tooling.shared_breakers import SharedBreakerState
 
@@ -94,7 +93,8 @@ async def test_one_trial_runs_in_the_whole_fleet_and_its_success_closes_every_br
         await eventually(lambda: b.state("orders") == "open")
         await eventually(lambda: a.state("orders") == b.state("orders") == "half_open")
         trial = await a.admit("orders")
-        assert trial is not None and trial.probe
+        assert trial is not None
+        assert trial.probe
         assert await b.admit("orders") is None  # a holds the fleet's trial
         await trial.succeeded()
         await eventually(lambda: b.state("orders") == "closed")
@@ -107,7 +107,8 @@ async def test_a_failed_trial_restarts_the_cool_down_everywhere(redis_url: str) 
         await fail(a, "orders", 1)
         await eventually(lambda: a.state("orders") == b.state("orders") == "half_open")
         trial = await b.admit("orders")
-        assert trial is not None and trial.probe
+        assert trial is not None
+        assert trial.probe
         reopened = time.time()
         await trial.failed(TimeoutError())
         await eventually(lambda: a.state("orders") == "open")
@@ -131,7 +132,8 @@ async def test_breakers_decide_alone_when_redis_is_unreachable() -> None:
         assert await board.admit("orders") is None
         await eventually(lambda: board.state("orders") == "half_open")
         trial = await board.admit("orders")
-        assert trial is not None and trial.probe  # Redis cannot say: this worker runs it
+        assert trial is not None
+        assert trial.probe  # Redis cannot say: this worker runs it
         await trial.succeeded()
         assert board.state("orders") == "closed"
         assert time.monotonic() - started < 5.0
@@ -151,15 +153,17 @@ async def test_breaker_metrics_name_their_scope(redis_url: str) -> None:
 
     def gauge(scope: str) -> float | None:
         labels = {"tool": tool, "scope": scope}
-        return REGISTRY.get_sample_value("voice_agent_tool_breaker_open", labels)
+        return WORKER_REGISTRY.get_sample_value("voice_agent_tool_breaker_open", labels)
 
     def shared_opens(origin: str) -> float | None:
         labels = {"tool": tool, "state": "open", "scope": "shared", "origin": origin}
-        return REGISTRY.get_sample_value("voice_agent_tool_breaker_transitions_total", labels)
+        name = "voice_agent_tool_breaker_transitions_total"
+        return WORKER_REGISTRY.get_sample_value(name, labels)
 
     assert gauge("process") == 1.0
     assert gauge("shared") == 1.0
-    assert shared_opens("local") == 1.0 and shared_opens("shared") == 1.0
+    assert shared_opens("local") == 1.0
+    assert shared_opens("shared") == 1.0
 
 
 def test_a_board_is_shared_exactly_when_redis_is_configured() -> None:

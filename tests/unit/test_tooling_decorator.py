@@ -59,7 +59,8 @@ def test_name_and_description_come_from_the_function() -> None:
 def test_schema_carries_types_ranges_literals_and_descriptions() -> None:
     """The JSON schema states what validation enforces, with argument descriptions."""
     schema = book_room.parameters
-    assert schema["type"] == "object" and schema["additionalProperties"] is False
+    assert schema["type"] == "object"
+    assert schema["additionalProperties"] is False
     assert schema["required"] == ["room"]
     props = schema["properties"]
     assert props["room"] == {
@@ -68,10 +69,12 @@ def test_schema_carries_types_ranges_literals_and_descriptions() -> None:
         "maxLength": 30,
         "description": "The room's name, as written on its door.",
     }
-    assert props["people"]["minimum"] == 1 and props["people"]["maximum"] == 12
+    assert props["people"]["minimum"] == 1
+    assert props["people"]["maximum"] == 12
     assert props["people"]["description"] == "How many people will attend."
     assert props["kind"]["enum"] == ["meeting", "quiet"]
-    assert "title" not in schema and "title" not in props["room"]
+    assert "title" not in schema
+    assert "title" not in props["room"]
 
 
 def test_openai_schema_wraps_name_description_and_parameters() -> None:
@@ -88,11 +91,14 @@ def test_openai_schema_wraps_name_description_and_parameters() -> None:
 
 def test_policy_fields_are_kept_on_the_spec() -> None:
     """Decorator arguments become the spec's policy."""
-    assert book_room.destructive and book_room.needs_confirmation
-    assert book_room.timeout_s == 3.0 and book_room.fallback == "call the desk"
+    assert book_room.destructive
+    assert book_room.needs_confirmation
+    assert book_room.timeout_s == 3.0
+    assert book_room.fallback == "call the desk"
     assert book_room.secret_args == frozenset({"pin"})
     assert book_room.on_interrupt == "finish"
-    assert search_tool.timeout_s is None and not search_tool.needs_confirmation
+    assert search_tool.timeout_s is None
+    assert not search_tool.needs_confirmation
 
 
 def test_a_model_parameter_becomes_the_schema_and_forbids_extras() -> None:
@@ -114,7 +120,8 @@ def test_validation_names_the_problems_without_echoing_values() -> None:
     assert "'people': Input should be less than or equal to 12" in message
     assert "'kind': Input should be 'meeting' or 'quiet'" in message
     assert "'colour' is not an argument of this tool" in message
-    assert "party" not in message and "red" not in message
+    assert "party" not in message
+    assert "red" not in message
 
 
 def test_missing_argument_is_reported() -> None:
@@ -149,7 +156,8 @@ def test_confirm_template_is_formatted_with_the_arguments() -> None:
         """Reserve."""
         return room
 
-    assert reserve.needs_confirmation and not reserve.destructive
+    assert reserve.needs_confirmation
+    assert not reserve.destructive
     assert reserve.confirm_prompt(reserve.validate({"room": "Oak"})) == "Book Oak for 2 people?"
 
 

@@ -49,7 +49,8 @@ async def test_incident_status_by_number(registry: ToolRegistry, tmp_path: Path)
 async def test_unknown_incident_says_so(registry: ToolRegistry, tmp_path: Path) -> None:
     """An id with no incident is a plain "not found", not an error."""
     result = await _invoke(_spec(registry, "get_incident_status"), tmp_path, incident_id="INC-9")
-    assert result["found"] is False and "INC-9" in result["message"]
+    assert result["found"] is False
+    assert "INC-9" in result["message"]
 
 
 async def test_open_incidents_leave_out_resolved_ones(
@@ -81,7 +82,9 @@ async def test_runbook_search_finds_the_right_runbook(
     result = await _invoke(_spec(registry, "search_runbooks"), tmp_path, query=query)
     top = result["results"][0]
     assert top["runbook"] == runbook
-    assert top["steps"] and top["summary"] and top["if_it_does_not_work"]
+    assert top["steps"]
+    assert top["summary"]
+    assert top["if_it_does_not_work"]
 
 
 async def test_runbook_search_without_a_match_says_so(
@@ -89,7 +92,8 @@ async def test_runbook_search_without_a_match_says_so(
 ) -> None:
     """A query matching nothing returns no results and advice for the model."""
     result = await _invoke(_spec(registry, "search_runbooks"), tmp_path, query="zebra giraffe")
-    assert result["results"] == [] and "ticket" in result["message"]
+    assert result["results"] == []
+    assert "ticket" in result["message"]
 
 
 async def test_create_ticket_confirmed_creates_one_ticket(
@@ -101,14 +105,16 @@ async def test_create_ticket_confirmed_creates_one_ticket(
     async with ToolBench.create(spec, data_dir=tmp_path, answers=["confirmed"]) as bench:
         first = await bench.run("create_ticket", **arguments)
         again = await bench.run("create_ticket", **arguments)
-    assert first.outcome == "ok" and again.outcome == "duplicate"
+    assert first.outcome == "ok"
+    assert again.outcome == "duplicate"
     assert first.result["ticket_id"].startswith("TCK-")
     assert again.result["ticket_id"] == first.result["ticket_id"]
     assert bench.confirmer.requests[0].prompt == (
         "Open a high priority support ticket titled 'VPN drops'?"
     )
     (ticket,) = TicketStore.in_data_dir(tmp_path).tickets()
-    assert ticket.title == "VPN drops" and ticket.call_id == "call-test"
+    assert ticket.title == "VPN drops"
+    assert ticket.call_id == "call-test"
 
 
 async def test_create_ticket_declined_creates_nothing(
@@ -145,9 +151,11 @@ async def test_escalation_records_once_and_says_what_happens_next(
     first = await _invoke(spec, tmp_path, key="e1", reason="Cannot sign in after a reset.")
     again = await _invoke(spec, tmp_path, key="e1", reason="Cannot sign in after a reset.")
     urgent = await _invoke(spec, tmp_path, key="e2", reason="Whole team offline.", urgency="urgent")
-    assert first["reference"].startswith("ESC-") and first == again
+    assert first["reference"].startswith("ESC-")
+    assert first == again
     assert "2 business hours" in first["next_step"]
-    assert urgent["reference"] != first["reference"] and "30 minutes" in urgent["next_step"]
+    assert urgent["reference"] != first["reference"]
+    assert "30 minutes" in urgent["next_step"]
 
 
 def test_every_example_tool_is_described_for_the_model(registry: ToolRegistry) -> None:
@@ -181,11 +189,13 @@ async def test_example_mcp_server_serves_the_support_profile(tmp_path: Path) -> 
             # Past the ledger (as the post-call worker or another host would call it): the
             # server itself answers a known idempotency key with what it did the first time.
             unlock_spec = sources.registry.get("accounts.unlock_account")
-            assert unlock_spec is not None and unlock.audit.idempotency_key is not None
+            assert unlock_spec is not None
+            assert unlock.audit.idempotency_key is not None
             ctx = tool_context(tmp_path, idempotency_key=unlock.audit.idempotency_key)
             direct = await unlock_spec.invoke({"username": "ada.lovelace"}, ctx, timeout_s=5)
     assert offered == {"accounts__get_account_status", "accounts__unlock_account"}
-    assert status.outcome == "ok" and status.result["locked"] is True
+    assert status.outcome == "ok"
+    assert status.result["locked"] is True
     assert (unlock.outcome, unlock.audit.confirmation) == ("ok", "confirmed")
     assert unlock.result["unlocked"] is True
     assert (again.outcome, again.result) == ("duplicate", unlock.result)

@@ -89,6 +89,7 @@ async def test_the_ledger_file_uses_wal(tmp_path: Path) -> None:
     async with IdempotencyLedger.in_data_dir(tmp_path) as ledger:
         await ledger.lookup("k")
         path = ledger.path
+    assert path is not None
     db = sqlite3.connect(path)
     (mode,) = db.execute("PRAGMA journal_mode").fetchone()
     db.close()

@@ -204,7 +204,8 @@ async def test_secret_arguments_reach_the_server_but_not_the_audit(
     with capture_logs() as logs:
         async with orders.bench(tmp_path) as bench:
             result = await bench.run(VERIFY, order_id="ORD-1007", pin="4321")
-    assert result.outcome == "ok" and result.result["verified"] is True
+    assert result.outcome == "ok"
+    assert result.result["verified"] is True
     assert result.audit.arguments == {"order_id": "ORD-1007", "pin": REDACTED}
     assert "4321" not in repr(logs)
     [call] = orders.journal.calls("verify_customer", order_id="ORD-1007")
@@ -429,7 +430,8 @@ def test_function_names_fit_the_model_api_and_stay_distinct() -> None:
     assert function_name("orders", "lookup_order") == "orders__lookup_order"
     assert function_name("crm", "contacts.find v2") == "crm__contacts_find_v2"
     long_a, long_b = (function_name("orders", "x" * 100 + s) for s in ("a", "b"))
-    assert len(long_a) == len(long_b) == 64 and long_a != long_b
+    assert len(long_a) == len(long_b) == 64
+    assert long_a != long_b
 
 
 async def test_a_python_tool_that_looks_like_an_mcp_tool_is_refused_at_load(
@@ -486,9 +488,11 @@ def test_cli_tools_lists_mcp_tools_with_their_source(
     }
     lookup = listed["orders.lookup_order"]
     assert lookup["function_name"] == "orders__lookup_order"
-    assert lookup["source"]["kind"] == "mcp" and lookup["source"]["transport"] == "stdio"
+    assert lookup["source"]["kind"] == "mcp"
+    assert lookup["source"]["transport"] == "stdio"
     assert (lookup["allowed"], listed["orders.purge_orders"]["allowed"]) == (True, False)
     assert listed["orders.refund_order"]["destructive"] is True
     assert main(["tools"]) == 0
     table = capsys.readouterr().out
-    assert "orders.refund_order" in table and "mcp orders (stdio)" in table
+    assert "orders.refund_order" in table
+    assert "mcp orders (stdio)" in table

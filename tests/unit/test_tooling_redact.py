@@ -50,5 +50,7 @@ def test_small_values_are_kept_and_large_ones_cut() -> None:
     """Truncation keeps small values whole and cuts large ones, saying so."""
     assert truncate_json({"a": 1}) == {"a": 1}
     cut = truncate_json("x" * 10_000, limit=100)
-    assert isinstance(cut, str) and len(cut) < 200 and "truncated" in cut
+    assert isinstance(cut, str)
+    assert len(cut) < 200
+    assert "truncated" in cut
     assert bounded({"text": "y" * 10_000}, limit=50)["_truncated"].endswith("characters]")

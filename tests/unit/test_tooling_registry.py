@@ -54,7 +54,8 @@ def test_load_registers_decorated_functions_of_each_module(tmp_path: Path) -> No
     registry = ToolRegistry.load(path)
     assert registry.names() == ["greet", "wipe"]
     greet = registry.get("greet")
-    assert greet is not None and greet.timeout_s == 1.5
+    assert greet is not None
+    assert greet.timeout_s == 1.5
     assert registry.source("wipe") == path / "wipe.py"
 
 
@@ -79,7 +80,8 @@ def test_duplicate_names_are_a_load_error_naming_both_files(tmp_path: Path) -> N
     path = _write(tmp_path / "tools", {"a.py": GREET, "b.py": GREET})
     with pytest.raises(ToolLoadError) as caught:
         ToolRegistry.load(path)
-    assert "b.py" in str(caught.value) and "a.py" in str(caught.value)
+    assert "b.py" in str(caught.value)
+    assert "a.py" in str(caught.value)
 
 
 def test_an_import_error_names_the_file(tmp_path: Path) -> None:
@@ -125,7 +127,8 @@ def test_describe_gives_name_description_schema_and_policy(tmp_path: Path) -> No
         "timeout_s",
         "confirm",
     }
-    assert greet["timeout_s"] == 1.5 and greet["confirm"] is False
+    assert greet["timeout_s"] == 1.5
+    assert greet["confirm"] is False
     assert wipe == {
         "name": "wipe",
         "function_name": "wipe",
@@ -168,7 +171,9 @@ def test_cli_tools_prints_a_readable_table(
     monkeypatch.setenv("VOICE_AGENT_TOOLS_PATH", str(_write(tmp_path / "t", {"wipe.py": WIPE})))
     assert main(["tools"]) == 0
     out = capsys.readouterr().out
-    assert "wipe" in out and "destructive, confirm" in out and "days*" in out
+    assert "wipe" in out
+    assert "destructive, confirm" in out
+    assert "days*" in out
     assert "Delete logs older than some days." in out
 
 
@@ -181,7 +186,8 @@ def test_cli_tools_exits_2_for_a_broken_tools_directory(
     assert main(["tools", "--json"]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert "broken.py" in captured.err and "boom" in captured.err
+    assert "broken.py" in captured.err
+    assert "boom" in captured.err
 
 
 def test_cli_lists_the_bundled_example_tools(

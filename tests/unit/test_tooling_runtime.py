@@ -12,8 +12,8 @@ import pytest
 from pydantic import Field
 from structlog.testing import capture_logs
 
+from voice_agent.chat import ToolCall
 from voice_agent.exceptions import ToolReportedError
-from voice_agent.providers.base import ToolCall
 from voice_agent.tooling import (
     REDACTED,
     BreakerBoard,
@@ -72,7 +72,8 @@ async def test_unknown_tool_is_refused_and_audited(tmp_path: Path) -> None:
         result = await bench.run("delete_everything", confirm=True)
     assert result.outcome == "refused"
     content = json.loads(result.content)
-    assert content["ok"] is False and "delete_everything" in content["message"]
+    assert content["ok"] is False
+    assert "delete_everything" in content["message"]
     assert [a.outcome for a in bench.audit] == ["refused"]
     assert bench.audit[0].error == "unknown tool"
     assert bench.audit[0].arguments == {"confirm": True}
@@ -86,7 +87,8 @@ async def test_registered_but_not_allowed_tool_is_refused_and_hidden(tmp_path: P
         assert bench.runtime.tool_schemas() == []
         assert bench.runtime.spec_for("lookup") is None
         result = await bench.run("lookup", order=1)
-    assert result.outcome == "refused" and counter.runs == []
+    assert result.outcome == "refused"
+    assert counter.runs == []
     assert bench.audit[0].error == "not allowed for this agent"
 
 
@@ -105,7 +107,8 @@ async def test_extra_argument_is_invalid_and_nothing_runs(tmp_path: Path) -> Non
     counter = Counter()
     async with ToolBench.create(lookup_tool(counter), data_dir=tmp_path) as bench:
         result = await bench.run("lookup", order=1, admin=True)
-    assert result.outcome == "invalid" and counter.runs == []
+    assert result.outcome == "invalid"
+    assert counter.runs == []
     assert "'admin' is not an argument" in json.loads(result.content)["message"]
     assert bench.audit[0].outcome == "invalid"
 
@@ -115,7 +118,8 @@ async def test_out_of_range_argument_is_invalid_and_nothing_runs(tmp_path: Path)
     counter = Counter()
     async with ToolBench.create(lookup_tool(counter), data_dir=tmp_path) as bench:
         result = await bench.run("lookup", order=9)
-    assert result.outcome == "invalid" and counter.runs == []
+    assert result.outcome == "invalid"
+    assert counter.runs == []
     assert "less than or equal to 5" in json.loads(result.content)["message"]
 
 
@@ -124,7 +128,8 @@ async def test_arguments_that_are_not_json_are_invalid(tmp_path: Path) -> None:
     counter = Counter()
     async with ToolBench.create(lookup_tool(counter), data_dir=tmp_path) as bench:
         result = await bench.runtime.run(ToolCall(id="c1", name="lookup", arguments='{"order": '))
-    assert result.outcome == "invalid" and counter.runs == []
+    assert result.outcome == "invalid"
+    assert counter.runs == []
     assert "not valid JSON" in json.loads(result.content)["message"]
 
 
@@ -148,9 +153,11 @@ async def test_a_valid_call_runs_with_the_call_context(tmp_path: Path) -> None:
         "result": {"user": "user-test", "plan": "gold"},
     }
     (ctx,) = seen
-    assert ctx.call_id == "call-7" and ctx.data_dir == tmp_path
+    assert ctx.call_id == "call-7"
+    assert ctx.data_dir == tmp_path
     assert ctx.idempotency_key == bench.audit[0].idempotency_key
-    assert bench.audit[0].outcome == "ok" and bench.audit[0].duration_ms is not None
+    assert bench.audit[0].outcome == "ok"
+    assert bench.audit[0].duration_ms is not None
 
 
 async def test_a_hanging_tool_times_out_and_is_cancelled(tmp_path: Path) -> None:
@@ -245,7 +252,8 @@ async def test_breaker_opens_after_failures_then_a_probe_closes_it(tmp_path: Pat
         assert breakers.state("flaky") == "open"
 
         blocked = await bench.run("flaky")
-        assert blocked.outcome == "breaker_open" and len(runs) == 3
+        assert blocked.outcome == "breaker_open"
+        assert len(runs) == 3
         content = json.loads(blocked.content)
         assert "unavailable" in content["message"]
         assert "email support@example.com" in content["tell_user"]
@@ -253,7 +261,8 @@ async def test_breaker_opens_after_failures_then_a_probe_closes_it(tmp_path: Pat
         await eventually(lambda: breakers.state("flaky") == "half_open")
         healthy = True
         probe = await bench.run("flaky")
-    assert probe.outcome == "ok" and len(runs) == 4
+    assert probe.outcome == "ok"
+    assert len(runs) == 4
     assert breakers.state("flaky") == "closed"
     assert [a.outcome for a in bench.audit] == ["error"] * 3 + ["breaker_open", "ok"]
 
@@ -292,12 +301,14 @@ async def test_destructive_tool_declined_does_nothing(tmp_path: Path) -> None:
         ticket_tool(counter), data_dir=tmp_path, answers=["declined"]
     ) as bench:
         result = await bench.run("open_ticket", title="VPN down", priority="high")
-    assert result.outcome == "declined" and counter.runs == []
+    assert result.outcome == "declined"
+    assert counter.runs == []
     assert "declined" in json.loads(result.content)["message"]
     assert bench.audit[0].confirmation == "declined"
     (request,) = bench.confirmer.requests
     assert request.prompt == "Open a high ticket titled 'VPN down'?"
-    assert request.tool == "open_ticket" and request.tool_call_id == "call_1"
+    assert request.tool == "open_ticket"
+    assert request.tool_call_id == "call_1"
 
 
 async def test_destructive_tool_confirmed_runs(tmp_path: Path) -> None:
@@ -307,7 +318,8 @@ async def test_destructive_tool_confirmed_runs(tmp_path: Path) -> None:
         ticket_tool(counter), data_dir=tmp_path, answers=["confirmed"]
     ) as bench:
         result = await bench.run("open_ticket", title="VPN down")
-    assert result.outcome == "ok" and result.result == {"ticket": "T-1"}
+    assert result.outcome == "ok"
+    assert result.result == {"ticket": "T-1"}
     assert bench.audit[0].confirmation == "confirmed"
 
 
@@ -318,7 +330,8 @@ async def test_destructive_tool_unanswered_counts_as_declined(tmp_path: Path) ->
         ticket_tool(counter), data_dir=tmp_path, answers=[None], confirm_timeout_s=0.1
     ) as bench:
         result = await bench.run("open_ticket", title="VPN down")
-    assert result.outcome == "declined" and counter.runs == []
+    assert result.outcome == "declined"
+    assert counter.runs == []
     assert "did not confirm in time" in json.loads(result.content)["message"]
     assert bench.audit[0].confirmation == "timeout"
 
@@ -344,10 +357,12 @@ async def test_the_same_call_repeated_runs_once(tmp_path: Path) -> None:
     ) as bench:
         first = await bench.run("open_ticket", title="VPN down", priority="high")
         again = await bench.run("open_ticket", priority="high", title="VPN down")
-    assert first.outcome == "ok" and again.outcome == "duplicate"
+    assert first.outcome == "ok"
+    assert again.outcome == "duplicate"
     assert again.result == first.result
     assert json.loads(again.content)["result"] == first.result
-    assert len(counter.runs) == 1 and len(bench.confirmer.requests) == 1
+    assert len(counter.runs) == 1
+    assert len(bench.confirmer.requests) == 1
     assert bench.audit[1].idempotency_key == bench.audit[0].idempotency_key
 
 
@@ -370,8 +385,10 @@ async def test_a_repeat_across_runtimes_sharing_a_ledger_file_runs_once(tmp_path
     async with one, two:
         first = await one.run("lookup", order=3)
         second = await two.run("lookup", order=3)
-    assert first.outcome == "ok" and second.outcome == "duplicate"
-    assert second.result == first.result and len(counter.runs) == 1
+    assert first.outcome == "ok"
+    assert second.outcome == "duplicate"
+    assert second.result == first.result
+    assert len(counter.runs) == 1
 
 
 async def test_a_repeat_after_the_ledger_is_reopened_runs_once(tmp_path: Path) -> None:
@@ -381,7 +398,8 @@ async def test_a_repeat_after_the_ledger_is_reopened_runs_once(tmp_path: Path) -
         first = await bench.run("lookup", order=4)
     async with ToolBench.create(lookup_tool(counter), data_dir=tmp_path) as restarted:
         again = await restarted.run("lookup", order=4)
-    assert again.outcome == "duplicate" and again.result == first.result
+    assert again.outcome == "duplicate"
+    assert again.result == first.result
     assert len(counter.runs) == 1
 
 
@@ -404,9 +422,11 @@ async def test_a_repeat_while_the_first_still_runs_is_not_started(tmp_path: Path
         second = await bench.run("slow_write", n=1)
         release.set()
         done = await first
-    assert second.outcome == "duplicate" and second.result is None
+    assert second.outcome == "duplicate"
+    assert second.result is None
     assert "already being carried out" in json.loads(second.content)["message"]
-    assert done.outcome == "ok" and runs == [1]
+    assert done.outcome == "ok"
+    assert runs == [1]
 
 
 async def test_a_failed_run_may_be_retried(tmp_path: Path) -> None:
@@ -441,7 +461,8 @@ async def test_supplied_idempotency_key_is_shared_across_calls(tmp_path: Path) -
     async with one, two:
         await one.run("pay", amount=5, idempotency_key="inv-9")
         again = await two.run("pay", amount=5, idempotency_key="inv-9")
-    assert again.outcome == "duplicate" and runs == ["inv-9"]
+    assert again.outcome == "duplicate"
+    assert runs == ["inv-9"]
 
 
 async def test_per_turn_limit_stops_a_loop_of_calls(tmp_path: Path) -> None:
@@ -456,8 +477,10 @@ async def test_per_turn_limit_stops_a_loop_of_calls(tmp_path: Path) -> None:
         bench.runtime.begin_turn(2)
         after = await bench.run("lookup", order=2)
     assert outcomes == ["ok", "ok", "ok", "limit", "limit"]
-    assert limited.error == "per-turn limit" and limited.turn == 1
-    assert after.outcome == "ok" and bench.audit[5].turn == 2
+    assert limited.error == "per-turn limit"
+    assert limited.turn == 1
+    assert after.outcome == "ok"
+    assert bench.audit[5].turn == 2
 
 
 async def test_per_call_limit_holds_across_turns(tmp_path: Path) -> None:
@@ -504,12 +527,14 @@ async def test_secrets_are_redacted_in_audit_confirmation_and_logs(tmp_path: Pat
             result = await bench.run(
                 "transfer", to="savings", pin="4321", options={"api_key": "sk-live-0123456789"}
             )
-    assert result.outcome == "ok" and received == ["4321"]  # the tool itself gets the value
+    assert result.outcome == "ok"
+    assert received == ["4321"]
     audit = bench.audit[0]
     assert audit.arguments == {"to": "savings", "pin": REDACTED, "options": {"api_key": REDACTED}}
     assert audit.result == {"done": True, "session_token": REDACTED}
     request = bench.confirmer.requests[0]
-    assert "4321" not in request.prompt and request.arguments["pin"] == REDACTED
+    assert "4321" not in request.prompt
+    assert request.arguments["pin"] == REDACTED
     text = json.dumps(logs, default=str) + audit.model_dump_json() + request.prompt
     for secret in ("4321", "sk-live-0123456789", "tok-abcdef123456"):
         assert secret not in text
@@ -533,8 +558,10 @@ async def test_a_large_result_is_truncated_in_the_audit(tmp_path: Path) -> None:
     async with ToolBench.create(dump, data_dir=tmp_path) as bench:
         result = await bench.run("dump")
     assert result.outcome == "ok"
-    assert isinstance(bench.audit[0].result, str) and len(bench.audit[0].result) < 3000
-    assert len(result.content) < 7000 and "cut short" in result.content
+    assert isinstance(bench.audit[0].result, str)
+    assert len(bench.audit[0].result) < 3000
+    assert len(result.content) < 7000
+    assert "cut short" in result.content
 
 
 async def test_cancelling_a_running_tool_audits_and_releases_its_claim(tmp_path: Path) -> None:
@@ -565,7 +592,8 @@ async def test_cancelling_a_running_tool_audits_and_releases_its_claim(tmp_path:
         again = await bench.run("long_job")
     assert saw_cancel.is_set()
     assert [a.outcome for a in bench.audit] == ["cancelled", "ok"]
-    assert again.outcome == "ok" and len(runs) == 2
+    assert again.outcome == "ok"
+    assert len(runs) == 2
 
 
 async def test_cancelling_while_waiting_for_confirmation_runs_nothing(tmp_path: Path) -> None:
@@ -579,7 +607,8 @@ async def test_cancelling_while_waiting_for_confirmation_runs_nothing(tmp_path: 
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-    assert counter.runs == [] and [a.outcome for a in bench.audit] == ["cancelled"]
+    assert counter.runs == []
+    assert [a.outcome for a in bench.audit] == ["cancelled"]
 
 
 async def test_skip_audits_a_call_that_never_runs(tmp_path: Path) -> None:
@@ -587,7 +616,8 @@ async def test_skip_audits_a_call_that_never_runs(tmp_path: Path) -> None:
     counter = Counter()
     async with ToolBench.create(lookup_tool(counter), data_dir=tmp_path) as bench:
         result = bench.runtime.skip(bench.call("lookup", order=1), "generation interrupted")
-    assert result.outcome == "skipped" and counter.runs == []
+    assert result.outcome == "skipped"
+    assert counter.runs == []
     assert bench.audit[0].outcome == "skipped"
     assert bench.audit[0].error == "generation interrupted"
     assert json.loads(result.content)["ok"] is False
@@ -634,4 +664,5 @@ async def test_a_request_already_done_is_answered_while_the_breaker_is_open(
         "duplicate",
         "breaker_open",
     ]
-    assert again.result == "value-a" and runs == ["a", "b"]
+    assert again.result == "value-a"
+    assert runs == ["a", "b"]

@@ -45,7 +45,8 @@ class PunctuationTurnDetector:
 async def test_silence_at_the_threshold_ends_the_turn() -> None:
     """500 ms of silence after speech is the end of the turn."""
     decision = await SilenceTurnDetector().decide(TurnEvidence(trailing_silence_s=0.5))
-    assert decision.end_of_turn and decision.reason == "silence"
+    assert decision.end_of_turn
+    assert decision.reason == "silence"
 
 
 async def test_shorter_silence_waits_and_says_how_long() -> None:
@@ -59,7 +60,8 @@ async def test_a_speaking_caller_never_ends_the_turn() -> None:
     """While the VAD hears speech the answer is wait, whatever the silence says."""
     evidence = TurnEvidence(trailing_silence_s=5.0, speaking=True, transcript="Hello.")
     decision = await SilenceTurnDetector().decide(evidence)
-    assert not decision.end_of_turn and decision.reason == "speaking"
+    assert not decision.end_of_turn
+    assert decision.reason == "speaking"
 
 
 async def test_the_threshold_is_configurable() -> None:
@@ -78,7 +80,8 @@ async def test_a_vad_speech_end_is_an_end_of_turn_for_the_default() -> None:
     assert [e.type for e in events] == [VadEventType.SPEECH_START, VadEventType.SPEECH_END]
     evidence = TurnEvidence.from_speech_end(events[1], transcript="book a table")
     assert evidence.trailing_silence_s >= 0.5
-    assert evidence.audio == events[1].audio and evidence.transcript == "book a table"
+    assert evidence.audio == events[1].audio
+    assert evidence.transcript == "book a table"
     detector = SilenceTurnDetector(min_silence_ms=config.min_silence_ms)
     assert (await detector.decide(evidence)).end_of_turn
 
@@ -94,5 +97,5 @@ async def test_another_detector_plugs_into_the_same_seam() -> None:
 
 def test_negative_silence_is_rejected() -> None:
     """A negative threshold raises ValueError."""
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="must not be negative"):
         SilenceTurnDetector(min_silence_ms=-1)

@@ -23,7 +23,8 @@ Pcm = npt.NDArray[np.int16]
 def _espeak(text: str, wav: Path) -> Pcm:
     """Speak `text` with espeak-ng into a WAV, then convert it to 16 kHz mono int16 with sox."""
     espeak, sox = shutil.which("espeak-ng"), shutil.which("sox")
-    assert espeak and sox, "espeak-ng and sox (Debian packages) make the test speech"
+    assert espeak, "espeak-ng (a Debian package) makes the test speech"
+    assert sox, "sox (a Debian package) converts the test speech"
     subprocess.run([espeak, "-w", str(wav), text], check=True)
     to_raw = ["-t", "raw", "-r", str(SAMPLE_RATE), "-e", "signed", "-b", "16", "-c", "1", "-"]
     raw = subprocess.run([sox, str(wav), *to_raw], check=True, capture_output=True).stdout
@@ -100,7 +101,8 @@ def test_speech_end_carries_the_segment_with_pre_roll(speak: Callable[[str], Pcm
     stream = np.concatenate([_silence(1.0), utterance, _silence(1.0)])
     end = _run(stream)[-1]
 
-    assert end.type is END and end.end_s is not None
+    assert end.type is END
+    assert end.end_s is not None
     assert end.audio_start_sample == end.speech_start_sample - round(0.2 * SAMPLE_RATE)
     assert end.audio_duration_s == pytest.approx(end.end_s - end.start_s + 0.2 + 0.1, abs=0.002)
     segment = np.frombuffer(end.audio, dtype="<i2")
@@ -162,7 +164,8 @@ def test_speaking_state_and_duration_follow_ongoing_speech(speak: Callable[[str]
     utterance = speak(SENTENCE)
     vad = VoiceActivityDetector()
     vad.push(_silence(0.5).tobytes())
-    assert not vad.speaking and vad.speech_duration_s == 0.0
+    assert not vad.speaking
+    assert vad.speech_duration_s == 0.0
     started = vad.push(utterance[:SAMPLE_RATE].tobytes())
     assert [e.type for e in started] == [START]
     assert vad.speaking
@@ -173,7 +176,8 @@ def test_speaking_state_and_duration_follow_ongoing_speech(speak: Callable[[str]
     vad.push(utterance[2 * SAMPLE_RATE :].tobytes())
     ended = vad.push(_silence(1.0).tobytes())
     assert [e.type for e in ended] == [END]
-    assert not vad.speaking and vad.speech_duration_s == 0.0
+    assert not vad.speaking
+    assert vad.speech_duration_s == 0.0
     assert vad.probability < 0.35
     assert vad.stream_time_s == pytest.approx(0.5 + len(utterance) / SAMPLE_RATE + 1.0, abs=0.04)
 
@@ -185,8 +189,10 @@ def test_flush_ends_speech_that_is_still_going(speak: Callable[[str], Pcm]) -> N
     events = vad.push(np.concatenate([_silence(0.5), utterance[: 2 * SAMPLE_RATE]]).tobytes())
     assert [e.type for e in events] == [START]
     (end,) = vad.flush()
-    assert end.type is END and end.audio
-    assert not vad.speaking and vad.stream_time_s == 0.0
+    assert end.type is END
+    assert end.audio
+    assert not vad.speaking
+    assert vad.stream_time_s == 0.0
 
 
 def test_inference_cost_is_far_below_real_time(speak: Callable[[str], Pcm]) -> None:
@@ -222,7 +228,8 @@ class ScriptedModel:
         self.resets = 0
 
     def probability(self, window: npt.NDArray[np.float32]) -> float:
-        assert window.shape == (512,) and window.dtype == np.float32
+        assert window.shape == (512,)
+        assert window.dtype == np.float32
         p = self._script[self.calls] if self.calls < len(self._script) else 0.0
         self.calls += 1
         return p
@@ -305,22 +312,24 @@ def test_reset_clears_state_and_model() -> None:
     vad.push((np.arange(20 * W) % 30000).astype(np.int16).tobytes())
     assert vad.speaking
     vad.reset()
-    assert not vad.speaking and vad.stream_time_s == 0.0 and model.resets == 1
+    assert not vad.speaking
+    assert vad.stream_time_s == 0.0
+    assert model.resets == 1
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    ("kwargs", "reason"),
     [
-        {"activation_threshold": 0.3, "deactivation_threshold": 0.5},
-        {"activation_threshold": 1.0},
-        {"min_speech_ms": -1},
-        {"post_roll_ms": 600},
-        {"max_segment_ms": 100},
+        ({"activation_threshold": 0.3, "deactivation_threshold": 0.5}, "threshold"),
+        ({"activation_threshold": 1.0}, "threshold"),
+        ({"min_speech_ms": -1}, "negative"),
+        ({"post_roll_ms": 600}, "post_roll_ms"),
+        ({"max_segment_ms": 100}, "max_segment_ms"),
     ],
 )
-def test_invalid_config_is_rejected(kwargs: dict[str, Any]) -> None:
+def test_invalid_config_is_rejected(kwargs: dict[str, Any], reason: str) -> None:
     """Inconsistent thresholds or durations raise ValueError at construction."""
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=reason):
         VadConfig(**kwargs)
 
 
@@ -338,3 +347,18 @@ def test_windows_below_the_silence_floor_skip_the_model() -> None:
     )
     ungated.push(bytes(10 * W * 2))
     assert ungated.speaking
+
+
+def test_voiced_time_stops_growing_in_the_silence_after_speech(speak: Callable[[str], Pcm]) -> None:
+    """`voiced_s` runs from the onset to the last voiced window: trailing silence adds nothing,
+    while `speech_duration_s` keeps counting until SPEECH_END."""
+    vad = VoiceActivityDetector()
+    vad.push(_silence(0.5).tobytes())
+    vad.push(speak(SENTENCE)[:SAMPLE_RATE].tobytes())
+    assert vad.speaking
+    voiced = vad.voiced_s
+    assert 0.25 <= voiced <= 1.0
+    vad.push(_silence(0.3).tobytes())  # shorter than min_silence_ms: still speaking
+    assert vad.speaking
+    assert vad.voiced_s == pytest.approx(voiced, abs=0.04)
+    assert vad.speech_duration_s == pytest.approx(voiced + 0.3, abs=0.1)

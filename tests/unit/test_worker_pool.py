@@ -154,8 +154,8 @@ def test_processes_auto_means_one_per_usable_core() -> None:
     """`auto` counts the cores this process may use; numbers are taken as they are."""
     assert resolve_processes("auto") == len(os.sched_getaffinity(0))
     assert resolve_processes("3") == 3
-    for bad in ("0", "-1", "many"):
-        with pytest.raises(ValueError):
+    for bad, says in (("0", "at least one"), ("-1", "at least one"), ("many", "invalid literal")):
+        with pytest.raises(ValueError, match=says):
             resolve_processes(bad)
 
 

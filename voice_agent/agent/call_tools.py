@@ -20,11 +20,12 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from voice_agent.agent import metrics
-from voice_agent.agent.call_record import CallJournal, ToolAuditEntry
 from voice_agent.agent.client_channel import ClientChannel
 from voice_agent.agent.client_messages import MessageRejectedError
+from voice_agent.call_record import CallJournal
+from voice_agent.chat import ChatMessage, ToolCall
+from voice_agent.logging import Logger
 from voice_agent.profile import AgentProfile
-from voice_agent.providers.base import ChatMessage, ToolCall
 from voice_agent.settings import Settings
 from voice_agent.tooling import (
     BreakerBoard,
@@ -41,6 +42,7 @@ from voice_agent.tooling import (
     cancelled_content,
     tool,
 )
+from voice_agent.tooling.audit import ToolAuditEntry
 from voice_agent.tooling.sources import ToolSources
 
 
@@ -90,7 +92,7 @@ class CallTools:
         journal: CallJournal,
         call_id: str,
         user_id: str | None,
-        log: Any,
+        log: Logger,
     ) -> None:
         self._channel = channel
         self._log = log

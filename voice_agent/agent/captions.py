@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-
-from livekit import rtc
+from collections.abc import Awaitable, Mapping
+from typing import Protocol
 
 from voice_agent.logging import get_logger
 from voice_agent.protocol import (
@@ -24,6 +24,19 @@ from voice_agent.protocol import (
 log = get_logger("agent.captions")
 
 
+class TextSender(Protocol):
+    """Sends one text stream into the room (the call room's `send_text`)."""
+
+    def __call__(
+        self,
+        text: str,
+        *,
+        topic: str,
+        attributes: Mapping[str, str],
+        sender_identity: str | None = None,
+    ) -> Awaitable[None]: ...
+
+
 def new_segment_id() -> str:
     """A fresh caption segment id."""
     return f"SG_{secrets.token_hex(6)}"
@@ -32,8 +45,8 @@ def new_segment_id() -> str:
 class CaptionPublisher:
     """Publishes caption segments into the room; failures are logged, never raised."""
 
-    def __init__(self, participant: rtc.LocalParticipant) -> None:
-        self._participant = participant
+    def __init__(self, send: TextSender) -> None:
+        self._send_text = send
         # One caption at a time, in call order: a late interim must never land after its final.
         self._order = asyncio.Lock()
 
@@ -60,12 +73,11 @@ class CaptionPublisher:
         self, text: str, attributes: dict[str, str], sender_identity: str | None, segment_id: str
     ) -> None:
         try:
-            writer = await self._participant.stream_text(
+            await self._send_text(
+                text,
                 topic=TOPIC_TRANSCRIPTION,
                 attributes=attributes,
                 sender_identity=sender_identity,
             )
-            await writer.write(text)
-            await writer.aclose()
-        except Exception as e:  # a caption lost is logged; the call goes on
+        except Exception as e:  # noqa: BLE001 - a caption lost is logged; the call goes on
             log.warning("captions.publish_failed", segment_id=segment_id, error=str(e))

@@ -16,9 +16,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
 
-from livekit import rtc
-
-from voice_agent.agent.call_record import CallJournal, ClientActionAuditEntry
 from voice_agent.agent.client_messages import (
     ActionResult,
     AppContext,
@@ -28,10 +25,12 @@ from voice_agent.agent.client_messages import (
     parse_client_event,
 )
 from voice_agent.agent.metrics import CLIENT_EVENTS_DROPPED
+from voice_agent.call_record import CallJournal, ClientActionAuditEntry
+from voice_agent.logging import Logger
 from voice_agent.profile import ClientActionPolicy
-from voice_agent.protocol import TOPIC_CLIENT_ACTIONS, TOPIC_CLIENT_EVENTS
+from voice_agent.protocol import TOPIC_CLIENT_EVENTS
+from voice_agent.tooling.confirm import ConfirmationAnswer
 
-Confirmation = Literal["confirmed", "declined", "timeout"]
 Publish = Callable[[str], Awaitable[None]]
 
 _MAX_OPEN_ACTIONS = 64  # ids remembered for results; older ones are forgotten first
@@ -47,7 +46,7 @@ class ClientChannel:
         *,
         policy: ClientActionPolicy,
         journal: CallJournal,
-        log: Any,
+        log: Logger,
         publish: Publish,
     ) -> None:
         self.policy = policy
@@ -60,19 +59,6 @@ class ClientChannel:
         self.dropped = 0
         self.app_context: Mapping[str, Any] = {}
         self.user_identity: str | None = None
-
-    @classmethod
-    def for_room(
-        cls, room: rtc.Room, *, policy: ClientActionPolicy, journal: CallJournal, log: Any
-    ) -> ClientChannel:
-        """A channel publishing on `room` (reliable, topic `client_actions`)."""
-
-        async def publish(text: str) -> None:
-            await room.local_participant.publish_data(
-                text, reliable=True, topic=TOPIC_CLIENT_ACTIONS
-            )
-
-        return cls(policy=policy, journal=journal, log=log, publish=publish)
 
     async def send(self, action: str, payload: dict[str, Any]) -> str:
         """Send a client action; its id. Raises `MessageRejectedError` when policy refuses it."""
@@ -90,7 +76,9 @@ class ClientChannel:
         self._log.info("client_action.sent", action=action, action_id=action_id)
         return action_id
 
-    async def request_confirm(self, *, prompt: str, tool: str, timeout_s: float) -> Confirmation:
+    async def request_confirm(
+        self, *, prompt: str, tool: str, timeout_s: float
+    ) -> ConfirmationAnswer:
         """Ask the app to confirm; "timeout" when no answer arrives in time (counts as no)."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         payload = {"prompt": prompt, "tool": tool, "timeout_s": timeout_s}
@@ -109,15 +97,14 @@ class ClientChannel:
             self._confirmations.pop(action_id, None)
         return "confirmed" if ok else "declined"
 
-    def on_data(self, packet: rtc.DataPacket) -> None:
-        """Room `data_received` handler: accept app messages from the call's user only."""
-        if packet.topic != TOPIC_CLIENT_EVENTS:
+    def on_data(self, data: bytes, *, topic: str | None, sender: str | None) -> None:
+        """A data message from the room: accept app messages from the call's user only."""
+        if topic != TOPIC_CLIENT_EVENTS:
             return
-        sender = packet.participant.identity if packet.participant is not None else None
         if sender is None or sender != self.user_identity:
             self._drop(None, "message from a participant other than the call's user")
             return
-        self.receive(packet.data)
+        self.receive(data)
 
     def receive(self, raw: bytes) -> None:
         """Handle one app → agent message (already known to come from the user)."""

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from voice_agent.profile import ClientActionName, ClientActionPolicy
-from voice_agent.protocol import MAX_MESSAGE_BYTES, PROTOCOL_VERSION
+from voice_agent.protocol import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, ProtocolVersion
 
 _Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
@@ -47,7 +47,7 @@ class UserConfirmed(_Incoming):
     """The user answered a `request_confirm`."""
 
     type: Literal["user_confirmed"]
-    v: Literal[1]
+    v: ProtocolVersion
     id: _Id
     ok: bool
 
@@ -56,7 +56,7 @@ class ActionResult(_Incoming):
     """The app executed (or refused) a client action."""
 
     type: Literal["action_result"]
-    v: Literal[1]
+    v: ProtocolVersion
     id: _Id
     ok: bool
     error: str | None = Field(None, max_length=500)
@@ -66,7 +66,7 @@ class AppContext(_Incoming):
     """Structured context the app shares with the agent (page, account, ...)."""
 
     type: Literal["context"]
-    v: Literal[1]
+    v: ProtocolVersion
     data: dict[str, Any]
 
 

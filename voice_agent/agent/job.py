@@ -14,7 +14,7 @@ from typing import Any
 
 from livekit.protocol import agent as agent_pb
 
-from voice_agent.logging import get_logger
+from voice_agent.logging import Logger, get_logger
 
 log = get_logger("agent.job")
 
@@ -38,7 +38,7 @@ class JobContext:
     call_id: str
     """The call's id from the metadata; the room name when the dispatch carried none."""
     user_id: str | None
-    log: Any = field(repr=False, compare=False)
+    log: Logger = field(repr=False, compare=False)
     """A structlog logger bound with `call_id`, `job_id` and `room`."""
 
 
@@ -71,7 +71,11 @@ def call_id_of(job: agent_pb.Job) -> str:
 
 
 def job_context_from_assignment(
-    assignment: agent_pb.JobAssignment, *, fallback_url: str, identity: str, base_log: Any = None
+    assignment: agent_pb.JobAssignment,
+    *,
+    fallback_url: str,
+    identity: str,
+    base_log: Logger | None = None,
 ) -> JobContext:
     """Build the entrypoint's view of an assignment; its logger extends `base_log`."""
     job = assignment.job

@@ -141,7 +141,7 @@ class JobSlots:
             job = self._running.get(context.job_id)
             outcome = (job.cancel_reason if job else None) or "cancelled"
             raise
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - the job failed: recorded, the worker goes on
             outcome, failure = "failed", e
         finally:
             self._running.pop(context.job_id, None)

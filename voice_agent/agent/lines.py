@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from voice_agent.agent.speaker import ROOM_RATE
 from voice_agent.exceptions import ProviderError
@@ -21,12 +22,20 @@ from voice_agent.providers.base import TTS
 log = get_logger("agent.lines")
 
 
+class LineName(StrEnum):
+    """The fixed lines."""
+
+    FALLBACK = "fallback"  # a stage failed: "Sorry, I'm having trouble right now..."
+    GOODBYE = "goodbye"  # the call is over (time limit, a silent caller)
+    FAILURE_GOODBYE = "failure_goodbye"  # too many failed turns: apologise and hang up
+
+
 @dataclass
 class SpokenLines:
     """The texts of the fixed lines and, once synthesised, their audio at the room rate."""
 
-    texts: dict[str, str]
-    audio: dict[str, bytes] = field(default_factory=dict)
+    texts: dict[LineName, str]
+    audio: dict[LineName, bytes] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     async def synthesize(self, tts: TTS, *, timeout_s: float) -> None:

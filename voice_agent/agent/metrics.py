@@ -12,46 +12,64 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from voice_agent.agent.call_record import TurnMetricsRecord
+from voice_agent.call_record import TurnMetricsRecord
+from voice_agent.metrics import WORKER_REGISTRY
 
 _B = (0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 
-EOU_DELAY = Histogram("voice_agent_eou_delay_seconds", "End-of-utterance delay.", buckets=_B)
-STT_TIME = Histogram("voice_agent_stt_seconds", "Speech-to-text time per turn.", buckets=_B)
-LLM_TTFT = Histogram("voice_agent_llm_ttft_seconds", "LLM time to first token.", buckets=_B)
-TTS_TTFB = Histogram("voice_agent_tts_ttfb_seconds", "TTS time to first byte.", buckets=_B)
-TOOL_TIME = Histogram("voice_agent_tool_seconds", "Time spent running tools in a turn.", buckets=_B)
-VOICE_TO_VOICE = Histogram(
-    "voice_agent_voice_to_voice_seconds",
-    "End of user speech to first agent audio frame sent.",
-    buckets=_B,
+_R = WORKER_REGISTRY
+
+
+def _seconds(name: str, documentation: str) -> Histogram:
+    return Histogram(name, documentation, buckets=_B, registry=_R)
+
+
+EOU_DELAY = _seconds("voice_agent_eou_delay_seconds", "End-of-utterance delay.")
+STT_TIME = _seconds("voice_agent_stt_seconds", "Speech-to-text time per turn.")
+LLM_TTFT = _seconds("voice_agent_llm_ttft_seconds", "LLM time to first token.")
+TTS_TTFB = _seconds("voice_agent_tts_ttfb_seconds", "TTS time to first byte.")
+TOOL_TIME = _seconds("voice_agent_tool_seconds", "Time spent running tools in a turn.")
+VOICE_TO_VOICE = _seconds(
+    "voice_agent_voice_to_voice_seconds", "End of user speech to first agent audio frame sent."
+)
+INTERRUPTIONS = Counter(
+    "voice_agent_interruptions_total", "Agent turns cut short by the user.", registry=_R
 )
 CALLS_REFUSED = Counter(
     "voice_agent_calls_refused_total",
     "Jobs refused because their call id already had a session, by what the worker did.",
     ["action"],
+    registry=_R,
 )
-INTERRUPTIONS = Counter("voice_agent_interruptions_total", "Agent turns cut short by the user.")
 FALSE_INTERRUPTIONS = Counter(
-    "voice_agent_false_interruptions_total", "Pauses for user sound that held no words (resumed)."
+    "voice_agent_false_interruptions_total",
+    "Pauses for user sound that held no words (resumed).",
+    registry=_R,
 )
 PROVIDER_FAILURES = Counter(
-    "voice_agent_provider_failures_total", "Provider calls that failed after retry.", ["stage"]
+    "voice_agent_provider_failures_total",
+    "Provider calls that failed after retry.",
+    ["stage"],
+    registry=_R,
 )
 TOOL_CALLS = Counter(
     "voice_agent_tool_calls_total",
     "Tool requests by tool and outcome (ok, refused, invalid, timeout, error, breaker_open, ...).",
     ["tool", "outcome"],
+    registry=_R,
 )
 CLIENT_EVENTS_DROPPED = Counter(
-    "voice_agent_client_events_dropped_total", "App messages dropped as malformed or unexpected."
+    "voice_agent_client_events_dropped_total",
+    "App messages dropped as malformed or unexpected.",
+    registry=_R,
 )
-ACTIVE_CALLS = Gauge("voice_agent_active_calls", "Calls this worker is running.")
+ACTIVE_CALLS = Gauge("voice_agent_active_calls", "Calls this worker is running.", registry=_R)
 WORKER_LOAD = Gauge(
     "voice_agent_worker_load",
     "The load this worker last reported to LiveKit (0-1: calls over max jobs, or CPU if higher).",
+    registry=_R,
 )
-CALLS = Counter("voice_agent_calls_total", "Finished calls by end reason.", ["reason"])
+CALLS = Counter("voice_agent_calls_total", "Finished calls by end reason.", ["reason"], registry=_R)
 
 
 def _ms(start: float | None, end: float | None) -> float | None:

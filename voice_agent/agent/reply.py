@@ -1,10 +1,12 @@
-"""One agent turn: LLM tokens → speakable chunks → TTS → the room, overlapped and cancellable.
+"""One agent turn: LLM tokens → speakable chunks → the output, overlapped and cancellable.
 
-The LLM streams text; the sentence chunker hands each finished sentence or clause to TTS at once,
-so the first audio plays while the model is still writing the rest. Audio is tagged with its
-chunk's index, so after a barge-in the speaker's playout accounting tells which words were heard.
-A provider failure is retried once when nothing of that stage has come out yet (a retry then is
-safe); otherwise `ReplyFailedError` names the stage and the session says its fallback line.
+The LLM streams text; the sentence chunker hands each finished sentence or clause to the output at
+once, so on a voice call (`spoken.SpokenOutput`: TTS into the room) the first audio plays while
+the model is still writing the rest. The output knows how much of each chunk reached the caller,
+so a reply cut by a barge-in is recorded as what was heard. A reply needs no room and no audio of
+its own: a text output fits behind the same `ReplyOutput` seam. The providers retry by their own
+rule (`providers/retry.py`); a failure that reaches the reply raises `ReplyFailedError` naming the
+stage, and the session says its fallback line.
 
 With tools, a reply runs in rounds: the model streams text and tool calls; a round whose stream
 finished is committed (its text and calls join the conversation), its calls run through the
@@ -17,17 +19,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from voice_agent.agent.metrics import TurnTimer
-from voice_agent.agent.speaker import AgentSpeaker
+from voice_agent.chat import ChatMessage, ToolCall
 from voice_agent.exceptions import ProviderError, VoiceAgentError
 from voice_agent.pipeline.chunker import SentenceChunker
-from voice_agent.providers.base import LLM, TTS, ChatMessage, Role, ToolCall, Usage
-
-T = TypeVar("T")
+from voice_agent.protocol import Stage
+from voice_agent.providers.base import LLM, Usage
 
 _END = object()
 
@@ -35,37 +36,29 @@ _END = object()
 class ReplyFailedError(VoiceAgentError):
     """A stage of the reply failed even after its retry; `stage` is "llm" or "tts"."""
 
-    def __init__(self, stage: str, cause: BaseException) -> None:
+    def __init__(self, stage: Stage, cause: BaseException) -> None:
         super().__init__(f"{stage} failed: {cause}")
-        self.stage = stage
+        self.stage: Stage = stage
 
 
-def to_chat_messages(messages: Sequence[Mapping[str, Any]]) -> list[ChatMessage]:
-    """OpenAI-format dicts (as the conversation context keeps them) as provider messages."""
-    out = []
-    for m in messages:
-        calls = tuple(
-            ToolCall(id=c["id"], name=c["function"]["name"], arguments=c["function"]["arguments"])
-            for c in m.get("tool_calls") or ()
-        )
-        out.append(
-            ChatMessage(
-                role=Role(m["role"]),
-                content=m.get("content"),
-                tool_calls=calls,
-                tool_call_id=m.get("tool_call_id"),
-            )
-        )
-    return out
+class ReplyOutput(Protocol):
+    """Where a reply's chunks go, and how much of each the other side has received."""
 
+    def begin(self, on_first_output: Callable[[float], None]) -> None:
+        """A new reply: call back (with the monotonic moment) when its first output is out."""
+        ...
 
-async def _next_within(iterator: AsyncIterator[T], timeout_s: float) -> T | None:
-    """The iterator's next item, None when exhausted; a provider that goes silent times out."""
-    try:
-        async with asyncio.timeout(timeout_s):
-            return await anext(iterator)
-    except StopAsyncIteration:
-        return None
+    async def say(self, text: str, index: int) -> None:
+        """Deliver chunk number `index`; a `ProviderError` when its stage fails."""
+        ...
+
+    def heard(self, index: int) -> float:
+        """How much of chunk `index` has reached the other side, from 0 (nothing) to 1 (all)."""
+        ...
+
+    async def finish(self) -> None:
+        """Until everything said has been delivered (or dropped by an interruption)."""
+        ...
 
 
 class ReplyTools(Protocol):
@@ -111,16 +104,14 @@ class ReplyOutcome:
 
 @dataclass
 class AgentReply:
-    """Speaks one reply, from a model prompt or from fixed text."""
+    """Says one reply, from a model prompt or from fixed text."""
 
-    speaker: AgentSpeaker
-    tts: TTS
+    output: ReplyOutput
     timer: TurnTimer
-    provider_timeout_s: float
     llm: LLM | None = None
     messages: Sequence[ChatMessage] = ()
     fixed_text: str | None = None
-    on_first_audio: Callable[[float], None] | None = None
+    on_first_output: Callable[[float], None] | None = None
     on_chunk: Callable[[str], None] | None = None
     tools: ReplyTools | None = None
     max_tool_rounds: int = 4
@@ -128,14 +119,13 @@ class AgentReply:
     committed: list[ChatMessage] = field(default_factory=list)
     """Messages of finished rounds (assistant text with tool calls, tool results), in order."""
     usage: ReplyUsage = field(default_factory=ReplyUsage)
-    _audio_s: dict[int, float] = field(default_factory=dict)
     _chunk_round: list[int] = field(default_factory=list)
     _round: int = 0
 
     async def run(self) -> ReplyOutcome:
-        """Generate and speak the whole reply; raises `ReplyFailedError` when a stage fails."""
+        """Generate and say the whole reply; raises `ReplyFailedError` when a stage fails."""
         queue: asyncio.Queue[tuple[int, str] | object] = asyncio.Queue()
-        self.speaker.begin_reply(self._first_audio)
+        self.output.begin(self._first_output)
         try:
             async with asyncio.TaskGroup() as group:
                 if self.fixed_text is not None:
@@ -149,38 +139,32 @@ class AgentReply:
             if failed:
                 raise failed[0] from None
             raise
-        await self.speaker.wait_idle()
+        await self.output.finish()
         text = " ".join(self.chunks)
         return ReplyOutcome(text=text, heard=text)
 
-    @property
-    def tts_audio_s(self) -> float:
-        """Seconds of speech synthesised for this reply."""
-        return sum(self._audio_s.values())
-
     def heard_text(self, *, last_round_only: bool = False) -> str:
-        """The words the listener heard so far (call after the speaker stopped or paused);
+        """The words the listener heard so far (call after the output stopped or paused);
         with `last_round_only`, only of the round after the last committed tool calls."""
         heard = []
         for i, chunk in enumerate(self.chunks):
             if last_round_only and self._chunk_round[i] != self._round:
                 continue
-            total = self._audio_s.get(i, 0.0)
-            played = self.speaker.played_seconds(i)
-            if total <= 0 or played <= 0:
+            fraction = self.output.heard(i)
+            if fraction <= 0:
                 break
-            if played >= total - 0.03:
+            if fraction >= 1:
                 heard.append(chunk)
                 continue
             words = chunk.split()
-            heard.append(" ".join(words[: int(len(words) * played / total)]))
+            heard.append(" ".join(words[: int(len(words) * fraction)]))
             break
         return " ".join(h for h in heard if h)
 
-    def _first_audio(self, at: float) -> None:
+    def _first_output(self, at: float) -> None:
         self.timer.first_audio = at
-        if self.on_first_audio is not None:
-            self.on_first_audio(at)
+        if self.on_first_output is not None:
+            self.on_first_output(at)
 
     async def _write(self, queue: asyncio.Queue[tuple[int, str] | object]) -> None:
         messages = list(self.messages)
@@ -228,39 +212,30 @@ class AgentReply:
         chunker = SentenceChunker()
         calls: list[ToolCall] = []
         parts: list[str] = []
-        for attempt in (1, 2):
-            produced = False
-            if self._round == 0:  # time to first token counts from the turn's first request
-                self.timer.llm_started = time.monotonic()
-            try:
-                self.usage.llm_requests += 1
-                stream = self.llm.stream(messages, tools=schemas)
-                async with contextlib.aclosing(stream):
-                    while (
-                        delta := await _next_within(stream, self.provider_timeout_s)
-                    ) is not None:
-                        if delta.usage is not None:
-                            self.usage.add(delta.usage)
-                        text = delta.text
-                        if not text and not delta.tool_calls:
-                            continue
-                        if self.timer.llm_first_token is None:
-                            self.timer.llm_first_token = time.monotonic()
-                        produced = True
-                        calls.extend(delta.tool_calls)
-                        parts.append(text)
-                        for chunk in chunker.push(text):
-                            queue.put_nowait((self._round, chunk))
-                break
-            except asyncio.CancelledError:
-                if calls and self.tools is not None:
-                    self.tools.skip(calls, "generation interrupted before it was committed")
-                raise
-            except (ProviderError, TimeoutError) as e:
-                retryable = isinstance(e, TimeoutError) or e.retryable
-                if produced or attempt == 2 or not retryable:
-                    queue.put_nowait(_END)
-                    raise ReplyFailedError("llm", e) from e
+        if self._round == 0:  # time to first token counts from the turn's first request
+            self.timer.llm_started = time.monotonic()
+        try:
+            self.usage.llm_requests += 1
+            async with contextlib.aclosing(self.llm.stream(messages, tools=schemas)) as stream:
+                async for delta in stream:
+                    if delta.usage is not None:
+                        self.usage.add(delta.usage)
+                    text = delta.text
+                    if not text and not delta.tool_calls:
+                        continue
+                    if self.timer.llm_first_token is None:
+                        self.timer.llm_first_token = time.monotonic()
+                    calls.extend(delta.tool_calls)
+                    parts.append(text)
+                    for chunk in chunker.push(text):
+                        queue.put_nowait((self._round, chunk))
+        except asyncio.CancelledError:
+            if calls and self.tools is not None:
+                self.tools.skip(calls, "generation interrupted before it was committed")
+            raise
+        except ProviderError as e:
+            queue.put_nowait(_END)
+            raise ReplyFailedError("llm", e) from e
         if rest := chunker.flush():
             queue.put_nowait((self._round, rest))
         return "".join(parts).strip(), tuple(calls)
@@ -274,30 +249,7 @@ class AgentReply:
             self._chunk_round.append(round_index)
             if self.on_chunk is not None:
                 self.on_chunk(chunk)
-            await self._synthesize(chunk, index)
-
-    async def _synthesize(self, text: str, index: int) -> None:
-        for attempt in (1, 2):
-            samples = 0
-            rate = self.tts.capabilities.sample_rate
-            started = time.monotonic()
-            if self.timer.tts_started is None:
-                self.timer.tts_started = started
             try:
-                stream = self.tts.synthesize(text)
-                async with contextlib.aclosing(stream):
-                    while (
-                        audio := await _next_within(stream, self.provider_timeout_s)
-                    ) is not None:
-                        if samples == 0 and self.timer.tts_first_byte is None:
-                            self.timer.tts_first_byte = time.monotonic()
-                        samples += audio.sample_count
-                        rate = audio.sample_rate
-                        self.speaker.push(audio.data, sample_rate=rate, segment=index)
-                self.speaker.end_segment(index)
-                self._audio_s[index] = samples / rate
-                return
-            except (ProviderError, TimeoutError) as e:
-                retryable = isinstance(e, TimeoutError) or e.retryable
-                if samples or attempt == 2 or not retryable:
-                    raise ReplyFailedError("tts", e) from e
+                await self.output.say(chunk, index)
+            except ProviderError as e:
+                raise ReplyFailedError("tts", e) from e

@@ -10,51 +10,34 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
 
 from aiohttp import web
 from redis.asyncio import Redis
 
 from voice_agent.agent import ffi_routing, metrics
 from voice_agent.agent.call_claims import CallClaim, CallClaims
-from voice_agent.agent.call_record import CallJournal, CallRecordSink, FileRecordSink
 from voice_agent.agent.call_rooms import CallRooms
 from voice_agent.agent.call_tools import CallTools, ToolKit
 from voice_agent.agent.client_channel import ClientChannel
 from voice_agent.agent.job import JobContext
-from voice_agent.agent.session import CallSession, SessionOptions, spoken_lines
+from voice_agent.agent.options import session_options, spoken_lines
+from voice_agent.agent.session import CallSession
 from voice_agent.agent.worker import AgentWorker, WorkerOptions
+from voice_agent.call_record import CallJournal, CallRecordSink, FileRecordSink
 from voice_agent.logging import bind_context, get_logger
+from voice_agent.metrics import WORKER_REGISTRY, metrics_endpoint
 from voice_agent.pipeline.vad_model import SileroModelPool
-from voice_agent.postcall.handover import PostCallSink
-from voice_agent.postcall.recovery import JournalRecovery
 from voice_agent.profile import AgentProfile, load_profile
 from voice_agent.providers.factory import Providers, build_providers
-from voice_agent.server.health import metrics_endpoint
 from voice_agent.settings import Settings
 
 log = get_logger("agent.runner")
 
 # VAD models loaded at start; later calls reuse the models of calls that ended.
 _PREWARMED_VAD_MODELS = 4
-
-
-def session_options(settings: Settings, profile: AgentProfile | None = None) -> SessionOptions:
-    """The call behaviour the settings (and the agent profile, where it says) describe."""
-    profile = profile or AgentProfile.built_in(settings)
-    return SessionOptions(
-        instructions=profile.instructions,
-        greeting=profile.greeting,
-        eou_silence_ms=settings.eou_silence_ms,
-        min_interruption_ms=settings.min_interruption_ms,
-        max_call_s=profile.limits.max_call_s or settings.max_call_s,
-        user_silence_timeout_s=settings.user_silence_timeout_s,
-        max_consecutive_failures=settings.max_consecutive_failures,
-        context_token_budget=settings.context_token_budget,
-        provider_timeout_s=settings.provider_timeout_s,
-        stt_language=settings.stt_language,
-    )
 
 
 # A claim outlives the token that could dispatch its call again (sessions start after the mint).
@@ -206,6 +189,19 @@ async def build_call_runner(
     return runner, tool_kit
 
 
+class WorkerStatus(Protocol):
+    """What the worker's `/healthz` reports (an `AgentWorker`)."""
+
+    @property
+    def worker_id(self) -> str | None: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def active_jobs(self) -> int: ...
+    @property
+    def draining(self) -> bool: ...
+
+
 HealthReport = Callable[[], tuple[dict[str, Any], int]]
 
 
@@ -217,13 +213,13 @@ def worker_health_app(report: HealthReport) -> web.Application:
         return web.json_response(body, status=status)
 
     app = web.Application()
-    app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_get("/metrics", metrics_endpoint(WORKER_REGISTRY))
     app.router.add_get("/healthz", healthz)
     return app
 
 
 @contextlib.asynccontextmanager
-async def _health_server(settings: Settings, worker: AgentWorker) -> AsyncIterator[None]:
+async def health_server(settings: Settings, worker: WorkerStatus) -> AsyncIterator[None]:
     """`/metrics` and `/healthz` (200 once registered with LiveKit) on the worker metrics port."""
     if settings.worker_metrics_port is None:
         yield
@@ -249,33 +245,24 @@ async def _health_server(settings: Settings, worker: AgentWorker) -> AsyncIterat
         await runner.cleanup()
 
 
-@contextlib.asynccontextmanager
-async def _journal_recovery(settings: Settings, sink: PostCallSink | None) -> AsyncIterator[None]:
-    """Hand over this host's orphaned journals now and every interval (with a queue only)."""
-    if sink is None:
-        yield
-        return
-    recovery = JournalRecovery(
-        directory=settings.data_dir / "calls",
-        sink=sink,
-        interval_s=settings.journal_recovery_interval_s,
-    )
-    recovery.start()
-    try:
-        yield
-    finally:
-        await recovery.aclose()
+async def run_worker(
+    settings: Settings,
+    *,
+    sink: CallRecordSink | None = None,
+    services: Sequence[AbstractAsyncContextManager[object]] = (),
+) -> None:
+    """Run the worker until SIGTERM/SIGINT, then drain.
 
-
-async def run_worker(settings: Settings) -> None:
-    """Run the worker until SIGTERM/SIGINT, then drain."""
+    Finished call records go to `sink` (default: a JSON file each under the data directory); a
+    sink that is an async context manager is entered first and closed after the drain.
+    `services` (such as the orphaned journal recovery) run beside the worker: entered after the
+    sink, before the worker takes calls, and closed after the drain.
+    """
     ffi_routing.install()  # before any room exists: see ffi_routing
     profile = load_profile(settings)
     if profile.voice is not None:
         settings = settings.model_copy(update={"tts_voice": profile.voice})
     providers = build_providers(settings)
-    # With Redis, finished calls go to the post-call queue (spooled first, so none is lost).
-    sink = PostCallSink.from_settings(settings) if settings.redis_url else None
     try:
         runner, tool_kit = await build_call_runner(settings, providers, profile=profile, sink=sink)
     except BaseException:
@@ -290,10 +277,10 @@ async def run_worker(settings: Settings) -> None:
         # Models for the first calls, loaded before the worker takes any (about 50 ms each).
         await runner.vad_models.prewarm(_PREWARMED_VAD_MODELS)
         async with (
-            sink if sink is not None else contextlib.nullcontext(),  # closes after the drain
-            _journal_recovery(settings, sink),
+            sink if isinstance(sink, AbstractAsyncContextManager) else contextlib.nullcontext(),
+            _services(services),
             AgentWorker(settings=settings, entrypoint=runner, options=options) as worker,
-            _health_server(settings, worker),
+            health_server(settings, worker),
         ):
             log.info("worker.started", agent_name=settings.agent_name, max_jobs=settings.max_jobs)
             stopping = asyncio.ensure_future(stop.wait())
@@ -312,3 +299,11 @@ async def run_worker(settings: Settings) -> None:
         await runner.aclose()
         await providers.aclose()
         await tool_kit.aclose()
+
+
+@contextlib.asynccontextmanager
+async def _services(services: Sequence[AbstractAsyncContextManager[object]]) -> AsyncIterator[None]:
+    async with contextlib.AsyncExitStack() as stack:
+        for service in services:
+            await stack.enter_async_context(service)
+        yield

@@ -14,6 +14,7 @@ import collections
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from livekit import rtc
 
@@ -26,6 +27,31 @@ FRAME_BYTES = FRAME_SAMPLES * 2
 QUEUE_MS = 100
 
 
+class AudioSink(Protocol):
+    """Where the speaker's frames go: an `rtc.AudioSource` (its short queue plays in real time)."""
+
+    @property
+    def queued_duration(self) -> float:
+        """Seconds of audio handed over but not yet played."""
+        ...
+
+    async def capture_frame(self, frame: rtc.AudioFrame) -> None:
+        """Queue a frame; waits while the queue is full."""
+        ...
+
+    def clear_queue(self) -> None:
+        """Drop what is queued and not yet played."""
+        ...
+
+    async def wait_for_playout(self) -> None:
+        """Until everything queued has been played."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the sink."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class _Frame:
     pcm: bytes
@@ -33,9 +59,9 @@ class _Frame:
 
 
 class AgentSpeaker:
-    """Plays agent speech into one `rtc.AudioSource`; one reply at a time."""
+    """Plays agent speech into one `rtc.AudioSource` (any `AudioSink`); one reply at a time."""
 
-    def __init__(self, *, source: rtc.AudioSource) -> None:
+    def __init__(self, *, source: AudioSink) -> None:
         self._source = source
         self._pending: collections.deque[_Frame] = collections.deque()
         self._played: collections.deque[_Frame] = collections.deque(maxlen=QUEUE_MS // FRAME_MS + 5)
@@ -131,10 +157,6 @@ class AgentSpeaker:
             self._resampler.flush()
         self._paused = False
         self._idle.set()
-
-    @property
-    def paused(self) -> bool:
-        return self._paused
 
     @property
     def speaking(self) -> bool:

@@ -29,11 +29,11 @@ from livekit.protocol import models as models_pb
 
 from voice_agent import __version__
 from voice_agent.agent import metrics
-from voice_agent.agent.backoff import ReconnectPolicy
 from voice_agent.agent.connection import WorkerConnection, websocket_url
 from voice_agent.agent.job import Entrypoint, JobContext, call_id_of, job_context_from_assignment
 from voice_agent.agent.jobs import JobSlots
 from voice_agent.agent.load import ProcessCpuMeter, worker_load
+from voice_agent.backoff import ReconnectPolicy
 from voice_agent.exceptions import DependencyUnavailableError
 from voice_agent.logging import get_logger
 from voice_agent.protocol import ATTR_AGENT_STATE, AgentState
@@ -277,10 +277,10 @@ class AgentWorker:
                     except DependencyUnavailableError as e:
                         self._log.warning("worker.disconnected", error=str(e))
                         attempt, error = 1, str(e)
-                    except Exception as e:  # a bug in handling one message must not end calls
+                    except Exception as e:  # noqa: BLE001 - one bad message must not end calls
                         self._log.error("worker.disconnected", error=repr(e), exc_info=e)
                         attempt, error = 1, repr(e)
-        except Exception as e:
+        except Exception as e:  # fatal, logged and stopped on (not swallowed)
             # Fatal (bad credentials, LiveKit gone for good): no call may outlive the worker.
             self._log.error("worker.failed", error=str(e), error_type=type(e).__name__)
             self._closing = True

@@ -13,7 +13,7 @@ import collections
 import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,10 +35,12 @@ from voice_agent.protocol import (
     ATTR_AGENT_STATE,
     ATTR_TRANSCRIPTION_FINAL,
     ATTR_TRANSCRIPTION_SEGMENT_ID,
+    PROTOCOL_VERSION,
     TOPIC_AGENT_TURNS,
     TOPIC_CLIENT_ACTIONS,
     TOPIC_CLIENT_EVENTS,
     TOPIC_TRANSCRIPTION,
+    TurnKind,
 )
 
 log = get_logger("caller")
@@ -101,6 +103,7 @@ class _Listening:
     audio_heard: asyncio.Event = field(default_factory=asyncio.Event)
     agent_joined: asyncio.Event = field(default_factory=asyncio.Event)
     agent_left: asyncio.Event = field(default_factory=asyncio.Event)
+    goodbye: asyncio.Event = field(default_factory=asyncio.Event)  # the agent's goodbye turn
     agent_identity: str | None = None
     ended_by_server: asyncio.Event = field(default_factory=asyncio.Event)
     disconnect_reason: str | None = None
@@ -117,6 +120,7 @@ class SimulatedCaller:
         self._speech_done = asyncio.Event()
         self._speech_ended_at = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._caption_reads: set[asyncio.Task[None]] = set()
         self._room = rtc.Room()
         self._grant: dict[str, Any] = {}
 
@@ -129,7 +133,7 @@ class SimulatedCaller:
             self._grant = dict(self._opts.grant) if self._opts.grant else await self._fetch_token()
             await self._join()
             if self._opts.wait_for_greeting:
-                greeting = (await self._next_turn("greeting"))["agent_text"]
+                greeting = (await self._next_turn(TurnKind.GREETING))["agent_text"]
             if self._opts.before_first_turn is not None:
                 await self._opts.before_first_turn()
             for i, utterance in enumerate(self._opts.utterances):
@@ -147,6 +151,7 @@ class SimulatedCaller:
                     await asyncio.wait_for(
                         self._heard.agent_left.wait(), self._opts.trailing_silence_s
                     )
+                    await self._settle_departure()
         except CallFailedError as e:
             error = str(e)
         except (aiohttp.ClientError, rtc.ConnectError, OSError) as e:
@@ -241,7 +246,7 @@ class SimulatedCaller:
             expected = 2
         turns = []
         for i in range(expected):
-            turn = await self._next_turn("reply")
+            turn = await self._next_turn(TurnKind.REPLY)
             turn["caller_voice_to_voice_ms"] = v2v[i] if i < len(v2v) else None
             turns.append(turn)
         return turns
@@ -275,7 +280,7 @@ class SimulatedCaller:
             return None
         return round((self._heard.audio_heard_at - ended) * 1000, 1)
 
-    async def _next_turn(self, kind: str) -> dict[str, Any]:
+    async def _next_turn(self, kind: TurnKind) -> dict[str, Any]:
         deadline = time.monotonic() + self._opts.turn_timeout_s
         while True:
             remaining = deadline - time.monotonic()
@@ -311,6 +316,15 @@ class SimulatedCaller:
                     "interrupted": bool(turn.get("interrupted", False)),
                     "metrics": turn.get("metrics", {}),
                 }
+
+    async def _settle_departure(self) -> None:
+        """The agent hung up: its goodbye turn and captions, sent just before it left, may still
+        be on their way (data and signalling travel different paths); let them arrive."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._heard.goodbye.wait(), _DEPARTURE_GRACE_S)
+        reading = [task for task in self._caption_reads if not task.done()]
+        if reading:
+            await asyncio.wait(reading, timeout=_DEPARTURE_GRACE_S)
 
     async def _turn_in_flight(self) -> bool:
         """After the agent left: whether a turn message still arrives within a short grace."""
@@ -411,6 +425,8 @@ class SimulatedCaller:
             message = json.loads(packet.data)
             if isinstance(message, dict) and message.get("type") == "turn":
                 self._heard.turns.put_nowait(message)
+                if message.get("kind") == TurnKind.GOODBYE:
+                    self._heard.goodbye.set()
 
     def _on_client_action(self, data: bytes) -> None:
         """Keep what the agent asked of the app; answer confirmations as the options say."""
@@ -426,12 +442,17 @@ class SimulatedCaller:
                 return
             answer = {
                 "type": "user_confirmed",
-                "v": 1,
+                "v": PROTOCOL_VERSION,
                 "id": message.get("id"),
                 "ok": self._opts.confirm,
             }
         else:
-            answer = {"type": "action_result", "v": 1, "id": message.get("id"), "ok": True}
+            answer = {
+                "type": "action_result",
+                "v": PROTOCOL_VERSION,
+                "id": message.get("id"),
+                "ok": True,
+            }
         self._spawn(
             self._room.local_participant.publish_data(
                 json.dumps(answer), reliable=True, topic=TOPIC_CLIENT_EVENTS
@@ -439,7 +460,9 @@ class SimulatedCaller:
         )
 
     def _on_caption(self, reader: rtc.TextStreamReader, sender: str) -> None:
-        self._spawn(self._read_caption(reader, sender))
+        task = self._spawn(self._read_caption(reader, sender))
+        self._caption_reads.add(task)
+        task.add_done_callback(self._caption_reads.discard)
 
     async def _read_caption(self, reader: rtc.TextStreamReader, sender: str) -> None:
         attrs = reader.info.attributes or {}
@@ -456,10 +479,11 @@ class SimulatedCaller:
         entry["text"] = text
         entry["final"] = final
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _hang_up(self) -> None:
         for task in list(self._tasks):

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from voice_agent.agent.backoff import ReconnectPolicy
+from voice_agent.backoff import ReconnectPolicy
 from voice_agent.devstack.processes import ManagedProcess
 from voice_agent.exceptions import DevStackError
 from voice_agent.logging import get_logger

@@ -1,10 +1,10 @@
 """The conversation sent to the LLM: chat history bounded by a token budget.
 
-Messages are plain dicts in OpenAI chat format (`{"role": ..., "content": ..., ...}`), so this
-module depends on no provider. The system prompt is always kept; the oldest turns go first when the
-history passes its budget, and a one-line note in the system message says what the caller had said
-in them. A turn starts at a user message; no cut falls between an assistant message's tool_calls
-and any of their results, so a call and its results leave together.
+Messages are `ChatMessage`s (immutable), the same type a reply produces and an LLM receives; the
+provider turns them into its wire format. The system prompt is always kept; the oldest turns go
+first when the history passes its budget, and a one-line note in the system message says what the
+caller had said in them. A turn starts at a user message; no cut falls between an assistant
+message's tool calls and any of their results, so a call and its results leave together.
 
 Tokens are estimated as characters / 4 plus a small per-message overhead: cheap, offline, and
 close enough for English to keep a budget (real tokenizers vary by model anyway).
@@ -12,39 +12,27 @@ close enough for English to keep a budget (real tokenizers vary by model anyway)
 
 from __future__ import annotations
 
-import copy
-import json
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
-__all__ = ["ConversationContext", "Message", "TokenEstimator", "estimate_tokens"]
+from voice_agent.chat import ChatMessage, Role, ToolCall
 
-Message = dict[str, Any]
-TokenEstimator = Callable[[Mapping[str, Any]], int]
+__all__ = ["ConversationContext", "TokenEstimator", "estimate_tokens"]
+
+TokenEstimator = Callable[[ChatMessage], int]
 
 _MESSAGE_OVERHEAD_TOKENS = 4  # role and separators, as OpenAI's chat formats spend about that
+_TOOL_CALL_OVERHEAD_CHARS = 70  # a call's JSON on the wire besides its id, name and arguments
 _CHARS_PER_TOKEN = 4
-_HISTORY_ROLES = frozenset({"user", "assistant", "tool"})
+_HISTORY_ROLES = frozenset({Role.USER, Role.ASSISTANT, Role.TOOL})
 _QUOTE_CHARS = 48  # how much of each dropped user message the note quotes
 
 
-def estimate_tokens(message: Mapping[str, Any]) -> int:
+def estimate_tokens(message: ChatMessage) -> int:
     """Approximate tokens of one message: its text and tool calls at ~4 characters a token."""
-    chars = 0
-    content = message.get("content")
-    if isinstance(content, str):
-        chars += len(content)
-    elif isinstance(content, list):
-        for part in content:
-            text = part.get("text") if isinstance(part, Mapping) else None
-            chars += len(text) if isinstance(text, str) else len(json.dumps(part, default=str))
-    for call in message.get("tool_calls") or ():
-        chars += len(json.dumps(call, default=str))
-    for key in ("name", "tool_call_id"):
-        value = message.get(key)
-        if isinstance(value, str):
-            chars += len(value)
+    chars = len(message.content or "") + len(message.tool_call_id or "")
+    for call in message.tool_calls:
+        chars += _TOOL_CALL_OVERHEAD_CHARS + len(call.id) + len(call.name) + len(call.arguments)
     return _MESSAGE_OVERHEAD_TOKENS + math.ceil(chars / _CHARS_PER_TOKEN)
 
 
@@ -67,7 +55,7 @@ class ConversationContext:
         self._summarize = summarize_dropped
         self._note_max_chars = note_max_chars
         self._estimate = token_estimator
-        self._history: list[tuple[Message, int]] = []  # kept messages and their token estimates
+        self._history: list[tuple[ChatMessage, int]] = []  # kept messages and their token estimates
         self._dropped_count = 0
         self._dropped_quotes: list[str] = []
         self._dropped_call_ids: set[str] = set()
@@ -106,42 +94,39 @@ class ConversationContext:
         """Messages kept besides the system prompt."""
         return len(self._history)
 
-    def add(self, message: Mapping[str, Any]) -> None:
-        """Append a user, assistant or tool message (a copy), then trim to the budget.
+    def add(self, message: ChatMessage) -> None:
+        """Append a user, assistant or tool message, then trim to the budget.
 
         A tool result whose call was already dropped is dropped too: sent alone it is invalid.
         """
         _check(message)
-        if message["role"] == "tool" and message["tool_call_id"] in self._dropped_call_ids:
+        if message.role is Role.TOOL and message.tool_call_id in self._dropped_call_ids:
             self._dropped_count += 1
             return
-        kept = copy.deepcopy(dict(message))
-        self._history.append((kept, self._estimate(kept)))
+        self._history.append((message, self._estimate(message)))
         self._trim()
 
     def add_user(self, text: str) -> None:
         """Append what the caller said."""
-        self.add({"role": "user", "content": text})
+        self.add(ChatMessage.user(text))
 
-    def add_assistant(self, text: str, *, tool_calls: Sequence[Mapping[str, Any]] = ()) -> None:
+    def add_assistant(self, text: str, *, tool_calls: Sequence[ToolCall] = ()) -> None:
         """Append the agent's reply, with the tool calls it made, if any."""
-        message: Message = {"role": "assistant", "content": text}
-        if tool_calls:
-            message["tool_calls"] = [dict(call) for call in tool_calls]
-        self.add(message)
+        self.add(ChatMessage.assistant(text, tool_calls=tool_calls))
 
     def add_tool_result(self, *, tool_call_id: str, content: str) -> None:
         """Append the result of the tool call with this id."""
-        self.add({"role": "tool", "tool_call_id": tool_call_id, "content": content})
+        self.add(ChatMessage.tool(tool_call_id, content))
 
-    def messages(self) -> list[Message]:
-        """The messages to send: the system message first, then the kept history (copies)."""
-        return [self._system_message(), *(copy.deepcopy(m) for m, _ in self._history)]
+    def messages(self) -> list[ChatMessage]:
+        """The messages to send: the system message first, then the kept history."""
+        return [self._system_message(), *(m for m, _ in self._history)]
 
-    def _system_message(self) -> Message:
+    def _system_message(self) -> ChatMessage:
         note = self._note()
-        content = f"{self._system_prompt}\n\n{note}" if note else self._system_prompt
-        return {"role": "system", "content": content}
+        return ChatMessage.system(
+            f"{self._system_prompt}\n\n{note}" if note else self._system_prompt
+        )
 
     def _note(self) -> str:
         if not self._summarize or self._dropped_count == 0:
@@ -163,37 +148,35 @@ class ConversationContext:
             dropped = self._history[: units[0]]
             del self._history[: units[0]]
             self._dropped_count += len(dropped)
-            self._dropped_quotes.extend(_quote(m) for m, _ in dropped if m["role"] == "user")
+            self._dropped_quotes.extend(_quote(m) for m, _ in dropped if m.role is Role.USER)
             self._dropped_call_ids.update(_call_ids(m for m, _ in dropped))
             # Only what fits in a note is ever shown; keep the list bounded on long calls.
             del self._dropped_quotes[: -max(1, self._note_max_chars // 8)]
 
 
-def _check(message: Mapping[str, Any]) -> None:
-    role = message.get("role")
-    if role not in _HISTORY_ROLES:
-        raise ValueError(f"role must be one of {sorted(_HISTORY_ROLES)}, not {role!r}")
-    if role == "tool" and not isinstance(message.get("tool_call_id"), str):
-        raise ValueError("a tool message needs its tool_call_id")
-    if role == "assistant" and message.get("content") is None and not message.get("tool_calls"):
+def _check(message: ChatMessage) -> None:
+    if message.role not in _HISTORY_ROLES:
+        raise ValueError(f"role must be one of {sorted(_HISTORY_ROLES)}, not {message.role!r}")
+    if message.role is Role.ASSISTANT and message.content is None and not message.tool_calls:
         raise ValueError("an assistant message needs content or tool_calls")
 
 
-def _turn_lengths(history: Sequence[Mapping[str, Any]]) -> list[int]:
+def _turn_lengths(history: Sequence[ChatMessage]) -> list[int]:
     """Sizes of the droppable units: cut before a user message unless a tool call spans it."""
     call_index: dict[str, int] = {}
     last_result: dict[int, int] = {}  # assistant index -> index of its last tool result
     for i, message in enumerate(history):
-        if message["role"] == "assistant":
-            call_index.update((call_id, i) for call_id in _call_ids([message]))
+        if message.role is Role.ASSISTANT:
+            call_index.update((call.id, i) for call in message.tool_calls)
         elif (
-            message["role"] == "tool" and (a := call_index.get(message["tool_call_id"])) is not None
+            message.role is Role.TOOL
+            and (a := call_index.get(message.tool_call_id or "")) is not None
         ):
             last_result[a] = i
     lengths: list[int] = []
     start, reach = 0, -1  # reach: the furthest result of any call made before i
     for i, message in enumerate(history):
-        if message["role"] == "user" and i > start and reach < i:
+        if message.role is Role.USER and i > start and reach < i:
             lengths.append(i - start)
             start = i
         reach = max(reach, last_result.get(i, -1))
@@ -202,15 +185,12 @@ def _turn_lengths(history: Sequence[Mapping[str, Any]]) -> list[int]:
     return lengths
 
 
-def _call_ids(messages: Iterable[Mapping[str, Any]]) -> Iterator[str]:
+def _call_ids(messages: Iterable[ChatMessage]) -> Iterator[str]:
     for message in messages:
-        for call in message.get("tool_calls") or ():
-            if isinstance(call, Mapping) and isinstance(call.get("id"), str):
-                yield call["id"]
+        for call in message.tool_calls:
+            yield call.id
 
 
-def _quote(message: Mapping[str, Any]) -> str:
-    content = message.get("content")
-    text = " ".join(content.split()) if isinstance(content, str) else "[non-text content]"
-    text = text.replace('"', "'")
+def _quote(message: ChatMessage) -> str:
+    text = " ".join((message.content or "").split()).replace('"', "'")
     return text if len(text) <= _QUOTE_CHARS else text[: _QUOTE_CHARS - 1].rstrip() + "\u2026"

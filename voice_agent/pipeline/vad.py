@@ -190,6 +190,14 @@ class VoiceActivityDetector:
         return (self._position - self._onset) / SAMPLE_RATE
 
     @property
+    def voiced_s(self) -> float:
+        """Seconds from the onset of the ongoing speech to its last voiced window: how long the
+        caller has spoken so far, without the silence since (0.0 when not speaking)."""
+        if self._state is not _State.SPEECH:
+            return 0.0
+        return max(self._last_voiced_end - self._onset, 0) / SAMPLE_RATE
+
+    @property
     def stream_time_s(self) -> float:
         """Seconds of audio scored so far."""
         return self._position / SAMPLE_RATE

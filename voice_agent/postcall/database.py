@@ -1,4 +1,4 @@
-"""The store's database engine: URL normalisation, SQLite pragmas and transaction control.
+"""The store's database engine: SQLite pragmas and transaction control (URLs: `database_url.py`).
 
 SQLite gets WAL (readers never wait for the writer), a busy timeout (writers queue instead of
 failing), foreign keys, and its transactions from us rather than from the driver: a write
@@ -17,6 +17,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from voice_agent.database_url import normalise_url
 from voice_agent.datadir import private_file
 from voice_agent.exceptions import ConfigError
 
@@ -40,31 +41,6 @@ def _sqlite_pragmas(busy_timeout_ms: int) -> Any:
 def _sqlite_begin(conn: sa.Connection) -> None:
     mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
     conn.exec_driver_sql(f"BEGIN {mode}")
-
-
-def safe_url(url: str) -> str:
-    """The URL with any password hidden, for logs."""
-    return make_url(url).render_as_string(hide_password=True)
-
-
-def normalise_url(url: str) -> str:
-    """The async driver URL for a user's database URL (`postgresql://` → asyncpg, etc.)."""
-    for plain, driver in (
-        ("postgresql://", "postgresql+asyncpg://"),
-        ("postgres://", "postgresql+asyncpg://"),
-        ("sqlite://", "sqlite+aiosqlite://"),
-    ):
-        if url.startswith(plain):
-            return driver + url[len(plain) :]
-    if url.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
-        return url
-    raise ConfigError(
-        f"VOICE_AGENT_DATABASE_URL must be a postgresql:// or sqlite:/// URL, got {_scheme(url)!r}"
-    )
-
-
-def _scheme(url: str) -> str:
-    return url.split("://", 1)[0] if "://" in url else "(no scheme)"
 
 
 def create_engine(url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> AsyncEngine:

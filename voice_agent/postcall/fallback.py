@@ -7,13 +7,14 @@ happened, not what it meant.
 
 from __future__ import annotations
 
-from voice_agent.agent.call_record import CallRecord, ToolAuditEntry
+from voice_agent.call_record import CallRecord
 from voice_agent.postcall.models import (
     ActionItem,
     EmailDraft,
     PostCallReport,
     TicketFields,
 )
+from voice_agent.tooling.audit import ToolAuditEntry
 
 _SUMMARY_MAX = 2000
 _DESCRIPTION_MAX = 5000

@@ -17,8 +17,8 @@ from typing import Self
 
 from redis.exceptions import RedisError
 
-from voice_agent.agent.backoff import ReconnectPolicy
-from voice_agent.agent.call_record import CallRecord
+from voice_agent.backoff import ReconnectPolicy
+from voice_agent.call_record import CallRecord
 from voice_agent.logging import get_logger
 from voice_agent.postcall.queue import PostCallQueue, connect
 from voice_agent.postcall.spool import RecordSpool

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from voice_agent.agent.call_record import CallRecord
+from voice_agent.call_record import CallRecord
 
 
 class CallStatus(StrEnum):

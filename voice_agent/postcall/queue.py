@@ -26,7 +26,7 @@ from typing import Any
 from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool
 
-from voice_agent.agent.call_record import CallRecord
+from voice_agent.call_record import CallRecord
 
 QUEUE_NAME = "postcall:queue"
 JOB_FUNCTION = "process_call"

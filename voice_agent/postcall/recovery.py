@@ -34,8 +34,9 @@ import os
 import socket
 import time
 from pathlib import Path
+from typing import Self
 
-from voice_agent.agent.call_record import CallEvent, CallJournal, CallRecord
+from voice_agent.call_record import CallEvent, CallJournal, CallRecord
 from voice_agent.logging import get_logger
 from voice_agent.postcall.handover import DELIVERY_ERRORS, PostCallSink
 from voice_agent.postcall.queue import StoredMark, job_id_for, valid_call_id
@@ -193,3 +194,10 @@ class JournalRecovery:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    async def __aenter__(self) -> Self:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

@@ -29,7 +29,7 @@ import openai
 from openai.types.chat import ChatCompletionMessageParam
 from pydantic import ValidationError
 
-from voice_agent.agent.call_record import CallRecord
+from voice_agent.call_record import CallRecord
 from voice_agent.exceptions import ProviderResponseError
 from voice_agent.logging import get_logger
 from voice_agent.postcall.fallback import fallback_report

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from voice_agent.agent.call_record import CallRecord
+from voice_agent.call_record import CallRecord
 from voice_agent.postcall.models import PostCallReport
 
 LOW_CONFIDENCE = "low_confidence"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from voice_agent.agent.call_record import CallRecord
+from voice_agent.call_record import CallRecord
 from voice_agent.datadir import open_private, private_dir
 from voice_agent.logging import get_logger
 from voice_agent.postcall.queue import valid_call_id

@@ -26,7 +26,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from voice_agent.agent.call_record import CallRecord
+from voice_agent.call_record import CallRecord
+from voice_agent.database_url import safe_url
 from voice_agent.exceptions import InvalidCursorError, UnknownCallError
 from voice_agent.logging import get_logger
 from voice_agent.postcall import database, migrations
@@ -143,7 +144,7 @@ class ReportStore:
             "store.opened",
             backend=store._dialect,
             schema_version=version,
-            url=database.safe_url(url),
+            url=safe_url(url),
         )
         return store
 

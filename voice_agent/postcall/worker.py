@@ -38,8 +38,8 @@ import aiohttp
 from arq.worker import Retry, Worker, func
 from redis.exceptions import RedisError
 
-from voice_agent.agent.backoff import ReconnectPolicy
-from voice_agent.agent.call_record import CallRecord
+from voice_agent.backoff import ReconnectPolicy
+from voice_agent.call_record import CallRecord
 from voice_agent.exceptions import ConfigError, ProviderError, ToolLoadError
 from voice_agent.logging import bound_contextvars, get_logger
 from voice_agent.postcall.handover import DELIVERY_ERRORS, SpoolFlusher, spool_for

@@ -1,21 +1,19 @@
 """Model providers: one module per vendor and capability, behind the interfaces in `base`.
 
 `openai_stt`, `openai_llm`, `openai_tts` talk to OpenAI or any OpenAI-compatible server;
-`fake` holds scripted fakes for unit tests.
+`local_stt`, `local_tts` run speech on this machine; `fallback` and `retry` wrap any of them;
+`fake` holds scripted fakes for unit tests. The messages an LLM takes are `voice_agent.chat`'s.
 """
 
 from voice_agent.providers.base import (
     LLM,
     STT,
     TTS,
-    ChatMessage,
     LLMCapabilities,
     LLMDelta,
     PcmAudio,
     Provider,
-    Role,
     STTCapabilities,
-    ToolCall,
     Transcript,
     TranscriptEvent,
     TTSCapabilities,
@@ -26,15 +24,12 @@ __all__ = [
     "LLM",
     "STT",
     "TTS",
-    "ChatMessage",
     "LLMCapabilities",
     "LLMDelta",
     "PcmAudio",
     "Provider",
-    "Role",
     "STTCapabilities",
     "TTSCapabilities",
-    "ToolCall",
     "Transcript",
     "TranscriptEvent",
     "Usage",

@@ -18,9 +18,10 @@ import wave
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from types import TracebackType
 from typing import Any, Self
+
+from voice_agent.chat import ChatMessage, ToolCall
 
 SAMPLE_WIDTH = 2  # bytes per sample: 16-bit PCM throughout
 
@@ -138,81 +139,6 @@ class STT(Provider, ABC):
 
 
 # Language model
-
-
-class Role(StrEnum):
-    """Who says a chat message."""
-
-    SYSTEM = "system"
-    USER = "user"
-    ASSISTANT = "assistant"
-    TOOL = "tool"
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCall:
-    """A completed tool call from the model; `arguments` is a JSON string, not yet validated."""
-
-    id: str
-    name: str
-    arguments: str
-
-    def to_openai(self) -> dict[str, Any]:
-        """The call in the OpenAI chat wire format."""
-        return {
-            "id": self.id,
-            "type": "function",
-            "function": {"name": self.name, "arguments": self.arguments},
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class ChatMessage:
-    """One message of a conversation."""
-
-    role: Role
-    content: str | None = None
-    tool_calls: tuple[ToolCall, ...] = ()
-    tool_call_id: str | None = None  # on tool results: which call this answers
-
-    def __post_init__(self) -> None:
-        if self.tool_calls and self.role is not Role.ASSISTANT:
-            raise ValueError("only assistant messages carry tool calls")
-        if (self.role is Role.TOOL) != (self.tool_call_id is not None):
-            raise ValueError("tool messages, and only they, need a tool_call_id")
-
-    @classmethod
-    def system(cls, content: str) -> ChatMessage:
-        """Instructions for the model."""
-        return cls(role=Role.SYSTEM, content=content)
-
-    @classmethod
-    def user(cls, content: str) -> ChatMessage:
-        """What the caller said."""
-        return cls(role=Role.USER, content=content)
-
-    @classmethod
-    def assistant(
-        cls, content: str | None = None, *, tool_calls: Sequence[ToolCall] = ()
-    ) -> ChatMessage:
-        """What the agent said, and the tools it called."""
-        return cls(role=Role.ASSISTANT, content=content, tool_calls=tuple(tool_calls))
-
-    @classmethod
-    def tool(cls, tool_call_id: str, content: str) -> ChatMessage:
-        """A tool's result, answering one call."""
-        return cls(role=Role.TOOL, content=content, tool_call_id=tool_call_id)
-
-    def to_openai(self) -> dict[str, Any]:
-        """The message in the OpenAI chat wire format."""
-        # Content is "" rather than null, also beside tool calls: llama.cpp's server answers 500
-        # to a null content.
-        message: dict[str, Any] = {"role": self.role.value, "content": self.content or ""}
-        if self.tool_calls:
-            message["tool_calls"] = [call.to_openai() for call in self.tool_calls]
-        if self.tool_call_id is not None:
-            message["tool_call_id"] = self.tool_call_id
-        return message
 
 
 @dataclass(frozen=True, slots=True)

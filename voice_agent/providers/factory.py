@@ -10,6 +10,7 @@ from voice_agent.providers.fallback import FallbackLLM, FallbackSTT, FallbackTTS
 from voice_agent.providers.openai_llm import OpenAILLM
 from voice_agent.providers.openai_stt import OpenAISTT
 from voice_agent.providers.openai_tts import OpenAITTS
+from voice_agent.providers.retry import RetryingLLM, RetryingSTT, RetryingTTS
 from voice_agent.settings import LLMProviderKind, Settings, STTProviderKind, TTSProviderKind
 
 
@@ -71,19 +72,25 @@ def _tts(kind: TTSProviderKind, settings: Settings) -> TTS:
 
 
 def build_providers(settings: Settings) -> Providers:
-    """The configured providers, each with its fallback when one is set.
+    """The configured providers, each with its fallback when one is set, each retried by the one
+    rule of `retry.py` (around the chain, so a retry may reach the fallback again).
 
     A `ConfigError` names what is missing. The local providers are imported only when chosen:
     their packages are an optional extra.
     """
     switch = settings.fallback_after_s
-    stt = _stt(settings.stt_provider, settings)
+    silent = settings.provider_timeout_s
+    stt = _stt(settings.stt, settings)
     if settings.stt_fallback is not None:
         stt = FallbackSTT(stt, _stt(settings.stt_fallback, settings), switch_after_s=switch)
-    llm = _llm(settings.llm_provider, settings)
+    llm = _llm(settings.llm, settings)
     if settings.llm_fallback is not None:
         llm = FallbackLLM(llm, _llm(settings.llm_fallback, settings), switch_after_s=switch)
-    tts = _tts(settings.tts_provider, settings)
+    tts = _tts(settings.tts, settings)
     if settings.tts_fallback is not None:
         tts = FallbackTTS(tts, _tts(settings.tts_fallback, settings), switch_after_s=switch)
-    return Providers(stt=stt, llm=llm, tts=tts)
+    return Providers(
+        stt=RetryingSTT(stt, silence_timeout_s=silent),
+        llm=RetryingLLM(llm, silence_timeout_s=silent),
+        tts=RetryingTTS(tts, silence_timeout_s=silent),
+    )

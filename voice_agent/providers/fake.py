@@ -23,18 +23,17 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
+from voice_agent.chat import ChatMessage, ToolCall
 from voice_agent.exceptions import ProviderError
 from voice_agent.providers.base import (
     LLM,
     SAMPLE_WIDTH,
     STT,
     TTS,
-    ChatMessage,
     LLMCapabilities,
     LLMDelta,
     PcmAudio,
     STTCapabilities,
-    ToolCall,
     Transcript,
     TranscriptEvent,
     TTSCapabilities,

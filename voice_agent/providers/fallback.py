@@ -15,13 +15,14 @@ from typing import Any, TypeVar
 
 from prometheus_client import Counter
 
+from voice_agent.chat import ChatMessage
 from voice_agent.exceptions import ProviderError
 from voice_agent.logging import get_logger
+from voice_agent.metrics import WORKER_REGISTRY
 from voice_agent.providers.base import (
     LLM,
     STT,
     TTS,
-    ChatMessage,
     LLMDelta,
     PcmAudio,
     Provider,
@@ -35,6 +36,7 @@ FALLBACKS = Counter(
     "voice_agent_provider_fallbacks_total",
     "Requests the secondary provider served because the primary failed.",
     ["stage"],
+    registry=WORKER_REGISTRY,
 )
 
 T = TypeVar("T")

@@ -13,15 +13,9 @@ from openai.types.chat import (
 )
 from openai.types.chat.chat_completion_chunk import ChoiceDeltaToolCall
 
+from voice_agent.chat import ChatMessage, ToolCall
 from voice_agent.exceptions import ProviderResponseError
-from voice_agent.providers.base import (
-    LLM,
-    ChatMessage,
-    LLMCapabilities,
-    LLMDelta,
-    ToolCall,
-    Usage,
-)
+from voice_agent.providers.base import LLM, LLMCapabilities, LLMDelta, Usage
 from voice_agent.providers.openai_connection import OpenAIConnection, translate_errors
 from voice_agent.settings import Settings
 
@@ -49,8 +43,7 @@ class OpenAILLM(LLM):
         self, messages: Sequence[ChatMessage], *, tools: list[dict[str, Any]] | None = None
     ) -> AsyncGenerator[LLMDelta, None]:
         """Stream the answer: text deltas, then one delta with tool calls, usage and finish."""
-        # Our dicts follow the wire format these TypedDicts describe.
-        wire_messages = cast(list[ChatCompletionMessageParam], [m.to_openai() for m in messages])
+        wire_messages = [wire_message(m) for m in messages]
         wire_tools = cast(list[ChatCompletionToolUnionParam], tools) if tools else openai.omit
         calls = _ToolCallAssembler()
         usage: Usage | None = None
@@ -80,6 +73,27 @@ class OpenAILLM(LLM):
                         if choice.delta.content:
                             yield LLMDelta(text=choice.delta.content)
         yield LLMDelta(tool_calls=calls.completed(), usage=usage, finish_reason=finish_reason)
+
+
+def wire_message(message: ChatMessage) -> ChatCompletionMessageParam:
+    """A message in the OpenAI chat wire format."""
+    # Content is "" rather than null, also beside tool calls: llama.cpp's server answers 500 to
+    # a null content.
+    wire: dict[str, Any] = {"role": message.role.value, "content": message.content or ""}
+    if message.tool_calls:
+        wire["tool_calls"] = [wire_tool_call(call) for call in message.tool_calls]
+    if message.tool_call_id is not None:
+        wire["tool_call_id"] = message.tool_call_id
+    return cast(ChatCompletionMessageParam, wire)  # the shape that TypedDict union describes
+
+
+def wire_tool_call(call: ToolCall) -> dict[str, Any]:
+    """A tool call in the OpenAI chat wire format (arguments stay the JSON text the model wrote)."""
+    return {
+        "id": call.id,
+        "type": "function",
+        "function": {"name": call.name, "arguments": call.arguments},
+    }
 
 
 @dataclass

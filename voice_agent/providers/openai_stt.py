@@ -9,13 +9,7 @@ from openai.types.audio import TranscriptionTextDeltaEvent, TranscriptionTextDon
 from openai.types.audio.transcription_language import TranscriptionLanguage
 
 from voice_agent.exceptions import ProviderResponseError
-from voice_agent.providers.base import (
-    STT,
-    PcmAudio,
-    STTCapabilities,
-    Transcript,
-    TranscriptEvent,
-)
+from voice_agent.providers.base import STT, PcmAudio, STTCapabilities, Transcript, TranscriptEvent
 from voice_agent.providers.openai_connection import OpenAIConnection, translate_errors
 from voice_agent.settings import Settings
 

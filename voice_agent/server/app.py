@@ -14,6 +14,7 @@ from livekit import api
 
 from voice_agent.exceptions import AuthError
 from voice_agent.logging import get_logger
+from voice_agent.metrics import TOKEN_SERVICE_REGISTRY, metrics_endpoint
 from voice_agent.profile import load_profile
 from voice_agent.server import (
     calls_api,
@@ -68,6 +69,8 @@ async def _rate_limiter(app: web.Application) -> AsyncIterator[None]:
 
 
 def _metrics_guard(token: str | None) -> Handler:
+    metrics = metrics_endpoint(TOKEN_SERVICE_REGISTRY)
+
     async def guarded(request: web.Request) -> web.StreamResponse:
         if token is not None:
             try:
@@ -76,7 +79,7 @@ def _metrics_guard(token: str | None) -> Handler:
                 given = ""
             if not hmac.compare_digest(given.encode(), token.encode()):
                 return error_response(401, "unauthorized", "metrics need the metrics bearer token")
-        return await health.metrics_endpoint(request)
+        return await metrics(request)
 
     return guarded
 

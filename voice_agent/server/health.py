@@ -1,4 +1,4 @@
-"""`/healthz` (alive), `/readyz` (dependencies answer), `/metrics` (Prometheus)."""
+"""`/healthz` (alive) and `/readyz` (dependencies answer)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import prometheus_client
 from aiohttp import web
 from livekit import api
 
@@ -54,7 +53,7 @@ async def _check(name: str, probe: Probe, timeout_s: float) -> tuple[str, str | 
     except TimeoutError:
         log.warning("readiness.failed", dependency=name, error="timeout", timeout_s=timeout_s)
         return name, "timeout"
-    except Exception as e:  # any failure of a dependency reads as "not ready"; its text is logged
+    except Exception as e:  # noqa: BLE001 - any dependency failure is "not ready"; its text is logged
         log.warning(
             "readiness.failed",
             dependency=name,
@@ -85,9 +84,3 @@ async def readyz(request: web.Request) -> web.Response:
             metrics.READINESS.labels(dependency=name).inc()
         return error_response(503, "not_ready", {"failing": failing, "checks": status})
     return web.json_response({"status": "ready", "checks": status})
-
-
-async def metrics_endpoint(request: web.Request) -> web.Response:
-    """Prometheus exposition of this process's metrics."""
-    body = prometheus_client.generate_latest()
-    return web.Response(body=body, headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST})

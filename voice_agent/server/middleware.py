@@ -41,7 +41,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
                 e.reason,
                 headers={k: v for k, v in e.headers.items() if k in ("Allow", "Retry-After")},
             )
-        except Exception:
+        except Exception:  # any unhandled error is a JSON 500, logged
             log.exception("http.unhandled_error", method=request.method, path=request.path)
             response = error_response(500, "internal_error", "the server failed; see its logs")
         response.headers["X-Request-ID"] = request_id

@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from voice_agent.agent.call_record import CallRecord
+from voice_agent.call_record import CallRecord
 from voice_agent.postcall.models import CallDetail
 from voice_agent.postcall.queue import valid_call_id
 from voice_agent.postcall.store import ReportStore

@@ -24,7 +24,7 @@ from google.protobuf import json_format
 from livekit import api
 from redis.exceptions import RedisError
 
-from voice_agent.agent.call_record import CallJournal, CallRecord
+from voice_agent.call_record import CallJournal, CallRecord
 from voice_agent.logging import bound_contextvars, get_logger
 from voice_agent.postcall.handover import spool_for
 from voice_agent.postcall.queue import PostCallQueue, connect, valid_call_id
@@ -148,7 +148,7 @@ async def livekit_webhook(request: web.Request) -> web.Response:
     except json_format.ParseError as e:  # signed (the hash matched), but not a webhook event
         log.warning("webhook.rejected", reason="not a webhook event", error=str(e)[:200])
         return error_response(400, "bad_request", "the body is not a LiveKit webhook event")
-    except Exception as e:  # livekit-api raises plain Exceptions (and jwt errors)
+    except Exception as e:  # noqa: BLE001 - livekit-api raises plain Exceptions (and jwt errors)
         log.warning("webhook.rejected", reason=type(e).__name__)
         return error_response(401, "unauthorized", "invalid webhook signature")
     if event.event != "room_finished":

@@ -32,6 +32,7 @@ from purgatory.domain.model import CLOSED, HALF_OPENED, OPENED, ClosedState, Ope
 from purgatory.service._async.circuitbreaker import AsyncCircuitBreaker
 
 from voice_agent.logging import get_logger
+from voice_agent.metrics import WORKER_REGISTRY
 from voice_agent.settings import Settings
 from voice_agent.tooling.shared_breakers import SharedBreakerState
 
@@ -45,12 +46,14 @@ BREAKER_OPEN = Gauge(
     "1 while the tool's circuit breaker is open in this worker. scope=shared: the breakers of all "
     "workers on one Redis open and close together; scope=process: this worker's alone.",
     ["tool", "scope"],
+    registry=WORKER_REGISTRY,
 )
 BREAKER_TRANSITIONS = Counter(
     "voice_agent_tool_breaker_transitions_total",
     "Breaker state changes in this worker; origin=local (decided here) or shared (announced by "
     "another worker).",
     ["tool", "state", "scope", "origin"],
+    registry=WORKER_REGISTRY,
 )
 # The first tool call of a worker waits at most this long for the fleet's breaker state.
 _LINK_TIMEOUT_S = 1.0

@@ -8,9 +8,15 @@ confirmation time limit itself, so a confirmer may simply wait for the answer.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 ConfirmationAnswer = Literal["confirmed", "declined", "timeout"]
+"""What asking the user came to (no answer in time, or a barge-in, counts as declined)."""
+
+CONFIRMATION_ANSWERS: frozenset[str] = frozenset(get_args(ConfirmationAnswer))
+
+ConfirmationState = Literal["not_needed", ConfirmationAnswer]
+"""A tool request's confirmation, in its audit record: not needed, or the answer."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from voice_agent.logging import Logger
+
 
 @dataclass(frozen=True, slots=True)
 class ToolContext:
@@ -22,6 +24,6 @@ class ToolContext:
     call_id: str
     user_id: str | None
     app_context: Mapping[str, Any]
-    log: Any
+    log: Logger
     idempotency_key: str
     data_dir: Path

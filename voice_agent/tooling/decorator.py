@@ -178,7 +178,7 @@ def _params_model(fn: ToolFunction, tool_name: str, where: str) -> tuple[type[Ba
             _model_name(tool_name), __config__=ConfigDict(extra="forbid"), **fields
         )
         model.model_json_schema()  # fail here, not when the model first asks
-    except Exception as e:
+    except Exception as e:  # pydantic raises many kinds for an annotation it cannot describe
         raise ToolDefinitionError(f"{where}: arguments cannot be described ({e})") from e
     return model, False
 

@@ -27,8 +27,8 @@ from pydantic_core import to_jsonable_python
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from voice_agent.database_url import normalise_url
 from voice_agent.exceptions import ConfigError
-from voice_agent.postcall.database import normalise_url
 
 if TYPE_CHECKING:
     from voice_agent.settings import Settings

@@ -22,8 +22,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from voice_agent.database_url import normalise_url, safe_url
 from voice_agent.logging import get_logger
-from voice_agent.postcall.database import normalise_url, safe_url
 from voice_agent.tooling.ledger import ClaimOutcome, LedgerBusy, LedgerClaim, LedgerDone
 
 T = TypeVar("T")

@@ -46,7 +46,7 @@ from mcp_types import (
 )
 
 from voice_agent import __version__
-from voice_agent.agent.backoff import ReconnectPolicy
+from voice_agent.backoff import ReconnectPolicy
 from voice_agent.exceptions import ToolLoadError, ToolSourceError
 
 _CLIENT = Implementation(name="voice-agent", version=__version__)
@@ -323,7 +323,7 @@ class McpConnection:
             self._came_up = False
             try:
                 await self._serve(first)
-            except Exception as e:  # the transport or handshake failed (often an ExceptionGroup)
+            except Exception as e:  # noqa: BLE001 - transport or handshake failed (an ExceptionGroup too)
                 if not first.done():
                     first.set_exception(self._load_error(e))
                     return

@@ -133,7 +133,7 @@ def _import(file: Path, module_name: str) -> ModuleType:
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as e:
+    except Exception as e:  # importing a developer's module may raise anything
         sys.modules.pop(module_name, None)
         raise ToolLoadError(f"{file}: failed to import: {type(e).__name__}: {e}") from e
     return module

@@ -17,25 +17,30 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
-from voice_agent.agent.call_record import ToolAuditEntry, ToolOutcome
+from voice_agent.chat import ToolCall
 from voice_agent.exceptions import ToolArgumentsError, ToolReportedError
-from voice_agent.providers.base import ToolCall
+from voice_agent.logging import Logger
 from voice_agent.tooling import messages
+from voice_agent.tooling.audit import ToolAuditEntry, ToolOutcome
 from voice_agent.tooling.breakers import BreakerBoard, BreakerPass
-from voice_agent.tooling.confirm import ConfirmationAnswer, ConfirmationRequest, Confirmer
+from voice_agent.tooling.confirm import (
+    CONFIRMATION_ANSWERS,
+    ConfirmationAnswer,
+    ConfirmationRequest,
+    ConfirmationState,
+    Confirmer,
+)
 from voice_agent.tooling.context import ToolContext
 from voice_agent.tooling.ledger import IdempotencyLedger, LedgerBusy, LedgerClaim, LedgerDone
 from voice_agent.tooling.policy import ToolPolicy
 from voice_agent.tooling.redact import bounded, redact, truncate_json, truncate_text
 from voice_agent.tooling.registry import ToolRegistry
 from voice_agent.tooling.spec import ToolSpec
-
-ConfirmationState = Literal["not_needed", "confirmed", "declined", "timeout"]
 
 _WARN = {"timeout", "error", "breaker_open", "limit", "refused", "invalid"}
 
@@ -83,7 +88,7 @@ class ToolRuntime:
         user_id: str | None,
         app_context: Callable[[], Mapping[str, Any]],
         data_dir: Path,
-        log: Any,
+        log: Logger,
     ) -> None:
         self._registry = registry
         self._policy = policy
@@ -134,7 +139,7 @@ class ToolRuntime:
             content = messages.cancelled(call.name)
             self._finish(attempt, "cancelled", content, result=attempt.result, error="cancelled")
             raise
-        except Exception as e:  # a fault in the guards themselves (e.g. the ledger's disk)
+        except Exception as e:  # noqa: BLE001 - a fault in the guards themselves (the ledger's disk)
             await self._undo(attempt)
             self._log.exception("tool.runtime_failed", call_id=self._call_id, tool=call.name)
             return self._finish(
@@ -207,7 +212,8 @@ class ToolRuntime:
         return await self._execute(spec, args, attempt)
 
     async def _execute(self, spec: ToolSpec, args: BaseModel, attempt: _Attempt) -> ToolResult:
-        assert attempt.key is not None and attempt.breaker is not None
+        assert attempt.key is not None
+        assert attempt.breaker is not None
         timeout_s = spec.timeout_s or self._policy.default_timeout_s
         ctx = ToolContext(
             call_id=self._call_id,
@@ -228,7 +234,7 @@ class ToolRuntime:
             await self._undo(attempt)  # the system answered: not a breaker failure
             content = messages.error(spec.name, spec.fallback, reported=str(e))
             return self._finish(attempt, "error", content, error=str(e))
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - any fault of the tool's code is its failure
             await attempt.breaker.failed(e)
             await self._undo(attempt)
             self._log.warning("tool.raised", call_id=self._call_id, tool=spec.name, exc_info=True)
@@ -262,10 +268,10 @@ class ToolRuntime:
                 answer = await self._confirmer(request)
         except TimeoutError:
             return "timeout"
-        except Exception:
+        except Exception:  # noqa: BLE001 - a confirmer that fails counts as no (logged)
             self._log.exception("tool.confirm_failed", call_id=self._call_id, tool=spec.name)
             return "declined"
-        return answer if answer in ("confirmed", "declined", "timeout") else "declined"
+        return answer if answer in CONFIRMATION_ANSWERS else "declined"
 
     async def _undo(self, attempt: _Attempt) -> None:
         """Release what the attempt holds (breaker pass, ledger claim); safe to repeat."""
@@ -278,7 +284,7 @@ class ToolRuntime:
                 await asyncio.shield(release)
             except asyncio.CancelledError:
                 pass  # cancelled again while releasing: the release still completes
-            except Exception:
+            except Exception:  # noqa: BLE001 - a failed release is logged; the call goes on
                 self._log.exception("tool.ledger_release_failed", call_id=self._call_id)
 
     def _finish(
@@ -310,7 +316,7 @@ class ToolRuntime:
         )
         try:
             self._audit(entry)
-        except Exception:  # the audit sink failing must not end the call
+        except Exception:  # noqa: BLE001 - the audit sink failing must not end the call
             self._log.exception("tool.audit_failed", call_id=self._call_id, tool=call.name)
         level = self._log.warning if outcome in _WARN else self._log.info
         level(
@@ -334,7 +340,8 @@ class ToolRuntime:
 
 
 def _claim(attempt: _Attempt) -> LedgerClaim:
-    assert attempt.key is not None and attempt.token is not None
+    assert attempt.key is not None
+    assert attempt.token is not None
     return LedgerClaim(attempt.key, attempt.token)
 
 

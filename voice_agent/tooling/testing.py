@@ -17,9 +17,9 @@ from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Any, Self
 
-from voice_agent.agent.call_record import ToolAuditEntry
+from voice_agent.chat import ToolCall
 from voice_agent.logging import get_logger
-from voice_agent.providers.base import ToolCall
+from voice_agent.tooling.audit import ToolAuditEntry
 from voice_agent.tooling.breakers import BreakerBoard
 from voice_agent.tooling.confirm import ConfirmationAnswer, ConfirmationRequest
 from voice_agent.tooling.context import ToolContext

@@ -8,6 +8,7 @@ export const ATTR_TRANSCRIBED_TRACK_ID = "lk.transcribed_track_id";
 
 export const TOPIC_CLIENT_ACTIONS = "client_actions"; // agent -> app
 export const TOPIC_CLIENT_EVENTS = "client_events"; // app -> agent
+export const TOPIC_AGENT_TURNS = "agent_turns"; // agent -> app: one summary per finished turn
 export const MAX_MESSAGE_BYTES = 8 * 1024;
 export const PROTOCOL_VERSION = 1;
 

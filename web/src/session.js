@@ -19,6 +19,8 @@ import {
   ATTR_TRANSCRIBED_TRACK_ID,
   ATTR_TRANSCRIPTION_FINAL,
   ATTR_TRANSCRIPTION_SEGMENT_ID,
+  MAX_MESSAGE_BYTES,
+  TOPIC_AGENT_TURNS,
   TOPIC_CLIENT_ACTIONS,
   TOPIC_CLIENT_EVENTS,
   TOPIC_TRANSCRIPTION,
@@ -31,6 +33,10 @@ const DISCONNECT_TIMEOUT_MS = 3000;
 const MAX_CAPTION_CHARS = 2000;
 const HOLD_UNKNOWN_MS = 3000;
 const MAX_HELD = 16;
+// What the agent sends just before it hangs up (its goodbye caption and turn) rides the data
+// channel, the news that it left the signalling connection: either may arrive first. Once it has
+// left, the page waits at most this long for its goodbye turn, then for captions being read.
+const DEPARTURE_GRACE_MS = 1500;
 const AUDIO_CAPTURE = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
 
 /** Disconnect reasons that mean the call is over, not that the network failed. */
@@ -65,6 +71,9 @@ export class CallSession {
       audioCaptureDefaults: AUDIO_CAPTURE,
     });
     this.agent = null;
+    this._agentIdentity = null; // kept after it leaves: its last captions may still arrive
+    this._captionReads = new Set();
+    this._goodbye = deferred(); // resolved by the agent's goodbye turn
     this._microphone = microphone;
     this._audioSink = audioSink;
     this._meter = meter;
@@ -87,6 +96,7 @@ export class CallSession {
     this._listen(RoomEvent.TrackSubscribed, (track, _pub, p) => this._onTrack(track, p));
     this._listen(RoomEvent.TrackUnsubscribed, (track) => this._dropTrack(track));
     this._listen(RoomEvent.DataReceived, (payload, p, _kind, topic, _encryption, identity) => {
+      if (topic === TOPIC_AGENT_TURNS) this._onAgentTurn(payload, p?.identity ?? identity);
       if (topic !== TOPIC_CLIENT_ACTIONS) return;
       if (p === undefined && identity) this._hold(identity, payload);
       else this._events.clientAction(payload, p);
@@ -99,7 +109,9 @@ export class CallSession {
     this._listen(RoomEvent.Reconnected, () => this._events.resumed());
     this._listen(RoomEvent.Disconnected, (reason) => this._events.disconnected(reason));
     room.registerTextStreamHandler(TOPIC_TRANSCRIPTION, (reader, info) => {
-      this._readCaption(reader, info.identity);
+      const read = this._readCaption(reader, info.identity);
+      this._captionReads.add(read);
+      read.finally(() => this._captionReads.delete(read));
     });
 
     await room.connect(this.grant.rtcUrl, this.grant.token, { autoSubscribe: true });
@@ -190,6 +202,7 @@ export class CallSession {
   _onParticipant(participant) {
     if (!participant.isAgent || this.agent !== null) return;
     this.agent = participant;
+    this._agentIdentity = participant.identity;
     this._events.agentJoined(participant);
     const state = participant.attributes[ATTR_AGENT_STATE];
     if (AGENT_STATES.includes(state)) this._events.agentState(state);
@@ -198,8 +211,27 @@ export class CallSession {
   _onParticipantLeft(participant) {
     if (participant === this.agent) {
       this.agent = null;
-      this._events.agentLeft();
+      this._settleDeparture().then(() => this._events.agentLeft());
     }
+  }
+
+  /** Until what the agent sent before leaving is shown (its goodbye turn, then the captions
+   * being read), each wait bounded by the departure grace. */
+  async _settleDeparture() {
+    await within(this._goodbye.promise, DEPARTURE_GRACE_MS);
+    await within(Promise.allSettled([...this._captionReads]), DEPARTURE_GRACE_MS);
+  }
+
+  _onAgentTurn(payload, identity) {
+    if (identity === undefined || identity !== this._agentIdentity) return;
+    if (payload.byteLength > MAX_MESSAGE_BYTES) return;
+    let message;
+    try {
+      message = JSON.parse(new TextDecoder().decode(payload));
+    } catch {
+      return;
+    }
+    if (message?.type === "turn" && message.kind === "goodbye") this._goodbye.resolve();
   }
 
   _onAttributes(changed, participant) {
@@ -229,7 +261,7 @@ export class CallSession {
     let speaker = null;
     if (identity === local.identity || (micSid && attributes[ATTR_TRANSCRIBED_TRACK_ID] === micSid)) {
       speaker = "user";
-    } else if (this.room.remoteParticipants.get(identity)?.isAgent) {
+    } else if (identity === this._agentIdentity || this.room.remoteParticipants.get(identity)?.isAgent) {
       speaker = "agent";
     }
     let text;
@@ -246,4 +278,22 @@ export class CallSession {
       final: attributes[ATTR_TRANSCRIPTION_FINAL] === "true",
     });
   }
+}
+
+function deferred() {
+  let resolve = () => {};
+  const promise = new Promise((r) => {
+    resolve = r;
+  });
+  return { promise, resolve };
+}
+
+/** `promise`, or nothing once `ms` have passed, whichever comes first. */
+async function within(promise, ms) {
+  let timer = 0;
+  const timeout = new Promise((resolve) => {
+    timer = setTimeout(resolve, ms);
+  });
+  await Promise.race([promise, timeout]);
+  clearTimeout(timer);
 }

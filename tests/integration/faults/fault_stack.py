@@ -205,10 +205,10 @@ class FaultStack:
     ) -> dict[str, Any]:
         """The end of every row, once its fault is over: the faulted call recorded once
         (`recorded_once`), and meanwhile a new call served (`serves_a_new_call`)."""
-        call, _ = await asyncio.gather(
-            self.recorded_once(call_id, before, statuses=statuses), self.serves_a_new_call()
-        )
-        return call
+        async with asyncio.TaskGroup() as checks:
+            recorded = checks.create_task(self.recorded_once(call_id, before, statuses=statuses))
+            checks.create_task(self.serves_a_new_call())
+        return recorded.result()
 
     async def agent_said(self, text: str, *, timeout_s: float = 30) -> None:
         """Wait until the agent has asked the model to speak `text` (its reply is playing)."""
@@ -252,7 +252,8 @@ class FaultStack:
         assert result["turns"][0]["agent_text"] == "You said: Are you still there?"
         call = await self.stored(result["call_id"])
         assert call["status"] == "done", call.get("last_error")
-        assert call["record"]["complete"] and not call["report"]["needs_review"]
+        assert call["record"]["complete"]
+        assert not call["report"]["needs_review"]
 
     def log_events(self, name: str) -> list[dict[str, Any]]:
         """dev's and its children's log events called `name`."""

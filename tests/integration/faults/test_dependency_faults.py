@@ -32,9 +32,11 @@ def _complete_and_clean(call: dict[str, object]) -> None:
     room_finished webhook that reads the same spool (the room closes as the caller leaves, so
     the two race once Redis is back; either hands over the same complete record)."""
     record, report = call["record"], call["report"]
-    assert isinstance(record, dict) and isinstance(report, dict)
+    assert isinstance(record, dict)
+    assert isinstance(report, dict)
     assert call["status"] == "done", call.get("last_error")
-    assert record["complete"] and record["end_reason"] == "user_left"
+    assert record["complete"]
+    assert record["end_reason"] == "user_left"
     assert call["source"] in ("spool", "webhook")
     assert not report["needs_review"], report["review_reasons"]
 
@@ -110,5 +112,6 @@ async def test_store_locked_longer_than_the_retry_budget(stack: FaultStack) -> N
         await eventually(past_the_budget, timeout_s=60, what="tries past the budget")
     stored = await stack.settle(result["call_id"], before, statuses=("dead",))
     assert "locked" in stored["last_error"]
-    assert stored["record"]["complete"] and stored["report"] is None
+    assert stored["record"]["complete"]
+    assert stored["report"] is None
     assert [e["event"] for e in stored["job_history"]] == ["dead"]

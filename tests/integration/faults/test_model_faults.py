@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.integration.faults.fault_stack import FaultStack
-from voice_agent.agent.session import SessionOptions
+from voice_agent.agent.options import SessionOptions
 from voice_agent.testing.openai_script import ChatReply, ChatScript, ErrorReply, Hang, Timeline
 
 pytestmark = pytest.mark.integration
@@ -38,7 +38,8 @@ async def test_model_endpoint_fault(
     assert result["ok"], result
     assert result["turns"][0]["agent_text"] == FALLBACK_LINE
     stored = await stack.settle(result["call_id"], before)
-    assert stored["status"] == "done" and stored["record"]["complete"]
+    assert stored["status"] == "done"
+    assert stored["record"]["complete"]
     failed = [e for e in stored["record"]["events"] if e["event"] == "stage_failed"]
     assert [e["data"]["stage"] for e in failed] == ["llm"]
     assert stored["report"]["review_reasons"] == ["agent_failures"]

@@ -28,10 +28,13 @@ async def _kill(stack: FaultStack, child: str) -> None:
 def _partial_and_flagged(call: dict[str, object]) -> None:
     """What a call whose agent died looks like in the store."""
     record, report = call["record"], call["report"]
-    assert isinstance(record, dict) and isinstance(report, dict)
+    assert isinstance(record, dict)
+    assert isinstance(report, dict)
     assert call["status"] == "done", call.get("last_error")
-    assert not record["complete"] and record["end_reason"] is None
-    assert report["needs_review"] and "partial_record" in report["review_reasons"]
+    assert not record["complete"]
+    assert record["end_reason"] is None
+    assert report["needs_review"]
+    assert "partial_record" in report["review_reasons"]
     assert call["source"] in ("journal", "webhook")  # a restarted agent's sweep, or LiveKit's
     if call["source"] == "journal":
         assert "recovered_from_journal" in report["review_reasons"]
@@ -84,7 +87,8 @@ async def test_postcall_worker_killed_mid_job(stack: FaultStack) -> None:
     await stack.model_asked(say, report=True)
     await _kill(stack, "postcall-worker")
     stored = await stack.settle(result["call_id"], before)
-    assert stored["status"] == "done" and stored["record"]["complete"]
+    assert stored["status"] == "done"
+    assert stored["record"]["complete"]
     assert [e["event"] for e in stored["job_history"]].count("started") == 2
     assert stack.tickets(result["call_id"]) == 1
 
@@ -100,4 +104,5 @@ async def test_livekit_restarted_mid_call(stack: FaultStack) -> None:
 
     result = await stack.call(say, before_first_turn=restart_livekit, turn_timeout_s=6)
     stored = await stack.settle(result["call_id"], before)
-    assert stored["status"] == "done" and stored["record"]["complete"]
+    assert stored["status"] == "done"
+    assert stored["record"]["complete"]

@@ -21,6 +21,8 @@ from pydantic import BaseModel, Field
 
 from voice_agent.datadir import open_private, private_dir
 from voice_agent.logging import get_logger
+from voice_agent.protocol import TurnKind
+from voice_agent.tooling.audit import ToolAuditEntry
 
 log = get_logger("agent.call_record")
 
@@ -35,7 +37,7 @@ class TranscriptTurn(BaseModel):
     started_at: float
     ended_at: float
     interrupted: bool = False
-    kind: Literal["greeting", "reply", "fallback", "goodbye", "user"] = "user"
+    kind: TurnKind = TurnKind.USER
 
 
 class TurnMetricsRecord(BaseModel):
@@ -59,37 +61,6 @@ class CallEvent(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
-ToolOutcome = Literal[
-    "ok",  # ran and returned a result
-    "refused",  # unknown or not allowed for this agent
-    "invalid",  # arguments failed validation; nothing ran
-    "timeout",  # ran past its time limit and was cancelled
-    "error",  # ran and raised
-    "breaker_open",  # its circuit breaker is open; nothing ran
-    "declined",  # a destructive tool the user declined (or did not confirm in time)
-    "limit",  # over the per-turn or per-call tool call limit
-    "duplicate",  # same idempotency key as an earlier run; the earlier result was reused
-    "cancelled",  # cancelled by a barge-in per the tool's policy
-    "skipped",  # from a generation interrupted before it was committed; never ran
-]
-
-
-class ToolAuditEntry(BaseModel):
-    """One tool request and what became of it."""
-
-    at: float
-    tool: str
-    tool_call_id: str | None = None
-    turn: int | None = None
-    arguments: dict[str, Any] = Field(default_factory=dict)  # secrets redacted
-    outcome: ToolOutcome
-    confirmation: Literal["not_needed", "confirmed", "declined", "timeout"] = "not_needed"
-    result: Any = None
-    error: str | None = None
-    duration_ms: float | None = None
-    idempotency_key: str | None = None
-
-
 class ClientActionAuditEntry(BaseModel):
     """One data-channel message between agent and app, and what the receiving side did with it."""
 
@@ -107,7 +78,7 @@ class CallUsage(BaseModel):
 
     stt_audio_s: float = 0.0
     tts_audio_s: float = 0.0
-    llm_requests: int = 0
+    llm_requests: int = 0  # completions asked for; a retry is counted by its Prometheus metric
     llm_prompt_tokens: int = 0
     llm_completion_tokens: int = 0
 

@@ -1,4 +1,4 @@
-"""How long the worker waits before reconnecting to LiveKit, and when it gives up."""
+"""How long to wait before reconnecting to a dependency (LiveKit, Redis), and when to give up."""
 
 from __future__ import annotations
 

@@ -1,0 +1,59 @@
+"""How the agent behaves on a call, from the settings and the agent profile."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from voice_agent.agent.lines import LineName, SpokenLines
+from voice_agent.profile import AgentProfile
+from voice_agent.settings import Settings
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionOptions:
+    """How the agent behaves on a call."""
+
+    instructions: str
+    greeting: str
+    fallback_line: str = "Sorry, I'm having trouble right now. Could you say that again?"
+    goodbye_line: str = "Thanks for calling. Goodbye!"
+    failure_goodbye_line: str = (
+        "I'm sorry, I'm having technical difficulties. Please try again later. Goodbye."
+    )
+    eou_silence_ms: int = 500
+    min_interruption_ms: int = 400
+    max_call_s: float = 1800.0
+    user_silence_timeout_s: float = 60.0
+    max_consecutive_failures: int = 3
+    context_token_budget: int = 4000
+    provider_timeout_s: float = 10.0
+    stt_language: str | None = None
+    user_join_timeout_s: float = 30.0
+
+
+def session_options(settings: Settings, profile: AgentProfile | None = None) -> SessionOptions:
+    """The call behaviour the settings (and the agent profile, where it says) describe."""
+    profile = profile or AgentProfile.built_in(settings)
+    return SessionOptions(
+        instructions=profile.instructions,
+        greeting=profile.greeting,
+        eou_silence_ms=settings.eou_silence_ms,
+        min_interruption_ms=settings.min_interruption_ms,
+        max_call_s=profile.limits.max_call_s or settings.max_call_s,
+        user_silence_timeout_s=settings.user_silence_timeout_s,
+        max_consecutive_failures=settings.max_consecutive_failures,
+        context_token_budget=settings.context_token_budget,
+        provider_timeout_s=settings.provider_timeout_s,
+        stt_language=settings.stt_language,
+    )
+
+
+def spoken_lines(options: SessionOptions) -> SpokenLines:
+    """The fixed lines of calls with these options (share one among a worker's calls)."""
+    return SpokenLines(
+        texts={
+            LineName.FALLBACK: options.fallback_line,
+            LineName.GOODBYE: options.goodbye_line,
+            LineName.FAILURE_GOODBYE: options.failure_goodbye_line,
+        }
+    )

@@ -1,0 +1,202 @@
+"""The call's room behind a small seam: what a call session needs of LiveKit, and no more.
+
+`CallRoom` is the seam: join and leave, participants coming and going, the caller's microphone as
+16 kHz PCM, the agent's voice track, the `lk.agent.state` attribute, data messages and text
+streams (captions). `LiveKitRoom` is the real one, on `rtc.Room`. Tests drive a whole call session
+through a fake room (`tests/fake_room.py`), so barge-in and the call's lifecycle are tested without
+a LiveKit server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncGenerator, Mapping
+from typing import Protocol
+
+from livekit import rtc
+
+from voice_agent.agent import ffi_routing
+
+
+class CallerAudio(Protocol):
+    """A participant's microphone track."""
+
+    @property
+    def sid(self) -> str:
+        """The track's id (captions name the track they transcribe)."""
+        ...
+
+    def frames(self, *, sample_rate: int, frame_ms: int) -> AsyncGenerator[bytes, None]:
+        """Its audio as 16-bit mono PCM at `sample_rate`, `frame_ms` at a time, as it arrives."""
+        ...
+
+
+class RoomEvents(Protocol):
+    """What the room tells its session (called on the event loop, never awaited)."""
+
+    def participant_joined(self, identity: str, *, agent: bool) -> None:
+        """Someone joined (`agent`: an agent participant, such as another worker)."""
+        ...
+
+    def participant_left(self, identity: str) -> None:
+        """Someone left."""
+        ...
+
+    def microphone(self, identity: str, audio: CallerAudio) -> None:
+        """A participant's audio track is subscribed."""
+        ...
+
+    def data_received(self, data: bytes, *, topic: str | None, sender: str | None) -> None:
+        """A data message arrived on `topic` from `sender` (None: the server)."""
+        ...
+
+
+class CallRoom(Protocol):
+    """The room of one call, as the session uses it."""
+
+    @property
+    def name(self) -> str:
+        """The room's name."""
+        ...
+
+    async def join(self, events: RoomEvents) -> None:
+        """Connect, delivering room events to `events` from now on."""
+        ...
+
+    def report_present(self) -> None:
+        """Tell the events about participants and tracks already in the room."""
+        ...
+
+    async def publish_voice(self, track: rtc.LocalAudioTrack) -> str:
+        """Publish the agent's voice as its microphone; the track's id."""
+        ...
+
+    async def set_attributes(self, attributes: Mapping[str, str]) -> None:
+        """Set attributes of the agent participant (`lk.agent.state`)."""
+        ...
+
+    async def publish_data(self, payload: str, *, topic: str) -> None:
+        """Send a reliable data message on `topic`."""
+        ...
+
+    async def send_text(
+        self,
+        text: str,
+        *,
+        topic: str,
+        attributes: Mapping[str, str],
+        sender_identity: str | None = None,
+    ) -> None:
+        """Send one text stream (a caption version), on someone's behalf if `sender_identity`."""
+        ...
+
+    async def leave(self) -> None:
+        """Disconnect."""
+        ...
+
+
+class _Microphone:
+    """A subscribed LiveKit audio track."""
+
+    def __init__(self, track: rtc.Track, sid: str) -> None:
+        self._track = track
+        self._sid = sid
+
+    @property
+    def sid(self) -> str:
+        return self._sid
+
+    async def frames(self, *, sample_rate: int, frame_ms: int) -> AsyncGenerator[bytes, None]:
+        # LiveKit's native side resamples the room's 48 kHz before the frame reaches Python: one
+        # FFI event per frame and a third of the bytes, instead of a Python-side resampler.
+        stream = rtc.AudioStream(
+            self._track, sample_rate=sample_rate, num_channels=1, frame_size_ms=frame_ms
+        )
+        try:
+            async for event in stream:
+                yield bytes(event.frame.data.cast("B"))
+        finally:
+            await stream.aclose()
+
+
+class LiveKitRoom:
+    """A `CallRoom` on a LiveKit server, joined with the job's URL and token."""
+
+    def __init__(self, *, url: str, token: str) -> None:
+        self._url = url
+        self._token = token
+        self._room = rtc.Room()
+        self._events: RoomEvents | None = None
+
+    @property
+    def name(self) -> str:
+        return self._room.name
+
+    async def join(self, events: RoomEvents) -> None:
+        self._events = events
+        room = self._room
+        room.on("participant_connected", self._joined)
+        room.on("participant_disconnected", self._left)
+        room.on("track_subscribed", self._track)
+        room.on("data_received", self._data)
+        await room.connect(self._url, self._token)
+        ffi_routing.narrow_room(room)
+
+    def report_present(self) -> None:
+        for participant in list(self._room.remote_participants.values()):
+            self._joined(participant)
+            for publication in participant.track_publications.values():
+                if publication.track is not None:
+                    self._track(publication.track, publication, participant)
+
+    async def publish_voice(self, track: rtc.LocalAudioTrack) -> str:
+        options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        publication = await self._room.local_participant.publish_track(track, options)
+        return publication.sid
+
+    async def set_attributes(self, attributes: Mapping[str, str]) -> None:
+        await self._room.local_participant.set_attributes(dict(attributes))
+
+    async def publish_data(self, payload: str, *, topic: str) -> None:
+        await self._room.local_participant.publish_data(payload, reliable=True, topic=topic)
+
+    async def send_text(
+        self,
+        text: str,
+        *,
+        topic: str,
+        attributes: Mapping[str, str],
+        sender_identity: str | None = None,
+    ) -> None:
+        writer = await self._room.local_participant.stream_text(
+            topic=topic, attributes=dict(attributes), sender_identity=sender_identity
+        )
+        await writer.write(text)
+        await writer.aclose()
+
+    async def leave(self) -> None:
+        with contextlib.suppress(Exception):  # leaving a room that is already gone is fine
+            await self._room.disconnect()
+
+    def _joined(self, participant: rtc.RemoteParticipant) -> None:
+        if self._events is not None:
+            agent = participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
+            self._events.participant_joined(participant.identity, agent=agent)
+
+    def _left(self, participant: rtc.RemoteParticipant) -> None:
+        if self._events is not None:
+            self._events.participant_left(participant.identity)
+
+    def _track(
+        self,
+        track: rtc.Track,
+        publication: rtc.RemoteTrackPublication,
+        participant: rtc.RemoteParticipant,
+    ) -> None:
+        if self._events is not None and track.kind == rtc.TrackKind.KIND_AUDIO:
+            self._events.microphone(participant.identity, _Microphone(track, publication.sid))
+
+    def _data(self, packet: rtc.DataPacket) -> None:
+        if self._events is not None:
+            sender = packet.participant.identity if packet.participant is not None else None
+            self._events.data_received(packet.data, topic=packet.topic, sender=sender)
