@@ -3,7 +3,9 @@
 It asks the token service for a token exactly as the web client does, joins the room, publishes a
 microphone track fed in real time (speech from WAV files or a local synthesiser, silence between),
 records the agent's audio, follows `lk.agent.state`, captions and the agent's per-turn summaries,
-and returns one JSON-ready result. It is a developer tool and the end-to-end test driver.
+and returns one JSON-ready result. It is a developer tool and the end-to-end test driver. Given a
+token minted elsewhere and told to hear turns in the audio, it also calls agents that are not
+ours (the side-by-side benchmark drives other frameworks' agents with it).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import collections
 import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,6 +80,13 @@ class CallerOptions:
     """Publish the microphone this long after joining (a slow device, or a busy server)."""
     confirm: bool | None = None
     """Answer the agent's `request_confirm` actions yes (True) or no (False); None: ignore them."""
+    grant: Mapping[str, str] | None = None
+    """A token minted elsewhere (`rtc_url`, `token`, `room`): join with it instead of asking the
+    token service (an agent dispatched by other means)."""
+    turns_from_audio: bool = False
+    """A turn is over when the agent's audio, once heard, stays quiet for `turn_quiet_s`, instead
+    of when the agent's turn summary arrives (agents that send none); such turns carry no text."""
+    turn_quiet_s: float = 1.0
 
 
 @dataclass
@@ -92,6 +101,7 @@ class _Listening:
     agent_audio_s: float = 0.0
     first_audio_after: float | None = None
     audio_heard_at: float = 0.0
+    last_audible_at: float = 0.0
     audio_heard: asyncio.Event = field(default_factory=asyncio.Event)
     agent_joined: asyncio.Event = field(default_factory=asyncio.Event)
     agent_left: asyncio.Event = field(default_factory=asyncio.Event)
@@ -118,7 +128,7 @@ class SimulatedCaller:
         turns: list[dict[str, Any]] = []
         greeting: str | None = None
         try:
-            self._grant = await self._fetch_token()
+            self._grant = dict(self._opts.grant or await self._fetch_token())
             await self._join()
             if self._opts.wait_for_greeting:
                 greeting = (await self._next_turn("greeting"))["agent_text"]
@@ -257,6 +267,8 @@ class SimulatedCaller:
         return round((self._heard.audio_heard_at - ended) * 1000, 1)
 
     async def _next_turn(self, kind: str) -> dict[str, Any]:
+        if self._opts.turns_from_audio:
+            return await self._next_audio_turn(kind)
         deadline = time.monotonic() + self._opts.turn_timeout_s
         while True:
             remaining = deadline - time.monotonic()
@@ -278,6 +290,24 @@ class SimulatedCaller:
                     "interrupted": bool(turn.get("interrupted", False)),
                     "metrics": turn.get("metrics", {}),
                 }
+
+    async def _next_audio_turn(self, kind: str) -> dict[str, Any]:
+        """Wait until the agent has spoken since the caller's speech ended (or since joining, for
+        the greeting) and then stayed quiet for `turn_quiet_s`."""
+        since = self._speech_ended_at
+        deadline = time.monotonic() + self._opts.turn_timeout_s
+        while True:
+            now = time.monotonic()
+            last = self._heard.last_audible_at
+            if last > since and now - last >= self._opts.turn_quiet_s:
+                return {"user_text": "", "agent_text": "", "interrupted": False, "metrics": {}}
+            if self._heard.agent_left.is_set():
+                raise CallFailedError(f"the agent left before its {kind} turn")
+            if now >= deadline:
+                raise CallFailedError(
+                    f"no {kind} turn from the agent within {self._opts.turn_timeout_s:g} s"
+                )
+            await asyncio.sleep(min(0.05, self._opts.turn_quiet_s / 4))
 
     async def _turn_in_flight(self) -> bool:
         """After the agent left: whether a turn message still arrives within a short grace."""
@@ -324,6 +354,7 @@ class SimulatedCaller:
                     self._heard.agent_audio_s += frame.duration
                     after = self._heard.first_audio_after
                     now = time.monotonic()
+                    self._heard.last_audible_at = now
                     if not self._heard.audio_heard.is_set() and after is not None and now >= after:
                         self._heard.audio_heard_at = now
                         self._heard.audio_heard.set()
