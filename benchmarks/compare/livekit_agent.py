@@ -7,10 +7,10 @@ warm pool, the framework's documented shape: Silero VAD loaded once per process 
 OpenAI STT, LLM and TTS plugins pointed at the scripted models (OPENAI_BASE_URL); the default
 turn handling (in production mode, LiveKit's `turn-detector-v1-mini` on the weights inside
 `livekit-local-inference`, then the 0.5 s minimum endpointing delay); preemptive generation on,
-its 1.8 default. The call opens with BENCH_GREETING. One departure, for the shared machine: the
-worker reports the CPU of its own processes as its load (see `TreeCpuLoad`). With BENCH_TURN_DETECTION=vad the end of
-turn is the VAD's alone (the variant `livekit-agents-vad` of the benchmark), everything else
-as shipped.
+its 1.8 default. The call opens with BENCH_GREETING. With BENCH_TURN_DETECTION=vad the end of
+turn is the VAD's alone (the benchmark's variant `livekit-agents-vad`), all else as shipped.
+One departure, for the shared machine: the worker reports the CPU of its own processes as its
+load (see `TreeCpuLoad`).
 
 Not product code: a benchmark fixture, configured by the environment the harness sets.
 """
