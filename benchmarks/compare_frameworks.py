@@ -77,7 +77,8 @@ SERVICE_NICENESS = -5  # LiveKit and the models run ahead of the callers on CPU 
 # A turn is over once the agent's audio has been quiet this long; the caller then speaks again.
 TURN_QUIET_S = 1.0
 TURN_SPREAD_S = 4.0  # density: callers start talking spread over this long once all are greeted
-LINE_UP_TIMEOUT_S = 180.0
+# Below the agents' own silent-caller timeouts (ours hangs up after 60 s of silence).
+LINE_UP_TIMEOUT_S = 45.0
 AGENT_JOIN_TIMEOUT_S = 120.0  # a Pipecat bot is a fresh process per room: give it time to start
 MEMORY_SAMPLE_S = 0.5
 SECTION = "Side by side: ours, LiveKit Agents, Pipecat"
@@ -284,7 +285,12 @@ async def _concurrent_calls(
 
         await asyncio.sleep(i * 0.1)
         opts = _caller_options(system, utterance, turns, before_first_turn=lined_up)
-        return await SimulatedCaller(options=opts).run()
+        result = await SimulatedCaller(options=opts).run()
+        # A call that ended before lining up (it failed) releases the others now, not after
+        # LINE_UP_TIMEOUT_S while the agents time out their silent callers. Once everyone has
+        # passed, breaking the barrier changes nothing.
+        await barrier.abort()
+        return result
 
     return list(await asyncio.gather(*(one(i) for i in range(n))))
 
