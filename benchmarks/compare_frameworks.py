@@ -44,9 +44,11 @@ from aiohttp import web  # noqa: E402
 from benchmarks.compare import systems as sut  # noqa: E402
 from benchmarks.compare.figures import (  # noqa: E402
     DENSITY_TOLERANCE,
+    MIN_LEVEL_TURNS,
     alternating_batches,
     density,
     holds,
+    level_turns,
     percentile,
     ratio,
 )
@@ -111,7 +113,12 @@ def parse_args() -> argparse.Namespace:
     add("--turns", type=int, default=30, help="measured turns per system (default 30)")
     add("--batch-turns", type=int, default=5, help="turns per call, one call per A/B/C slot")
     add("--levels", type=int, nargs="+", default=[2, 4, 8, 12, 16], help="density sweep levels")
-    add("--density-turns", type=int, default=2, help="turns per call at each density level")
+    add(
+        "--density-turns",
+        type=int,
+        default=2,
+        help="turns per call at each density level (more at low levels: see MIN_LEVEL_TURNS)",
+    )
     add("--no-density", action="store_true", help="skip the density sweep")
     add("--quick", action="store_true", help="4 turns per system, no density sweep, no docs")
     add(
@@ -214,9 +221,10 @@ async def _density_sweep(
         for system in list(active):
             fig = figures[system.name]
             async with _peak_memory(system) as peak:
-                results = await _concurrent_calls(system, utterance, n, args.density_turns)
+                turns = level_turns(n, args.density_turns)
+                results = await _concurrent_calls(system, utterance, n, turns)
             level = Figures()
-            _tally(level, results, args.density_turns)
+            _tally(level, results, turns)
             p95, lone = percentile(level.v2v, 95), percentile(fig.v2v, 95)
             held = holds(p95, lone, level.failed_calls)
             fig.levels.append(
@@ -491,7 +499,8 @@ def _write(systems: list[sut.System], figures: dict[str, Figures], args: Any) ->
         f"the caller hears it. Calls of {args.batch_turns} turns alternate between the systems "
         "(A B C A B C) after one unmeasured warm-up call each. Memory is summed over each "
         "system's processes (RSS counts shared pages in every process, PSS splits them). "
-        f"Density: the most concurrent calls ({args.density_turns} turns each, talking spread "
+        f"Density: the most concurrent calls (at least {args.density_turns} turns each and "
+        f"{MIN_LEVEL_TURNS} a level, talking spread "
         f"over 4 s once all are greeted) whose p95 stays within {DENSITY_TOLERANCE:g}x of the "
         "lone-call p95 with no failed call; levels " + ", ".join(map(str, args.levels))
         + ". Measured on a shared machine while other work ran: the figures are noisy and "

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 # A level holds when its voice-to-voice p95 stays within this factor of a lone call's.
 DENSITY_TOLERANCE = 1.2
+# A level's p95 is judged on at least this many turns (2 calls of 2 turns make a p95 of 4 samples).
+MIN_LEVEL_TURNS = 12
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -47,6 +49,11 @@ def alternating_batches(systems: Sequence[str], turns: int, batch_turns: int) ->
         batches += [Batch(system, size) for system in systems]
         left -= size
     return batches
+
+
+def level_turns(calls: int, turns: int) -> int:
+    """Turns per call at a density level: `turns`, or more so the level has `MIN_LEVEL_TURNS`."""
+    return max(turns, math.ceil(MIN_LEVEL_TURNS / max(calls, 1)))
 
 
 def holds(level_p95: float, lone_p95: float, failed_calls: int) -> bool:

@@ -11,6 +11,7 @@ from benchmarks.compare.figures import (
     alternating_batches,
     density,
     holds,
+    level_turns,
     percentile,
     ratio,
 )
@@ -64,6 +65,13 @@ def test_a_level_holds_within_twenty_percent_and_without_failures() -> None:
     assert not holds(1201.0, 1000.0, failed_calls=0)
     assert not holds(900.0, 1000.0, failed_calls=1)
     assert not holds(math.nan, 1000.0, failed_calls=0)
+
+
+def test_low_levels_speak_more_turns_per_call() -> None:
+    """Two calls speak enough turns for a 12-turn p95; busy levels keep the asked-for turns."""
+    assert level_turns(2, 2) == 6
+    assert level_turns(4, 2) == 3
+    assert level_turns(16, 2) == 2
 
 
 def test_density_stops_at_the_first_level_that_fails() -> None:
