@@ -1,5 +1,5 @@
 # The product's everyday commands. `make run` and `make test` set up what they need first.
-.PHONY: setup run test test-unit lint bench
+.PHONY: setup run test test-unit lint bench bench-compare
 
 setup:
 	@scripts/setup.sh
@@ -21,3 +21,8 @@ lint: setup
 bench: setup
 	.venv/bin/python benchmarks/token_throughput.py
 	.venv/bin/python benchmarks/voice_pipeline.py
+
+# Ours beside LiveKit Agents and Pipecat (installs them into .cache/bench-venvs on first use; about
+# 25 minutes; not part of CI). A quick look: make bench-compare ARGS=--quick
+bench-compare: setup
+	.venv/bin/python benchmarks/compare_frameworks.py $(ARGS)

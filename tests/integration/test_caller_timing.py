@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from livekit import api
 
 from tests.integration.stack import speech, voice_stack
 from voice_agent.caller.audio import ROOM_RATE, Utterance
@@ -49,3 +50,32 @@ async def test_caller_voice_to_voice_follows_a_known_model_delay(
     assert abs((caller[1] - caller[0]) - EXTRA_DELAY_S * 1000) <= 300, caller
     # A silent tail is not the agent's time (the old figure lost the whole tail: ~1 s here).
     assert abs(caller[2] - caller[0]) <= 300, caller
+
+
+async def test_caller_with_a_minted_token_hears_turns_in_the_audio(
+    livekit_server: LiveKitEndpoint, tmp_path: Path
+) -> None:
+    """Joining with a token minted elsewhere and reading turns from the agent's audio alone (no
+    turn summaries), the caller still makes the call and times every reply."""
+    async with voice_stack(livekit_server, tmp_path) as stack:
+        room = "call-minted-elsewhere"
+        token = (
+            api.AccessToken(livekit_server.api_key, livekit_server.api_secret)
+            .with_identity("minted-caller")
+            .with_grants(api.VideoGrants(room_join=True, room=room))
+            .with_room_config(
+                api.RoomConfiguration(
+                    agents=[api.RoomAgentDispatch(agent_name=stack.settings.agent_name)]
+                )
+            )
+            .to_jwt()
+        )
+        grant = {"rtc_url": livekit_server.ws_url, "token": token, "room": room}
+        question = await speech(QUESTION)
+        result = await stack.call(
+            question, question, grant=grant, turns_from_audio=True, turn_quiet_s=0.8
+        )
+    assert result["ok"], result
+    assert result["room"] == room
+    assert len(result["turns"]) == 2
+    assert all(t["caller_voice_to_voice_ms"] is not None for t in result["turns"]), result

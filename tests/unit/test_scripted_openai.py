@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,6 +20,7 @@ from voice_agent.testing import (
     SPEECH_SAMPLE_RATE,
     TRANSCRIPTIONS_PATH,
     ChatReply,
+    DefaultPacing,
     ErrorReply,
     Hang,
     ScriptedOpenAI,
@@ -341,3 +343,61 @@ async def test_chat_router_answers_by_request_before_the_queue(
     assert await ask("please route me") == "Routed."
     assert await ask("anything else") == "Queued."
     assert await ask("route me again") == "Routed."
+
+
+async def test_speech_streams_base64_pcm_events_when_asked_for_sse(
+    http: aiohttp.ClientSession, server: ScriptedOpenAI
+) -> None:
+    """With stream_format "sse", speech arrives as base64 PCM delta events, then a done event."""
+    text = "Your table is booked."
+    body = {"model": "gpt-4o-mini-tts", "voice": "alloy", "input": text}
+    async with http.post(
+        server.base_url + "/audio/speech",
+        json=body | {"response_format": "pcm", "stream_format": "sse"},
+    ) as resp:
+        assert resp.headers["Content-Type"].startswith("text/event-stream")
+        events = [json.loads(d) for d in await _sse_data(resp)]
+    assert [e["type"] for e in events[-1:]] == ["speech.audio.done"]
+    pcm = b"".join(base64.b64decode(e["audio"]) for e in events[:-1])
+    assert pcm == tone(speech_duration_s(text), sample_rate=SPEECH_SAMPLE_RATE)
+
+
+async def test_chat_content_parts_are_echoed_as_their_text(client: openai.AsyncOpenAI) -> None:
+    """A user message sent as content parts is echoed as its text, like a plain string."""
+    reply = await client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": [{"type": "text", "text": "hi there"}]}]
+    )
+    assert reply.choices[0].message.content == "You said: hi there"
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
+        ("/audio/speech", {"model": "t", "voice": "v", "input": "hi", "response_format": "pcm"}),
+    ],
+)
+async def test_default_pacing_delays_default_replies(
+    http: aiohttp.ClientSession, path: str, body: dict[str, Any]
+) -> None:
+    """Default replies wait for the endpoint's delay from `DefaultPacing` before answering."""
+    pacing = DefaultPacing.from_ms(stt_ms=0, first_token_ms=200, tts_first_byte_ms=200)
+    loop = asyncio.get_running_loop()
+    async with ScriptedOpenAI(default_pacing=pacing) as server:
+        started = loop.time()
+        async with http.post(server.base_url + path, json=body) as resp:
+            await resp.read()
+    assert loop.time() - started >= 0.2
+
+
+async def test_default_pacing_delays_transcription(client: openai.AsyncOpenAI) -> None:
+    """The default transcription waits for the STT delay of `DefaultPacing`."""
+    pacing = DefaultPacing.from_ms(stt_ms=200, first_token_ms=0, tts_first_byte_ms=0)
+    loop = asyncio.get_running_loop()
+    async with ScriptedOpenAI(default_pacing=pacing, default_transcript="ok") as server:
+        c = openai.AsyncOpenAI(api_key="test", base_url=server.base_url, max_retries=0)
+        started = loop.time()
+        result = await c.audio.transcriptions.create(file=("a.wav", WAV, "audio/wav"), model="w")
+        await c.close()
+    assert result.text == "ok"
+    assert loop.time() - started >= 0.2

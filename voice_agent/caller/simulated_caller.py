@@ -3,7 +3,9 @@
 It asks the token service for a token exactly as the web client does, joins the room, publishes a
 microphone track fed in real time (speech from WAV files or a local synthesiser, silence between),
 records the agent's audio, follows `lk.agent.state`, captions and the agent's per-turn summaries,
-and returns one JSON-ready result. It is a developer tool and the end-to-end test driver.
+and returns one JSON-ready result. It is a developer tool and the end-to-end test driver. Given a
+token minted elsewhere and told to hear turns in the audio, it also calls agents that are not
+ours (the side-by-side benchmark drives other frameworks' agents with it).
 """
 
 from __future__ import annotations
@@ -84,8 +86,12 @@ class CallerOptions:
     """Awaited after each turn but the last, with the number of turns done (a test cuts the
     network here, or a load test paces its callers)."""
     grant: Mapping[str, Any] | None = None
-    """Join with this token service answer instead of asking for a new one (a rejoin with the
-    same voice token)."""
+    """Join with this token service answer (`rtc_url`, `token`, `room`) instead of asking for a
+    new one: a rejoin with the same voice token, or an agent dispatched by other means."""
+    turns_from_audio: bool = False
+    """A turn is over when the agent's audio, once heard, stays quiet for `turn_quiet_s`, instead
+    of when the agent's turn summary arrives (agents that send none); such turns carry no text."""
+    turn_quiet_s: float = 1.0
 
 
 @dataclass
@@ -100,6 +106,7 @@ class _Listening:
     agent_audio_s: float = 0.0
     first_audio_after: float | None = None
     audio_heard_at: float = 0.0
+    last_audible_at: float = 0.0
     audio_heard: asyncio.Event = field(default_factory=asyncio.Event)
     agent_joined: asyncio.Event = field(default_factory=asyncio.Event)
     agent_left: asyncio.Event = field(default_factory=asyncio.Event)
@@ -281,6 +288,8 @@ class SimulatedCaller:
         return round((self._heard.audio_heard_at - ended) * 1000, 1)
 
     async def _next_turn(self, kind: TurnKind) -> dict[str, Any]:
+        if self._opts.turns_from_audio:
+            return await self._next_audio_turn(kind)
         deadline = time.monotonic() + self._opts.turn_timeout_s
         while True:
             remaining = deadline - time.monotonic()
@@ -325,6 +334,24 @@ class SimulatedCaller:
         reading = [task for task in self._caption_reads if not task.done()]
         if reading:
             await asyncio.wait(reading, timeout=_DEPARTURE_GRACE_S)
+
+    async def _next_audio_turn(self, kind: TurnKind) -> dict[str, Any]:
+        """Wait until the agent has spoken since the caller's speech ended (or since joining, for
+        the greeting) and then stayed quiet for `turn_quiet_s`."""
+        since = self._speech_ended_at
+        deadline = time.monotonic() + self._opts.turn_timeout_s
+        while True:
+            now = time.monotonic()
+            last = self._heard.last_audible_at
+            if last > since and now - last >= self._opts.turn_quiet_s:
+                return {"user_text": "", "agent_text": "", "interrupted": False, "metrics": {}}
+            if self._heard.agent_left.is_set():
+                raise CallFailedError(f"the agent left before its {kind} turn")
+            if now >= deadline:
+                raise CallFailedError(
+                    f"no {kind} turn from the agent within {self._opts.turn_timeout_s:g} s"
+                )
+            await asyncio.sleep(min(0.05, self._opts.turn_quiet_s / 4))
 
     async def _turn_in_flight(self) -> bool:
         """After the agent left: whether a turn message still arrives within a short grace."""
@@ -371,6 +398,7 @@ class SimulatedCaller:
                     self._heard.agent_audio_s += frame.duration
                     after = self._heard.first_audio_after
                     now = time.monotonic()
+                    self._heard.last_audible_at = now
                     if not self._heard.audio_heard.is_set() and after is not None and now >= after:
                         self._heard.audio_heard_at = now
                         self._heard.audio_heard.set()

@@ -6,6 +6,7 @@ The provider fakes (`FakeSTT`, `FakeLLM`, `FakeTTS`) live with the providers, in
 
 from voice_agent.testing.openai_script import (
     ChatReply,
+    DefaultPacing,
     ErrorReply,
     Hang,
     ScriptedToolCall,
@@ -31,6 +32,7 @@ __all__ = [
     "SPEECH_SAMPLE_RATE",
     "TRANSCRIPTIONS_PATH",
     "ChatReply",
+    "DefaultPacing",
     "ErrorReply",
     "Hang",
     "RecordedRequest",

@@ -79,6 +79,27 @@ class SpeechReply:
     timeline: Timeline = field(default_factory=Timeline)
 
 
+@dataclass(frozen=True)
+class DefaultPacing:
+    """How the default replies (those of an empty queue) are paced, per endpoint: fixed model
+    delays, e.g. STT 120 ms, first token 150 ms and TTS first byte 60 ms for a benchmark."""
+
+    transcription: Timeline = field(default_factory=Timeline)
+    chat: Timeline = field(default_factory=Timeline)
+    speech: Timeline = field(default_factory=Timeline)
+
+    @classmethod
+    def from_ms(
+        cls, *, stt_ms: float, first_token_ms: float, tts_first_byte_ms: float
+    ) -> DefaultPacing:
+        """Pacing from three delays in milliseconds."""
+        return cls(
+            transcription=Timeline(first_delay_s=stt_ms / 1000),
+            chat=Timeline(first_delay_s=first_token_ms / 1000),
+            speech=Timeline(first_delay_s=tts_first_byte_ms / 1000),
+        )
+
+
 ChatScript = ChatReply | ErrorReply | Hang
 TranscriptionScript = TranscriptionReply | ErrorReply | Hang
 SpeechScript = SpeechReply | ErrorReply | Hang

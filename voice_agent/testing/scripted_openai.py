@@ -8,7 +8,9 @@
 Each endpoint answers from its own queue of scripted replies, in order. An empty queue falls back
 to a deterministic default: chat echoes the last user message (a `chat_router` may pick a chat
 reply from the request first, when several clients share one server), transcription returns
-`default_transcript`, speech returns a tone as long as the text would take to say. A reply may be
+`default_transcript`, speech returns a tone as long as the text would take to say, each paced by
+`default_pacing` (no delay unless given). Speech streams raw PCM, or base64 PCM in server-sent
+events when the request asks for `stream_format="sse"`, as OpenAI's does. A reply may be
 an `ErrorReply` (an OpenAI-style error with its status) or a `Hang` (headers never come, so the
 client times out). A `Timeline` paces a reply: a delay before the first chunk, a delay between
 chunks, a stall after some chunks (until an `asyncio.Event` is set, or for good), or an abrupt
@@ -19,6 +21,7 @@ reply types and their wire form live in `openai_script`.
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import itertools
 import json
@@ -36,6 +39,7 @@ from aiohttp import web
 from voice_agent.testing.openai_script import (
     ChatReply,
     ChatScript,
+    DefaultPacing,
     ErrorReply,
     Hang,
     SpeechReply,
@@ -85,6 +89,7 @@ class ScriptedOpenAI:
         models: Sequence[str] = DEFAULT_MODELS,
         default_transcript: str = "hello",
         chat_router: ChatRouter | None = None,
+        default_pacing: DefaultPacing | None = None,
     ) -> None:
         self.chat: deque[ChatScript] = deque(chat)
         self.chat_router = chat_router
@@ -92,6 +97,7 @@ class ScriptedOpenAI:
         self.speech: deque[SpeechScript] = deque(speech)
         self.models = tuple(models)
         self.default_transcript = default_transcript
+        self.default_pacing = default_pacing or DefaultPacing()
         self.requests: list[RecordedRequest] = []
         self._closing = asyncio.Event()
         self._recorded = asyncio.Event()  # set, then replaced, on every request
@@ -159,7 +165,9 @@ class ScriptedOpenAI:
         body = await request.json()
         self._record(request, json_body=body)
         routed = self.chat_router(body) if self.chat_router is not None else None
-        reply = routed or (self.chat.popleft() if self.chat else _echo(body))
+        reply = routed or (
+            self.chat.popleft() if self.chat else _echo(body, self.default_pacing.chat)
+        )
         if not isinstance(reply, ChatReply):
             return await self._fail(reply)
         model = str(body.get("model", "scripted"))
@@ -180,7 +188,9 @@ class ScriptedOpenAI:
         reply = self.transcriptions.popleft() if self.transcriptions else None
         if isinstance(reply, ErrorReply | Hang):
             return await self._fail(reply)
-        reply = reply or TranscriptionReply(text=self.default_transcript)
+        reply = reply or TranscriptionReply(
+            text=self.default_transcript, timeline=self.default_pacing.transcription
+        )
         try:
             duration_s = _wav_duration_s(files["file"])
         except (KeyError, wave.Error, EOFError, struct.error):
@@ -218,20 +228,37 @@ class ScriptedOpenAI:
     async def _handle_speech(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self._record(request, json_body=body)
-        reply = self.speech.popleft() if self.speech else SpeechReply()
+        reply = (
+            self.speech.popleft()
+            if self.speech
+            else SpeechReply(timeline=self.default_pacing.speech)
+        )
         if not isinstance(reply, SpeechReply):
             return await self._fail(reply)
         text = body.get("input")
         if not isinstance(text, str) or not text.strip():
             return await self._fail(ErrorReply(400, "input is required", "invalid_request_error"))
-        if body.get("response_format") != "pcm" or body.get("stream_format", "audio") != "audio":
+        stream_format = body.get("stream_format", "audio")
+        if body.get("response_format") != "pcm" or stream_format not in ("audio", "sse"):
             return await self._fail(
-                ErrorReply(400, "the scripted server speaks raw pcm only", "invalid_request_error")
+                ErrorReply(400, "the scripted server speaks pcm only", "invalid_request_error")
             )
         duration_s = reply.duration_s if reply.duration_s is not None else speech_duration_s(text)
         pcm = tone(duration_s, sample_rate=SPEECH_SAMPLE_RATE, frequency_hz=reply.frequency_hz)
         size = max(1, reply.chunk_bytes)
         chunks = [pcm[i : i + size] for i in range(0, len(pcm), size)]
+        if stream_format == "sse":
+            events = [
+                _sse({"type": "speech.audio.delta", "audio": base64.b64encode(c).decode()})
+                for c in chunks
+            ]
+            usage = {"input_tokens": len(text.split()), "output_tokens": len(chunks)}
+            done = {
+                "type": "speech.audio.done",
+                "usage": usage | {"total_tokens": sum(usage.values())},
+            }
+            events.append(_sse(done))
+            return await self._stream(request, reply.timeline, events, "text/event-stream")
         return await self._stream(request, reply.timeline, chunks, "audio/pcm")
 
     async def _handle_models(self, request: web.Request) -> web.StreamResponse:
@@ -320,12 +347,14 @@ class ScriptedOpenAI:
                 waiter.cancel()
 
 
-def _echo(body: Mapping[str, Any]) -> ChatReply:
+def _echo(body: Mapping[str, Any], timeline: Timeline) -> ChatReply:
     said = next(
         (m.get("content") for m in reversed(body.get("messages", [])) if m.get("role") == "user"),
         None,
     )
-    return ChatReply(text=f"You said: {said}" if said else "Hello.")
+    if isinstance(said, list):  # content parts, as some clients send even plain text
+        said = " ".join(str(p.get("text", "")) for p in said if isinstance(p, dict)).strip()
+    return ChatReply(text=f"You said: {said}" if said else "Hello.", timeline=timeline)
 
 
 def _sse(data: Mapping[str, Any]) -> bytes:

@@ -1,0 +1,1 @@
+"""The side-by-side benchmark's parts: figures, process memory, competitor venvs and fixtures."""
