@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -195,15 +194,36 @@ def test_flush_ends_speech_that_is_still_going(speak: Callable[[str], Pcm]) -> N
     assert vad.stream_time_s == 0.0
 
 
-def test_inference_cost_is_far_below_real_time(speak: Callable[[str], Pcm]) -> None:
-    """Scoring 20 ms frames costs well under 1 ms each (measured ~0.1 ms; bound is 10x lax)."""
+class CountingModel:
+    """The shipped Silero model, counting the windows it scores."""
+
+    def __init__(self) -> None:
+        self._model = SileroVadModel()
+        self.window_samples = self._model.window_samples
+        self.calls = 0
+
+    def probability(self, window: npt.NDArray[np.float32]) -> float:
+        self.calls += 1
+        return self._model.probability(window)
+
+    def reset(self) -> None:
+        self._model.reset()
+
+
+@pytest.mark.parametrize("frame_samples", [160, 320, 480, 1024])
+def test_each_window_is_scored_once_whatever_the_frame_size(
+    speak: Callable[[str], Pcm], frame_samples: int
+) -> None:
+    """The model scores each 32 ms window at most once, however the audio is framed.
+
+    That is the VAD's whole cost (silent windows below the energy floor are not scored at all);
+    its speed is not asserted here, as timing on these shared machines is noise.
+    """
     stream = np.concatenate([speak(SENTENCE), _silence(0.5)] * 3)
-    vad = VoiceActivityDetector()
-    frames = len(stream) // 320
-    began = time.perf_counter()
-    _run(stream, vad=vad)
-    per_frame_ms = (time.perf_counter() - began) * 1000 / frames
-    assert per_frame_ms < 1.0
+    whole_windows, framed = CountingModel(), CountingModel()
+    _run(stream, frame_samples=512, vad=VoiceActivityDetector(model=whole_windows))
+    _run(stream, frame_samples=frame_samples, vad=VoiceActivityDetector(model=framed))
+    assert 0 < framed.calls == whole_windows.calls <= len(stream) // 512
 
 
 def test_silero_model_satisfies_the_protocol() -> None:
