@@ -130,7 +130,11 @@ async def test_language_is_detected_when_no_hint_is_given(
 async def test_event_loop_stays_free_while_a_segment_is_transcribed(
     stt: LocalWhisperSTT, tts: PiperTTS
 ) -> None:
-    """Transcription runs off the event loop: a 10 ms ticker never waits 100 ms."""
+    """Transcription runs off the event loop: a 10 ms ticker keeps ticking through it.
+
+    Blocked, the loop would show one gap as long as the transcription; the bound is relative so
+    that a loaded machine's scheduling noise does not fail it.
+    """
     audio = await _speak(tts, "I was charged twice for the same subscription this month.")
     gaps: list[float] = []
 
@@ -143,12 +147,14 @@ async def test_event_loop_stays_free_while_a_segment_is_transcribed(
             last = now
 
     ticker = asyncio.create_task(tick())
+    began = time.perf_counter()
     try:
         await stt.transcribe(audio, language="en")
     finally:
+        elapsed = time.perf_counter() - began
         ticker.cancel()
     assert len(gaps) > 10
-    assert max(gaps) < 0.1
+    assert max(gaps) < elapsed / 4
 
 
 # Whisper weights
