@@ -35,7 +35,7 @@ def make_settings(**overrides: Any) -> Settings:
 
 def strip_project_env(env: dict[str, str]) -> dict[str, str]:
     """A copy of `env` without this project's settings, so a child starts from defaults."""
-    prefixes = ("VOICE_AGENT_", "LIVEKIT_", "REDIS_URL", "OPENAI_")
+    prefixes = ("VOICE_AGENT_", "LIVEKIT_", "REDIS_URL", "OPENAI_", "OTEL_")
     return {k: v for k, v in env.items() if not k.startswith(prefixes)}
 
 
