@@ -11,19 +11,23 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from livekit import api
 from livekit.protocol import agent as agent_pb
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from tests.helpers import TEST_API_KEY, TEST_API_SECRET, make_settings
+from tests.helpers import TEST_API_KEY, TEST_API_SECRET, make_settings, recorded_spans
+from tests.report_samples import sample_report
 from voice_agent import tracing
 from voice_agent.agent.job import job_context_from_assignment
 from voice_agent.call_record import CallJournal, CallRecord
 from voice_agent.logging import bound_contextvars
+from voice_agent.postcall.integrations import IntegrationJob, WebhookIntegration
 from voice_agent.server.auth import Caller
 from voice_agent.server.tokens import VoiceTokenMinter
 
@@ -33,14 +37,8 @@ PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
     """Tracing on for the test, into memory; off again after it."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.install(provider)
-    try:
+    with recorded_spans() as exporter:
         yield exporter
-    finally:
-        tracing.shutdown_tracing()
 
 
 def _one(exporter: InMemorySpanExporter, name: str) -> ReadableSpan:
@@ -215,3 +213,33 @@ def test_the_journal_keeps_the_call_span_for_a_recovered_record(tmp_path: Path) 
         directory=tmp_path, call_id="c1", room="call-c1", user_id=None, traceparent=PARENT
     )
     assert CallJournal.replay(journal.path).traceparent == PARENT
+
+
+async def test_the_report_webhook_carries_the_traceparent(spans: InMemorySpanExporter) -> None:
+    """The outbound report webhook sends the current span as a `traceparent` header."""
+    seen: list[str | None] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("traceparent"))
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/hook", handle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as session:
+            hook = WebhookIntegration(
+                url=str(server.make_url("/hook")), secret="s3cret-s3cret", session=session
+            )
+            job = IntegrationJob(
+                call_id="c1", user_id=None, stored=sample_report(), idempotency_key="k"
+            )
+            with tracing.span("integration webhook", call_id="c1"):
+                await hook.run(job)
+    finally:
+        await server.close()
+    sent = _one(spans, "integration webhook")
+    [header] = seen
+    assert header is not None
+    assert header.split("-")[2] == f"{sent.context.span_id:016x}"
