@@ -68,4 +68,6 @@ if [[ ! -f "$web_stamp" ]]; then
 fi
 
 scripts/install-livekit-server.sh
+# Jaeger all-in-one for the trace test; built once (minutes), then kept in .cache/bin.
+scripts/install-jaeger.sh
 echo "setup: done"

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import tempfile
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from voice_agent import tracing
 from voice_agent.settings import Settings
 
 AppClient = TestClient[web.Request, web.Application]
@@ -33,9 +39,22 @@ def make_settings(**overrides: Any) -> Settings:
     return Settings(_env_file=None, **values)
 
 
+@contextlib.contextmanager
+def recorded_spans() -> Iterator[InMemorySpanExporter]:
+    """Tracing on for the block, its spans kept in memory (the SDK's own exporter); off after."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.install(provider)
+    try:
+        yield exporter
+    finally:
+        tracing.shutdown_tracing()
+
+
 def strip_project_env(env: dict[str, str]) -> dict[str, str]:
     """A copy of `env` without this project's settings, so a child starts from defaults."""
-    prefixes = ("VOICE_AGENT_", "LIVEKIT_", "REDIS_URL", "OPENAI_")
+    prefixes = ("VOICE_AGENT_", "LIVEKIT_", "REDIS_URL", "OPENAI_", "OTEL_")
     return {k: v for k, v in env.items() if not k.startswith(prefixes)}
 
 

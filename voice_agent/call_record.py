@@ -17,12 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, Literal, Protocol
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from voice_agent.datadir import open_private, private_dir
 from voice_agent.logging import get_logger
 from voice_agent.protocol import TurnKind
 from voice_agent.tooling.audit import ToolAuditEntry
+from voice_agent.tracing import valid_traceparent
 
 log = get_logger("agent.call_record")
 
@@ -100,6 +101,14 @@ class CallRecord(BaseModel):
     usage: CallUsage = Field(default_factory=CallUsage)
     complete: bool = False
     """False when rebuilt from a journal whose call never ended cleanly."""
+    traceparent: str | None = None
+    """The worker's call span (W3C), which the post-call job continues; None when untraced."""
+
+    @field_validator("traceparent", mode="before")
+    @classmethod
+    def _valid_traceparent(cls, value: object) -> str | None:
+        # Outside input (a journal, Redis): a malformed one is dropped, never the record.
+        return valid_traceparent(value)
 
 
 class CallRecordSink(Protocol):
@@ -112,11 +121,23 @@ class CallRecordSink(Protocol):
 class CallJournal:
     """An append-only JSON-lines journal of one call, flushed line by line."""
 
-    def __init__(self, *, directory: Path, call_id: str, room: str, user_id: str | None) -> None:
+    def __init__(
+        self,
+        *,
+        directory: Path,
+        call_id: str,
+        room: str,
+        user_id: str | None,
+        traceparent: str | None = None,
+    ) -> None:
         private_dir(directory)
         self.path = directory / f"{call_id}.jsonl"
         self.record = CallRecord(
-            call_id=call_id, room=room, user_id=user_id, started_at=time.time()
+            call_id=call_id,
+            room=room,
+            user_id=user_id,
+            started_at=time.time(),
+            traceparent=traceparent,
         )
         fd = open_private(self.path, os.O_WRONLY | os.O_APPEND)
         try:
@@ -124,7 +145,7 @@ class CallJournal:
         except BlockingIOError:  # another live session of this call holds it: live all the same
             log.warning("call_record.journal_shared", call_id=call_id, path=str(self.path))
         self._file: IO[str] | None = os.fdopen(fd, "a", encoding="utf-8")
-        header = {"call_id", "room", "user_id", "started_at"}
+        header = {"call_id", "room", "user_id", "started_at", "traceparent"}
         self._append("call", self.record.model_dump(include=header))
 
     def add_turn(self, turn: TranscriptTurn) -> None:

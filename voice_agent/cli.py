@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from voice_agent import __version__
+from voice_agent import __version__, tracing
 from voice_agent.exceptions import ConfigError, ToolLoadError
 from voice_agent.logging import configure_logging
 from voice_agent.settings import LogFormat, Settings, env_name, load_settings
@@ -128,11 +128,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return asyncio.run(run_dev(settings))
         if args.command == "worker":
-            if args.processes > 1:
+            if args.processes > 1:  # each worker process it starts traces on its own
                 from voice_agent.agent.worker_pool import run_worker_pool
 
                 return asyncio.run(run_worker_pool(settings, args.processes))
-            asyncio.run(_worker(settings))
+            with tracing.exporting(settings, process="worker"):
+                asyncio.run(_worker(settings))
             return 0
         if args.command == "postcall":
             from voice_agent.postcall.worker import PostCallOptions, run_postcall
@@ -141,7 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.attempt_timeout is not None:
                 overrides["attempt_timeout_s"] = max(1.0, args.attempt_timeout)
             options = PostCallOptions.from_settings(settings, **overrides)
-            asyncio.run(run_postcall(settings, options=options))
+            with tracing.exporting(settings, process="postcall"):
+                asyncio.run(run_postcall(settings, options=options))
             return 0
         if args.command == "call":
             code = asyncio.run(_call(args, settings))
@@ -155,7 +157,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             from voice_agent.server.app import serve
 
-            with contextlib.suppress(KeyboardInterrupt):
+            with (
+                contextlib.suppress(KeyboardInterrupt),
+                tracing.exporting(settings, process="serve"),
+            ):
                 asyncio.run(_until_signal(serve(settings)))
             return 0
     except ValidationError as e:

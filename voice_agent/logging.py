@@ -15,7 +15,7 @@ from typing import Any, cast
 import structlog
 from structlog.contextvars import bind_contextvars, bound_contextvars, clear_contextvars
 
-from voice_agent.settings import LogFormat, Settings
+from voice_agent.settings import LogFormat, Settings, otel_pairs
 
 __all__ = [
     "Logger",
@@ -71,6 +71,8 @@ def _secret_values(settings: Settings) -> list[str]:
         settings.postcall_webhook_secret,
     ]
     secrets = [v.get_secret_value() for v in values if v is not None]
+    if settings.otel_exporter_otlp_headers is not None:  # a collector's API key travels here
+        secrets.extend(otel_pairs(settings.otel_exporter_otlp_headers.get_secret_value()).values())
     if settings.database_url:
         from urllib.parse import urlsplit
 

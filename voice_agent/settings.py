@@ -12,7 +12,7 @@ from __future__ import annotations
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import limits
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -56,6 +56,33 @@ class TTSProviderKind(StrEnum):
     AUTO = "auto"
     OPENAI = "openai"
     LOCAL = "local"  # Piper on this machine (the `local` extra)
+
+
+class OtelSampler(StrEnum):
+    """Which traces are kept (`OTEL_TRACES_SAMPLER`, the OpenTelemetry names)."""
+
+    ALWAYS_ON = "always_on"
+    ALWAYS_OFF = "always_off"
+    TRACEIDRATIO = "traceidratio"
+    PARENTBASED_ALWAYS_ON = "parentbased_always_on"
+    PARENTBASED_ALWAYS_OFF = "parentbased_always_off"
+    PARENTBASED_TRACEIDRATIO = "parentbased_traceidratio"
+
+
+def otel_pairs(text: str) -> dict[str, str]:
+    """`k1=v1,k2=v2` (the OTEL_* list format, values percent-encoded) as a dict; a ValueError
+    names an item that is not `key=value`."""
+    from urllib.parse import unquote
+
+    pairs = {}
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"expected key=value pairs separated by commas, got {item!r}")
+        pairs[key.strip()] = unquote(value.strip())
+    return pairs
 
 
 class Settings(BaseSettings):
@@ -176,6 +203,50 @@ class Settings(BaseSettings):
     restart_limit: int = Field(5, ge=0, le=1000)
     restart_window_s: float = Field(60.0, gt=0, le=86_400)
 
+    # Traces (OpenTelemetry's standard names; off unless an endpoint is set). These are passed to
+    # the SDK explicitly (`voice_agent/tracing.py`); it reads no other OTEL_* variable for what
+    # they configure.
+    otel_exporter_otlp_endpoint: str | None = Field(
+        None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    otel_exporter_otlp_traces_endpoint: str | None = Field(
+        None, validation_alias="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    )
+    otel_exporter_otlp_protocol: Literal["http/protobuf"] = Field(
+        "http/protobuf", validation_alias="OTEL_EXPORTER_OTLP_PROTOCOL"
+    )
+    otel_exporter_otlp_headers: SecretStr | None = Field(
+        None, validation_alias="OTEL_EXPORTER_OTLP_HEADERS"
+    )
+    otel_exporter_otlp_timeout: int = Field(
+        10_000, ge=100, le=600_000, validation_alias="OTEL_EXPORTER_OTLP_TIMEOUT"
+    )  # milliseconds, as the standard says
+    otel_exporter_otlp_compression: Literal["none", "gzip", "deflate"] = Field(
+        "none", validation_alias="OTEL_EXPORTER_OTLP_COMPRESSION"
+    )
+    otel_exporter_otlp_certificate: Path | None = Field(
+        None, validation_alias="OTEL_EXPORTER_OTLP_CERTIFICATE"
+    )
+    otel_traces_exporter: Literal["otlp", "none"] = Field(
+        "otlp", validation_alias="OTEL_TRACES_EXPORTER"
+    )
+    otel_service_name: str | None = Field(
+        None, min_length=1, max_length=200, validation_alias="OTEL_SERVICE_NAME"
+    )
+    otel_resource_attributes: str | None = Field(
+        None, max_length=4096, validation_alias="OTEL_RESOURCE_ATTRIBUTES"
+    )
+    otel_traces_sampler: OtelSampler = Field(
+        OtelSampler.PARENTBASED_ALWAYS_ON, validation_alias="OTEL_TRACES_SAMPLER"
+    )
+    otel_traces_sampler_arg: float | None = Field(
+        None, ge=0, le=1, validation_alias="OTEL_TRACES_SAMPLER_ARG"
+    )
+    otel_bsp_schedule_delay: int = Field(
+        5000, ge=1, le=600_000, validation_alias="OTEL_BSP_SCHEDULE_DELAY"
+    )  # milliseconds between two exports of the buffered spans
+    otel_sdk_disabled: bool = Field(False, validation_alias="OTEL_SDK_DISABLED")
+
     @field_validator("token_rate_limit")
     @classmethod
     def _parse_rate_limit(cls, value: str) -> str:
@@ -198,6 +269,20 @@ class Settings(BaseSettings):
         for origin in value:
             if origin == "*" or not origin.startswith(("http://", "https://")):
                 raise ValueError(f"CORS origins must be explicit http(s) origins, got {origin!r}")
+        return value
+
+    @field_validator("otel_resource_attributes", "otel_exporter_otlp_headers")
+    @classmethod
+    def _check_pairs(cls, value: Any) -> Any:
+        if value is not None:
+            otel_pairs(value.get_secret_value() if isinstance(value, SecretStr) else value)
+        return value
+
+    @field_validator("otel_exporter_otlp_endpoint", "otel_exporter_otlp_traces_endpoint")
+    @classmethod
+    def _check_http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http(s):// URL (OTLP over HTTP), got {value!r}")
         return value
 
     @field_validator("log_level")
@@ -234,6 +319,21 @@ class Settings(BaseSettings):
     def rate_limit_item(self) -> limits.RateLimitItem:
         """The parsed token rate limit."""
         return limits.parse(self.token_rate_limit)
+
+    @property
+    def otel_traces_endpoint(self) -> str | None:
+        """Where spans are sent: the traces endpoint as given, else `/v1/traces` under the
+        general OTLP endpoint (the standard's rule); None when tracing is not configured."""
+        if self.otel_exporter_otlp_traces_endpoint:
+            return self.otel_exporter_otlp_traces_endpoint
+        if self.otel_exporter_otlp_endpoint:
+            return self.otel_exporter_otlp_endpoint.rstrip("/") + "/v1/traces"
+        return None
+
+    @property
+    def otel_resource_attribute_map(self) -> dict[str, str]:
+        """`OTEL_RESOURCE_ATTRIBUTES` as a dict."""
+        return otel_pairs(self.otel_resource_attributes or "")
 
     @property
     def browser_rtc_url(self) -> str:

@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 from livekit import api
 
-from tests.helpers import TEST_API_KEY, TEST_API_SECRET, AppClient
+from tests.helpers import TEST_API_KEY, TEST_API_SECRET, AppClient, recorded_spans
 from tests.integration.postcall_support import (
     fast_options,
     fresh_redis,
@@ -38,11 +38,16 @@ from voice_agent.testing.scripted_openai import ScriptedOpenAI
 pytestmark = pytest.mark.integration
 
 
-def event_body(event: str = "room_finished", room: str = "call-w1") -> bytes:
+def event_body(event: str = "room_finished", room: str = "call-w1", metadata: str = "") -> bytes:
     """A LiveKit webhook body, as the server sends it (protobuf JSON, camelCase)."""
     payload: dict[str, Any] = {
         "event": event,
-        "room": {"sid": "RM_test", "name": room, "creationTime": "1741944600"},
+        "room": {
+            "sid": "RM_test",
+            "name": room,
+            "creationTime": "1741944600",
+            "metadata": metadata,
+        },
         "id": "EV_test",
         "createdAt": "1741944700",
     }
@@ -191,3 +196,22 @@ async def test_call_whose_agent_died_is_reported_from_its_journal(
     assert [t.text for t in call.record.transcript] == ["My router keeps rebooting."]
     assert call.report is not None
     assert call.report.review_reasons == ["partial_record"]
+
+
+async def test_room_finished_continues_the_calls_trace_into_the_record(hooked: Hooked) -> None:
+    """With tracing on, the webhook's span continues the traceparent in the room's metadata,
+    and the record it stores hands that trace on to the post-call job."""
+    mint = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    metadata = json.dumps({"call_id": "w1", "traceparent": mint})
+    body = event_body(metadata=metadata)
+    with recorded_spans() as spans:
+        status, _ = await hooked.post(body, signed(body))
+    assert status == 200
+    [span] = [s for s in spans.get_finished_spans() if s.name == "webhook.room_finished"]
+    assert span.parent is not None
+    assert f"{span.parent.span_id:016x}" == mint.split("-")[2]
+    queued = await hooked.queue.get_record("w1")
+    assert queued is not None
+    assert queued.record.traceparent is not None
+    _, trace_id, span_id, _ = queued.record.traceparent.split("-")
+    assert (trace_id, span_id) == (mint.split("-")[1], f"{span.context.span_id:016x}")

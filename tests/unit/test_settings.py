@@ -13,6 +13,7 @@ from voice_agent.cli import main
 from voice_agent.settings import (
     AuthMode,
     LogFormat,
+    OtelSampler,
     Settings,
     STTProviderKind,
     TTSProviderKind,
@@ -60,6 +61,10 @@ def test_env_example_lists_every_setting_with_its_default() -> None:
         {"cors_origins": "*"},
         {"livekit_url": "127.0.0.1:7880"},
         {"agent_name": "bad name"},
+        {"otel_exporter_otlp_endpoint": "collector:4318"},
+        {"otel_resource_attributes": "deployment.environment"},
+        {"otel_traces_sampler": "sometimes"},
+        {"otel_traces_sampler_arg": 1.5},
     ],
 )
 def test_invalid_settings_are_refused(overrides: dict[str, Any]) -> None:
@@ -180,6 +185,23 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "VOICE_AGENT_READINESS_TIMEOUT_S": ("1.5", 1.5),
     "VOICE_AGENT_RESTART_LIMIT": ("2", 2),
     "VOICE_AGENT_RESTART_WINDOW_S": ("30", 30.0),
+    "OTEL_EXPORTER_OTLP_ENDPOINT": ("http://collector:4318", "http://collector:4318"),
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": (
+        "https://collector:4318/custom",
+        "https://collector:4318/custom",
+    ),
+    "OTEL_EXPORTER_OTLP_PROTOCOL": ("grpc", REFUSED),  # http/protobuf is the only one spoken
+    "OTEL_EXPORTER_OTLP_HEADERS": ("api-key=abc%20def", "api-key=abc%20def"),
+    "OTEL_EXPORTER_OTLP_TIMEOUT": ("2500", 2500),
+    "OTEL_EXPORTER_OTLP_COMPRESSION": ("gzip", "gzip"),
+    "OTEL_EXPORTER_OTLP_CERTIFICATE": ("/etc/otel/ca.pem", Path("/etc/otel/ca.pem")),
+    "OTEL_TRACES_EXPORTER": ("none", "none"),
+    "OTEL_SERVICE_NAME": ("support-line", "support-line"),
+    "OTEL_RESOURCE_ATTRIBUTES": ("deployment.environment=prod", "deployment.environment=prod"),
+    "OTEL_TRACES_SAMPLER": ("traceidratio", OtelSampler.TRACEIDRATIO),
+    "OTEL_TRACES_SAMPLER_ARG": ("0.25", 0.25),
+    "OTEL_BSP_SCHEDULE_DELAY": ("200", 200),
+    "OTEL_SDK_DISABLED": ("true", True),
 }
 COMPANIONS: dict[str, dict[str, str]] = {
     "VOICE_AGENT_AUTH_MODE": {
@@ -207,7 +229,7 @@ def test_each_documented_variable_is_read_from_the_environment(
         monkeypatch.setenv(key, value)
     field = next(f for f in Settings.model_fields if env_name(f) == name)
     if expected is REFUSED:
-        with pytest.raises(ValidationError, match=field):
+        with pytest.raises(ValidationError, match=f"{field}|{name}"):  # an alias names itself
             Settings(_env_file=None)
         return
     value = getattr(Settings(_env_file=None), field)

@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
+from voice_agent import tracing
 from voice_agent.agent import metrics
 from voice_agent.agent.client_channel import ClientChannel
 from voice_agent.agent.client_messages import MessageRejectedError
@@ -172,13 +173,16 @@ class CallTools:
     async def _run_one(self, call: ToolCall, into: list[ChatMessage]) -> ToolResult:
         """Run one call; when the user talks over it, its tool message goes to `into` before
         the cancellation propagates."""
-        task = asyncio.ensure_future(self.runtime.run(call))
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            self._interrupted.set()  # a confirmation still pending is declined at once
-            into.append(ChatMessage.tool(call.id, await self._settle_interrupted(call, task)))
-            raise
+        with tracing.span(f"tool {call.name}", tool=call.name) as span:
+            task = asyncio.ensure_future(self.runtime.run(call))
+            try:
+                result = await asyncio.shield(task)
+            except asyncio.CancelledError:
+                self._interrupted.set()  # a confirmation still pending is declined at once
+                into.append(ChatMessage.tool(call.id, await self._settle_interrupted(call, task)))
+                raise
+            span.set_attribute("outcome", result.outcome)
+            return result
 
     async def _settle_interrupted(self, call: ToolCall, task: asyncio.Future[ToolResult]) -> str:
         """The tool message of a call the user talked over: the result of a tool that finishes

@@ -13,6 +13,7 @@ import contextlib
 import time
 from collections.abc import Callable, Sequence
 
+from voice_agent import tracing
 from voice_agent.agent import metrics
 from voice_agent.agent.captions import CaptionPublisher, new_segment_id
 from voice_agent.agent.listener import FRAME_MS, SAMPLE_RATE, Listener
@@ -141,7 +142,7 @@ class Conversation:
             elif isinstance(action, DecideTurn):
                 self._host.spawn(self._decide(action.evidence, action.ask))
             elif isinstance(action, CommitTurn):
-                self._host.spawn(self._take_turn(action.turn))
+                self._host.spawn(self._traced_turn(action.turn))
         self._schedule_recheck()
 
     async def _decide(self, evidence: TurnEvidence, ask: int) -> None:
@@ -164,6 +165,13 @@ class Conversation:
 
     # A committed turn
 
+    async def _traced_turn(self, turn: CallerTurn) -> None:
+        """`_take_turn` in the turn's span, from the end of the caller's speech until the reply
+        starts; the reply's stages (LLM, tools, TTS) are its children."""
+        with tracing.span("turn", start=turn.ended_at, turn=self.answered + 1):
+            tracing.record("end_of_turn", start=turn.ended_at, end=turn.committed_at)
+            await self._take_turn(turn)
+
     async def _take_turn(self, turn: CallerTurn) -> None:
         """Transcribe a committed turn; the machine says what follows from its words."""
         timer = TurnTimer(turn=self.answered + 1)
@@ -172,7 +180,8 @@ class Conversation:
         timer.stt_started = time.monotonic()
         segment = new_segment_id()
         audio = PcmAudio(turn.audio, SAMPLE_RATE)
-        text = await self._transcribe(audio, segment)
+        with tracing.span("stt", audio_s=round(audio.duration_s, 3)):
+            text = await self._transcribe(audio, segment)
         timer.stt_done = time.monotonic()
         for action in self._turns.transcribed(turn, text, at=time.monotonic()):
             if isinstance(action, InterruptAgent):

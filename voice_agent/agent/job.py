@@ -1,7 +1,8 @@
 """What an entrypoint gets for one call: which job, where to join, with what, and for whom.
 
-The token service puts the call's metadata (`call_id`, `user_id`, `anonymous`) in the token's
-`RoomAgentDispatch.metadata`; LiveKit hands it to the worker as the job's metadata.
+The token service puts the call's metadata (`call_id`, `user_id`, `anonymous`, and `traceparent`
+when tracing is on) in the token's `RoomAgentDispatch.metadata`; LiveKit hands it to the worker as
+the job's metadata.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from livekit.protocol import agent as agent_pb
 
 from voice_agent.logging import Logger, get_logger
+from voice_agent.tracing import valid_traceparent
 
 log = get_logger("agent.job")
 
@@ -38,6 +40,9 @@ class JobContext:
     call_id: str
     """The call's id from the metadata; the room name when the dispatch carried none."""
     user_id: str | None
+    traceparent: str | None = None
+    """The token mint's span (W3C traceparent) the call's trace continues; None when absent or
+    malformed."""
     log: Logger = field(repr=False, compare=False)
     """A structlog logger bound with `call_id`, `job_id` and `room`."""
 
@@ -92,5 +97,6 @@ def job_context_from_assignment(
         metadata=metadata,
         call_id=call_id,
         user_id=_text(metadata.get("user_id")),
+        traceparent=valid_traceparent(metadata.get("traceparent")),
         log=(base_log or log).bind(call_id=call_id, job_id=job.id, room=job.room.name),
     )

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from voice_agent import tracing
 from voice_agent.agent.metrics import TurnTimer
 from voice_agent.chat import ChatMessage, ToolCall
 from voice_agent.exceptions import ProviderError, VoiceAgentError
@@ -172,7 +173,8 @@ class AgentReply:
         while True:
             offer = self.tools is not None and self._round < self.max_tool_rounds
             schemas = self.tools.schemas() if offer and self.tools is not None else None
-            text, calls = await self._stream_round(messages, schemas, queue)
+            with tracing.span("llm", round=self._round, tools_offered=schemas is not None):
+                text, calls = await self._stream_round(messages, schemas, queue)
             if not calls or self.tools is None or schemas is None:
                 if calls and self.tools is not None:  # called without being offered: never run
                     self.tools.skip(calls, "no tools were offered to this completion")

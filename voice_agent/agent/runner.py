@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from aiohttp import web
 from redis.asyncio import Redis
 
+from voice_agent import tracing
 from voice_agent.agent import ffi_routing, metrics
 from voice_agent.agent.call_claims import CallClaim, CallClaims
 from voice_agent.agent.call_rooms import CallRooms
@@ -90,6 +91,13 @@ class CallRunner:
 
     async def __call__(self, job: JobContext) -> None:
         bind_context(call_id=job.call_id)
+        # The call's span on this worker continues the token mint's trace (the dispatch metadata).
+        with tracing.span(
+            "call", parent=job.traceparent, kind=tracing.SpanKind.CONSUMER, job_id=job.job_id
+        ):
+            await self._run(job)
+
+    async def _run(self, job: JobContext) -> None:
         claim = await self._claims.claim(job.call_id, job.job_id)
         if not claim.first:
             await self._refuse(job, claim)
@@ -99,6 +107,7 @@ class CallRunner:
             call_id=job.call_id,
             room=job.room_name,
             user_id=job.user_id,
+            traceparent=tracing.traceparent(),  # the post-call job continues the call's span
         )
         kit = self._tool_kit
 

@@ -12,6 +12,7 @@ import contextlib
 import time
 from collections.abc import Callable
 
+from voice_agent import tracing
 from voice_agent.agent.metrics import TurnTimer
 from voice_agent.agent.speaker import AgentSpeaker
 from voice_agent.providers.base import TTS
@@ -44,13 +45,14 @@ class SpokenOutput:
         rate = self._tts.capabilities.sample_rate
         if self._timer.tts_started is None:
             self._timer.tts_started = time.monotonic()
-        async with contextlib.aclosing(self._tts.synthesize(text)) as stream:
-            async for audio in stream:
-                if samples == 0 and self._timer.tts_first_byte is None:
-                    self._timer.tts_first_byte = time.monotonic()
-                samples += audio.sample_count
-                rate = audio.sample_rate
-                self._speaker.push(audio.data, sample_rate=rate, segment=index)
+        with tracing.span("tts", chunk=index, chars=len(text)):
+            async with contextlib.aclosing(self._tts.synthesize(text)) as stream:
+                async for audio in stream:
+                    if samples == 0 and self._timer.tts_first_byte is None:
+                        self._timer.tts_first_byte = time.monotonic()
+                    samples += audio.sample_count
+                    rate = audio.sample_rate
+                    self._speaker.push(audio.data, sample_rate=rate, segment=index)
         self._speaker.end_segment(index)
         self._audio_s[index] = samples / rate
 

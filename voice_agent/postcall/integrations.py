@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from voice_agent import tracing
 from voice_agent.exceptions import IntegrationError
 from voice_agent.logging import get_logger
 from voice_agent.postcall.models import IntegrationResult, StoredReport
@@ -166,6 +167,8 @@ class WebhookIntegration:
             SIGNATURE_HEADER: sign(self._secret, timestamp, body),
             IDEMPOTENCY_HEADER: job.idempotency_key,
         }
+        if (parent := tracing.traceparent()) is not None:  # the receiver may continue the trace
+            headers["traceparent"] = parent
         try:
             async with self._session.post(
                 self._url, data=body, headers=headers, timeout=self._timeout

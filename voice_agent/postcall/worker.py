@@ -38,6 +38,7 @@ import aiohttp
 from arq.worker import Retry, Worker, func
 from redis.exceptions import RedisError
 
+from voice_agent import tracing
 from voice_agent.backoff import ReconnectPolicy
 from voice_agent.call_record import CallRecord
 from voice_agent.exceptions import ConfigError, ProviderError, ToolLoadError
@@ -241,9 +242,17 @@ async def _process(deps: PostCallContext, call_id: str, *, job_id: str, job_try:
     )
     log.info("postcall.started", attempt=detail.attempts)
     try:
-        async with asyncio.timeout(options.attempt_timeout_s):
-            # The store's record: the complete one when any hand-over brought it.
-            failures = await _attempt(deps, detail.record, detail.report, job_try)
+        # One span per try, continuing the call's trace from the worker's call span.
+        with tracing.span(
+            "postcall.job",
+            parent=detail.record.traceparent,
+            kind=tracing.SpanKind.CONSUMER,
+            job_try=job_try,
+            source=source,
+        ):
+            async with asyncio.timeout(options.attempt_timeout_s):
+                # The store's record: the complete one when any hand-over brought it.
+                failures = await _attempt(deps, detail.record, detail.report, job_try)
     except TimeoutError:
         failures = [f"the try ran out of time ({options.attempt_timeout_s:g} s)"]
     except ProviderError as e:
@@ -318,7 +327,8 @@ async def _attempt(
     """One try: the report (unless an earlier try saved it), then each integration."""
     store, call_id = deps.store, record.call_id
     if saved is None:
-        outcome = await _write_report(deps, record, job_try)
+        with tracing.span("postcall.report"):
+            outcome = await _write_report(deps, record, job_try)
         saved = outcome.stored
         await store.save_report(call_id, saved)
         await store.add_job_event(
@@ -348,7 +358,10 @@ async def _attempt(
             stored=saved,
             idempotency_key=idempotency_key(call_id, integration.name),
         )
-        if not await run_integration(store, integration, job):
+        with tracing.span(f"integration {integration.name}", integration=integration.name) as span:
+            ok = await run_integration(store, integration, job)
+            span.set_attribute("ok", ok)
+        if not ok:
             failures.append(f"{integration.name} failed")
     return failures
 

@@ -14,6 +14,7 @@ from datetime import timedelta
 
 from livekit import api
 
+from voice_agent import tracing
 from voice_agent.server.auth import Caller
 from voice_agent.settings import Settings
 
@@ -60,13 +61,23 @@ class VoiceTokenMinter:
         self._rtc_url = settings.browser_rtc_url
 
     def mint(self, caller: Caller, *, display_name: str | None = None) -> VoiceToken:
-        """A token for `caller` to join a brand-new call room with our agent dispatched into it."""
+        """A token for `caller` to join a brand-new call room with our agent dispatched into it.
+
+        The call's trace starts here: the dispatch metadata carries this span's traceparent."""
         call_id = new_call_id()
+        with tracing.span("token.mint", call_id=call_id, kind=tracing.SpanKind.SERVER):
+            return self._mint(call_id, caller, display_name=display_name)
+
+    def _mint(self, call_id: str, caller: Caller, *, display_name: str | None) -> VoiceToken:
         room = room_for_call(call_id)
-        call_metadata = json.dumps(
-            {"call_id": call_id, "user_id": caller.identity, "anonymous": caller.anonymous},
-            separators=(",", ":"),
-        )
+        metadata: dict[str, str | bool] = {
+            "call_id": call_id,
+            "user_id": caller.identity,
+            "anonymous": caller.anonymous,
+        }
+        if (parent := tracing.traceparent()) is not None:
+            metadata["traceparent"] = parent
+        call_metadata = json.dumps(metadata, separators=(",", ":"))
         grants = api.VideoGrants(
             room_join=True,
             room=room,

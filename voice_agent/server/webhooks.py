@@ -14,6 +14,7 @@ whose `sha256` claim is the body's hash) before anything is parsed or stored.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from google.protobuf import json_format
 from livekit import api
 from redis.exceptions import RedisError
 
+from voice_agent import tracing
 from voice_agent.call_record import CallJournal, CallRecord
 from voice_agent.logging import bound_contextvars, get_logger
 from voice_agent.postcall.handover import spool_for
@@ -159,10 +161,26 @@ async def livekit_webhook(request: web.Request) -> web.Response:
     if not room.startswith(ROOM_PREFIX) or not valid_call_id(call_id):
         log.info("webhook.foreign_room", room=room[:140])
         return web.json_response({"status": "ignored"})
-    with bound_contextvars(call_id=call_id):
+    with (
+        bound_contextvars(call_id=call_id),
+        tracing.span(
+            "webhook.room_finished",
+            parent=_traceparent_of(event.room.metadata),
+            kind=tracing.SpanKind.SERVER,
+        ),
+    ):
         return await _room_finished(
             request, options, call_id, room, float(event.room.creation_time)
         )
+
+
+def _traceparent_of(room_metadata: str) -> str | None:
+    """The call's traceparent from the room's metadata (the token's call metadata), if valid."""
+    try:
+        value = json.loads(room_metadata) if room_metadata else None
+    except ValueError:
+        return None
+    return tracing.valid_traceparent(value.get("traceparent")) if isinstance(value, dict) else None
 
 
 async def _room_finished(
@@ -176,6 +194,8 @@ async def _room_finished(
         stored = False
         if not await queue.has_record(call_id):
             record = await asyncio.to_thread(best_record, options, call_id, room, created_at)
+            if record.traceparent is None:  # no worker span to follow: the job continues this one
+                record = record.model_copy(update={"traceparent": tracing.traceparent()})
             stored = await queue.put_record_if_absent(record, source="webhook")
             log.info(
                 "webhook.record_stored" if stored else "webhook.record_present",
