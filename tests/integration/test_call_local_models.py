@@ -14,6 +14,10 @@ from voice_agent.testing.scripted_openai import ScriptedOpenAI
 
 pytestmark = pytest.mark.integration
 
+# Whisper runs on the CPU the rest of the suite shares: a 30 s provider timeout (the stack's test
+# default is 5 s), as this test checks that local speech works, not how fast it is.
+LOCAL_SPEECH = {"stt": "local", "tts": "local", "provider_timeout_s": 30.0}
+
 
 async def test_call_on_local_stt_and_tts(livekit_server: LiveKitEndpoint, tmp_path: Path) -> None:
     """Local STT transcribes the spoken question; local TTS answers audibly; no STT/TTS requests
@@ -21,7 +25,7 @@ async def test_call_on_local_stt_and_tts(livekit_server: LiveKitEndpoint, tmp_pa
     models = ScriptedOpenAI(chat=[ChatReply(text="We are open from nine to five.")])
     async with (
         models,
-        voice_stack(livekit_server, tmp_path, models=models, stt="local", tts="local") as stack,
+        voice_stack(livekit_server, tmp_path, models=models, **LOCAL_SPEECH) as stack,
     ):
         result = await stack.call(await speech("What are your opening hours?"), turn_timeout_s=60)
         async with asyncio.timeout(15):
