@@ -77,6 +77,17 @@ def _parser() -> argparse.ArgumentParser:
         help="answer the agent's confirmation requests (default: leave them unanswered)",
     )
 
+    chat = sub.add_parser(
+        "chat",
+        help="talk to the agent profile in the terminal: text only, same tools and guardrails",
+    )
+    chat.add_argument(
+        "--post-call",
+        action="store_true",
+        help="hand the call record to the post-call queue (needs REDIS_URL) instead of "
+        "keeping it under <data dir>/chat/records",
+    )
+
     tools = sub.add_parser("tools", help="list the registered tools and their policy")
     tools.add_argument("--json", action="store_true", help="print the list as JSON")
     return parser
@@ -120,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = _settings(args)
         if args.command == "dev" and settings.log_format is LogFormat.AUTO:
             settings = settings.model_copy(update={"log_format": LogFormat.CONSOLE})
+        if args.command in _QUIET and "log_level" not in settings.model_fields_set:
+            settings = settings.model_copy(update={"log_level": "warning"})  # the output is theirs
         configure_logging(settings)
         if args.command in _SERVICES:
             _private_data(settings)
@@ -152,6 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             os._exit(code)
         if args.command == "tools":
             return _tools(args, settings)
+        if args.command == "chat":
+            return asyncio.run(_chat(args, settings))
         if args.command == "serve":
             from voice_agent.server.app import serve
 
@@ -190,8 +205,11 @@ async def _worker(settings: Settings) -> None:
     await run_worker(settings, sink=sink, services=[recovery])
 
 
-# The long-running commands: they keep personal data (transcripts) under the data dir.
-_SERVICES = frozenset({"dev", "serve", "worker", "postcall"})
+# The commands that keep personal data (transcripts) under the data dir.
+_SERVICES = frozenset({"dev", "serve", "worker", "postcall", "chat"})
+# The commands whose standard output is the user's: logs below warnings stay off stderr too,
+# unless VOICE_AGENT_LOG_LEVEL says otherwise.
+_QUIET = frozenset({"chat", "test"})
 
 
 def _private_data(settings: Settings) -> None:
@@ -256,6 +274,27 @@ def _source_label(source: dict[str, Any]) -> str:
     if source["kind"] == "mcp":
         return f"mcp {source['server']} ({source['transport']})"
     return str(source.get("file") or "-")
+
+
+async def _chat(args: argparse.Namespace, settings: Settings) -> int:
+    from voice_agent.call_record import FileRecordSink
+    from voice_agent.profile import load_profile
+    from voice_agent.textmode.terminal import run_chat
+
+    profile = load_profile(settings)
+    if not args.post_call:  # kept apart from the worker's journals, which go to the queue
+        chat_dir = settings.data_dir / "chat"
+        sink = FileRecordSink(chat_dir / "records")
+        return await run_chat(settings, profile, sink=sink, journal_dir=chat_dir / "calls")
+    if not settings.redis_url:
+        raise ConfigError("chat --post-call needs REDIS_URL (the post-call queue)")
+    from voice_agent.postcall.handover import PostCallSink
+
+    # Journaled where the worker's orphan recovery finds it, should the chat die midway.
+    async with PostCallSink.from_settings(settings) as queue_sink:
+        return await run_chat(
+            settings, profile, sink=queue_sink, journal_dir=settings.data_dir / "calls"
+        )
 
 
 async def _call(args: argparse.Namespace, settings: Settings) -> int:

@@ -31,9 +31,12 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "server": FOUNDATION | {"call_record", "postcall"},
     "devstack": FOUNDATION | {"postcall"},
     "caller": FOUNDATION | {"pipeline", "agent"},  # a test driver of the agent
+    # `voice-agent chat` and conversation tests: text sessions, scripted models, the caller
+    "textmode": FOUNDATION
+    | {"pipeline", "providers", "tooling", "call_record", "agent", "testing", "caller"},
     "cli": FOUNDATION
     | {"pipeline", "providers", "tooling", "call_record", "agent", "postcall", "server"}
-    | {"devstack", "caller"},
+    | {"devstack", "caller", "textmode"},
     "__main__": frozenset({"cli"}),
 }
 
