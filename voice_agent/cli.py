@@ -88,6 +88,24 @@ def _parser() -> argparse.ArgumentParser:
         "keeping it under <data dir>/chat/records",
     )
 
+    test = sub.add_parser(
+        "test",
+        help="run conversation test files against the agent profile (text mode by default)",
+    )
+    test.add_argument("paths", nargs="+", type=Path, help="conversation files, or directories")
+    test.add_argument(
+        "--voice",
+        action="store_true",
+        help="run each through a real call: a LiveKit server of its own, the worker, speech",
+    )
+    test.add_argument(
+        "--model",
+        choices=["auto", "settings"],
+        default="auto",
+        help="auto: files that script the model use the scripted server, others the "
+        "configured model; settings: the configured model for every file",
+    )
+
     tools = sub.add_parser("tools", help="list the registered tools and their policy")
     tools.add_argument("--json", action="store_true", help="print the list as JSON")
     return parser
@@ -167,6 +185,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _tools(args, settings)
         if args.command == "chat":
             return asyncio.run(_chat(args, settings))
+        if args.command == "test":
+            code = asyncio.run(_test(args, settings))
+            if args.voice:  # as after `call`: LiveKit's native library may abort at teardown
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+            return code
         if args.command == "serve":
             from voice_agent.server.app import serve
 
@@ -295,6 +320,23 @@ async def _chat(args: argparse.Namespace, settings: Settings) -> int:
         return await run_chat(
             settings, profile, sink=queue_sink, journal_dir=settings.data_dir / "calls"
         )
+
+
+async def _test(args: argparse.Namespace, settings: Settings) -> int:
+    from voice_agent.textmode.conversations import conversation_files
+    from voice_agent.textmode.runner import Mode, run_files
+
+    paths = conversation_files(args.paths)
+    if not paths:
+        print("no conversation files found", file=sys.stderr)
+        return 2
+
+    def write(line: str) -> None:
+        print(line, flush=True)
+
+    mode: Mode = "voice" if args.voice else "text"
+    reports = await run_files(paths, settings, mode=mode, model=args.model, write=write)
+    return 0 if all(r.passed for r in reports) else 1
 
 
 async def _call(args: argparse.Namespace, settings: Settings) -> int:
