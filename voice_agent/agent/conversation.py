@@ -74,6 +74,7 @@ class Conversation:
         self._log = log
         self._caller: str | None = None
         self._track_sid: str | None = None
+        self._typing = asyncio.Lock()  # typed messages are answered one after the other
         self._recheck: asyncio.TimerHandle | None = None
         self.answered = 0
         """Caller turns answered so far (the number of the next agent turn is this + 1)."""
@@ -202,6 +203,22 @@ class Conversation:
         await self._voice.settle()  # an interrupted reply commits what was heard of it first
         self._memory.context.add_user(text)
         await self._voice.start(user_text=text, kind=TurnKind.REPLY, timer=timer)
+
+    async def answer_typed(self, text: str) -> None:
+        """The caller typed `text` (already checked): once the agent's current reply has
+        ended, it is answered, spoken and captioned, like words they said."""
+        async with self._typing:
+            self.last_heard = time.monotonic()
+            timer = TurnTimer(turn=self.answered + 1)
+            await self._voice.settle()
+            self.answered += 1
+            now = time.time()
+            self._memory.journal.add_turn(
+                TranscriptTurn(speaker="user", text=text, started_at=now, ended_at=now, typed=True)
+            )
+            self._log.info("turn.user", text_chars=len(text), typed=True)
+            self._memory.context.add_user(text)
+            await self._voice.start(user_text=text, kind=TurnKind.REPLY, timer=timer)
 
     async def _transcribe(self, audio: PcmAudio, segment: str) -> str | None:
         """The segment's text, captioned as it comes; None when STT failed (after its retry)."""

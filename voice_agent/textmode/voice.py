@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from aiohttp import web
+from pydantic import SecretStr
 
 from voice_agent.agent.runner import build_call_runner
 from voice_agent.agent.worker import AgentWorker, WorkerOptions
@@ -48,6 +49,7 @@ async def livekit_server(settings: Settings) -> AsyncIterator[LiveKitEndpoint]:
         binary=find_livekit_server(settings.livekit_server_bin),
         endpoint=endpoint,
         udp_range=(udp_start, udp_start + 99),
+        log_file=settings.data_dir / "livekit.log",
     )
     await process.start()
     try:
@@ -75,7 +77,7 @@ async def voice_call(
             update={
                 "livekit_url": livekit.ws_url,
                 "livekit_api_key": livekit.api_key,
-                "livekit_api_secret": livekit.api_secret,
+                "livekit_api_secret": SecretStr(livekit.api_secret),
                 "host": "127.0.0.1",
                 "port": port,
                 "auth_mode": AuthMode.ANONYMOUS,
