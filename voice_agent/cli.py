@@ -66,6 +66,12 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument("--url", default=None, help="token service URL (default: the local one)")
     call.add_argument("--audio", type=Path, action="append", default=[], help="WAV to speak")
     call.add_argument("--say", action="append", default=[], help="text to speak (espeak-ng)")
+    call.add_argument(
+        "--type",
+        action="append",
+        default=[],
+        help="a chat message to type (lk.chat) after the greeting, before speaking",
+    )
     call.add_argument("--interrupt-after-ms", type=int, help="barge in this long into each reply")
     call.add_argument("--record", type=Path, help="write the agent's audio to this WAV")
     call.add_argument("--bearer", help="Bearer token for a token service in jwt mode")
@@ -353,6 +359,7 @@ async def _call(args: argparse.Namespace, settings: Settings) -> int:
         wait_for_greeting=not args.no_greeting,
         turn_timeout_s=args.turn_timeout,
         confirm=None if args.confirm is None else args.confirm == "yes",
+        typed=tuple(args.type),
     )
     result = await SimulatedCaller(options=options).run()
     print(json.dumps(result, indent=2))
