@@ -114,7 +114,8 @@ async def run_files(
     """Run each file in turn, printing as it goes, then a summary line."""
     reports = [await run_file(p, settings, mode=mode, model=model, write=write) for p in paths]
     failed = sum(not r.passed for r in reports)
-    write(f"{len(reports)} conversations: {len(reports) - failed} passed, {failed} failed")
+    noun = "conversation" if len(reports) == 1 else "conversations"
+    write(f"{len(reports)} {noun}: {len(reports) - failed} passed, {failed} failed")
     return reports
 
 
