@@ -190,7 +190,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "tools":
             return _tools(args, settings)
         if args.command == "chat":
-            return asyncio.run(_chat(args, settings))
+            try:
+                return asyncio.run(_chat(args, settings))
+            except KeyboardInterrupt:  # the session was closed and recorded on the way out
+                return 130
         if args.command == "test":
             code = asyncio.run(_test(args, settings))
             if args.voice:  # as after `call`: LiveKit's native library may abort at teardown
@@ -273,6 +276,8 @@ def _tools(args: argparse.Namespace, settings: Settings) -> int:
     )
     for d, source in zip(described, sources, strict=True):
         policy = "destructive, confirm" if d["destructive"] else "confirm" if d["confirm"] else "-"
+        if d.get("background"):
+            policy = "background" if policy == "-" else f"{policy}, background"
         required = set(d["parameters"].get("required", []))
         names = [f"{n}*" if n in required else n for n in d["parameters"].get("properties", {})]
         print(

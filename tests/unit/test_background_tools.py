@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import make_settings
+from tests.mcp_servers import Journal, orders_stdio
 from voice_agent.agent.call_tools import CallTools, ToolKit
 from voice_agent.agent.client_channel import ClientChannel
 from voice_agent.agent.metrics import TurnTimer
@@ -26,6 +27,7 @@ from voice_agent.agent.spoken import SpokenOutput
 from voice_agent.agent.text_session import TextReply, TextSession
 from voice_agent.call_record import CallJournal, CallRecord, FileRecordSink
 from voice_agent.chat import ChatMessage, ToolCall
+from voice_agent.exceptions import ToolLoadError
 from voice_agent.logging import get_logger
 from voice_agent.profile import AgentProfile, ToolAllowance
 from voice_agent.providers.fake import FakeCompletion, FakeLLM, FakeTTS
@@ -38,6 +40,7 @@ from voice_agent.tooling import (
     ToolSpec,
     tool,
 )
+from voice_agent.tooling.sources import ToolSources
 
 
 @dataclass
@@ -238,3 +241,22 @@ async def test_background_finish_tool_does_not_hold_a_spoken_reply(tmp_path: Pat
 
 async def _nowhere(message: str) -> None:
     raise AssertionError(f"no client action expected, got {message}")
+
+
+async def test_an_mcp_servers_background_list_marks_its_tools(tmp_path: Path) -> None:
+    """The profile's `background` makes those MCP tools background tools, and only those."""
+    server = orders_stdio(Journal(tmp_path / "j.jsonl"), background=("add_order_note",))
+    async with await ToolSources.open(
+        tools_path=None, mcp_servers=[server], data_dir=tmp_path
+    ) as sources:
+        marked = {s.name for s in sources.registry.specs() if s.background}
+        [note] = [d for d in sources.describe(5.0) if d["name"] == "orders.add_order_note"]
+    assert marked == {"orders.add_order_note"}
+    assert note["background"] is True
+
+
+async def test_a_background_list_naming_an_unknown_tool_is_a_load_error(tmp_path: Path) -> None:
+    """A `background` entry the server does not list fails the load, naming it."""
+    server = orders_stdio(Journal(tmp_path / "j.jsonl"), background=("export_everything",))
+    with pytest.raises(ToolLoadError, match="`background` names tools it does not list"):
+        await ToolSources.open(tools_path=None, mcp_servers=[server], data_dir=tmp_path)

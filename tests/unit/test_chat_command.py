@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -27,15 +28,18 @@ TICKET = ScriptedToolCall(
 )
 
 
-async def _chat(server: ScriptedOpenAI, data_dir: Path, typed: str) -> tuple[int, str]:
-    """Run `voice-agent chat` with `typed` as its input; exit code and output."""
-    env = strip_project_env(dict(os.environ)) | {
+def _env(server: ScriptedOpenAI, data_dir: Path) -> dict[str, str]:
+    return strip_project_env(dict(os.environ)) | {
         "OPENAI_API_KEY": "test",
         "OPENAI_BASE_URL": server.base_url,
         "VOICE_AGENT_PROFILE": str(ROOT / "deploy" / "profiles" / "support.toml"),
         "VOICE_AGENT_TOOLS_PATH": str(ROOT / "tools"),
         "VOICE_AGENT_DATA_DIR": str(data_dir),
     }
+
+
+async def _chat(server: ScriptedOpenAI, data_dir: Path, typed: str) -> tuple[int, str]:
+    """Run `voice-agent chat` with `typed` as its input; exit code and output."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -44,7 +48,7 @@ async def _chat(server: ScriptedOpenAI, data_dir: Path, typed: str) -> tuple[int
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env=env,
+        env=_env(server, data_dir),
         cwd=ROOT,
     )
     out, err = await asyncio.wait_for(process.communicate(typed.encode()), 60)
@@ -105,3 +109,27 @@ async def test_chat_answer_no_declines_the_tool(tmp_path: Path) -> None:
     assert [(a.outcome, a.confirmation) for a in _record(tmp_path).tool_audit] == [
         ("declined", "declined")
     ]
+
+
+async def test_ctrl_c_ends_the_chat_and_still_records_the_call(tmp_path: Path) -> None:
+    """SIGINT while waiting for input: exit 130, and the record says "interrupted"."""
+    async with ScriptedOpenAI() as server:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "voice_agent",
+            "chat",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=_env(server, tmp_path),
+            cwd=ROOT,
+        )
+        assert process.stdout is not None
+        async with asyncio.timeout(60):
+            while b"agent: Hi, this is" not in await process.stdout.readline():
+                pass
+            process.send_signal(signal.SIGINT)
+            code = await process.wait()
+    assert code == 130
+    assert _record(tmp_path).end_reason == "interrupted"

@@ -127,12 +127,16 @@ async def run_chat(
         )
         write(f"call {session.call_id} with profile {profile.name} (/quit to end)")
         write(f"agent: {session.greet()}")
-        while session.ended is None and (line := await lines.read()) is not None:
-            text = line.strip()
-            if text in _QUIT:
-                break
-            if text:
-                _print_reply(write, await session.send(text))
+        try:
+            while session.ended is None and (line := await lines.read()) is not None:
+                text = line.strip()
+                if text in _QUIT:
+                    break
+                if text:
+                    _print_reply(write, await session.send(text))
+        except asyncio.CancelledError:  # Ctrl-C: the call is still recorded
+            await session.close("interrupted")
+            raise
         record = await session.close()
         write(f"call {record.call_id} ended ({record.end_reason}): {len(record.transcript)} turns")
     finally:
