@@ -1,5 +1,6 @@
-"""Text through real calls: typed chat answered in a LiveKit call, and a conversation test run
-with `voice-agent test --voice` (its own LiveKit server, the worker, espeak-ng speech)."""
+"""Text through real parts: typed chat answered in a LiveKit call, a conversation test run with
+`voice-agent test --voice` (its own LiveKit server, the worker, espeak-ng speech), and a chat
+session's record handed to the post-call queue in Redis."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import strip_project_env
+from tests.integration.postcall_support import fresh_redis, postcall_settings
 from tests.integration.stack import voice_stack
 from voice_agent.devstack.livekit_server import LiveKitEndpoint
+from voice_agent.postcall.handover import PostCallSink
 from voice_agent.testing.openai_script import ChatReply
 from voice_agent.testing.scripted_openai import CHAT_PATH, ScriptedOpenAI
 
@@ -68,3 +71,38 @@ async def test_voice_agent_test_voice_runs_a_conversation_through_a_real_call() 
     assert "PASS tests/conversations/ticket_confirmed.toml" in output
     assert "(voice, scripted model)" in output
     assert "PASS turn 1: tool create_ticket title='VPN down', priority='high' -> ok" in output
+
+
+async def test_chat_with_post_call_hands_the_record_to_the_queue(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """`voice-agent chat --post-call`: the session's record reaches the post-call queue (and
+    is not kept as a local file)."""
+    url = await fresh_redis(redis_url)
+    settings = postcall_settings(tmp_path / "data", url, None)
+    async with ScriptedOpenAI(chat=[ChatReply(text="Hello from the help desk.")]) as models:
+        env = strip_project_env(dict(os.environ)) | {
+            "OPENAI_API_KEY": "test",
+            "OPENAI_BASE_URL": models.base_url,
+            "REDIS_URL": url,
+            "VOICE_AGENT_DATA_DIR": str(settings.data_dir),
+        }
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "voice_agent", "chat", "--post-call",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=env, cwd=ROOT,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(process.communicate(b"Hello\n/quit\n"), 60)
+    assert process.returncode == 0, err.decode()
+    output = out.decode()
+    call_id = output.split()[1]
+    assert "agent: Hello from the help desk." in output
+    async with PostCallSink.from_settings(settings) as sink:
+        queued = await sink.queue.get_record(call_id)
+    assert queued is not None
+    assert [(t.speaker, t.typed) for t in queued.record.transcript] == [
+        ("agent", False),
+        ("user", True),
+        ("agent", False),
+    ]
+    assert not (settings.data_dir / "chat" / "records").exists()
