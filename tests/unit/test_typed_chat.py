@@ -14,20 +14,29 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_room import FakeRoom
+from tests.fake_room import FakeMicrophone, FakeRoom
 from tests.unit.test_background_tools import Export, export_call, kit_for, profile_for
+from tests.unit.test_call_session import speech, until
 from voice_agent.agent.call_tools import CallTools
 from voice_agent.agent.client_channel import ClientChannel
 from voice_agent.agent.job import JobContext
 from voice_agent.agent.options import SessionOptions
 from voice_agent.agent.session import CallSession
+from voice_agent.agent.turn_taking import Floor
 from voice_agent.agent.typed_chat import MAX_TYPED_CHARS, MAX_TYPED_PER_WINDOW, TypedChat
 from voice_agent.call_record import CallJournal, CallRecord
 from voice_agent.logging import get_logger
 from voice_agent.pipeline.vad_model import SileroModelPool
 from voice_agent.protocol import TOPIC_LEGACY_CHAT
 from voice_agent.providers.factory import Providers
-from voice_agent.providers.fake import FakeCompletion, FakeLLM, FakeSpeech, FakeSTT, FakeTTS
+from voice_agent.providers.fake import (
+    FakeCompletion,
+    FakeLLM,
+    FakeSpeech,
+    FakeSTT,
+    FakeTranscription,
+    FakeTTS,
+)
 from voice_agent.providers.retry import RetryingLLM, RetryingSTT, RetryingTTS
 
 CALLER = "user-ada"
@@ -134,10 +143,11 @@ class Call:
     session: CallSession
     task: asyncio.Task[None]
 
-    async def join(self) -> None:
+    async def join(self) -> FakeMicrophone:
         await self.room.wait_for(lambda: self.room.events is not None)
-        self.room.caller_joins(CALLER)
+        microphone = self.room.caller_joins(CALLER)
         await self.room.wait_for(lambda: kinds(self.room) == ["greeting"])
+        return microphone
 
     async def record(self) -> CallRecord:
         self.room.caller_leaves(CALLER)
@@ -161,10 +171,15 @@ async def start_call(tmp_path: Path) -> AsyncIterator[Starter]:
     await pool.prewarm(1)
     calls: list[Call] = []
 
-    def start(*, answers: list[FakeCompletion], export: Export | None = None) -> Call:
+    def start(
+        *,
+        answers: list[FakeCompletion],
+        export: Export | None = None,
+        transcripts: tuple[FakeTranscription, ...] = (),
+    ) -> Call:
         room, sink, llm = FakeRoom(), Sink(), FakeLLM(answers)
         providers = Providers(
-            stt=RetryingSTT(FakeSTT(), silence_timeout_s=5),
+            stt=RetryingSTT(FakeSTT(transcripts), silence_timeout_s=5),
             llm=RetryingLLM(llm, silence_timeout_s=5),
             tts=RetryingTTS(FakeTTS(default=FakeSpeech()), silence_timeout_s=5),
         )
@@ -305,3 +320,37 @@ async def test_a_call_ending_during_a_background_tool_records_its_cancellation(
     record = await call.record()
     assert [a.outcome for a in record.tool_audit] == ["started", "cancelled"]
     assert export.cancelled == ["ada"]
+
+
+async def test_a_background_outcome_is_not_told_over_the_callers_speech(
+    start_call: Starter,
+) -> None:
+    """The tool ends while the caller speaks: the agent says nothing over them, and its
+    answer to their words is the reply that brings the outcome in."""
+    export = Export()
+    call = start_call(
+        answers=[
+            FakeCompletion(tool_calls=[export_call()]),
+            FakeCompletion("It has started."),
+            FakeCompletion("Yes, we are open, and your export ada.csv is ready."),
+        ],
+        export=export,
+        transcripts=(FakeTranscription("Are you open today?"),),
+    )
+    microphone = await call.join()
+    assert call.room.events is not None
+    call.room.events.chat_received("Export my history.", sender=CALLER, message_id="TS_1")
+    await call.room.wait_for(lambda: kinds(call.room) == ["greeting", "reply"])
+    microphone.say(await speech("Are you open today? I would like to come by this afternoon."))
+    await until(lambda: call.session.turns.floor is Floor.CALLER_SPEAKING)
+    export.release.set()
+    await call.room.wait_for(lambda: kinds(call.room) == ["greeting", "reply", "reply"])
+    answer = call.room.turns[2]
+    assert answer["user_text"] == "Are you open today?"
+    assert answer["agent_text"] == "Yes, we are open, and your export ada.csv is ready."
+    *_, user, _asked, outcome = call.llm.calls[2].messages
+    assert user.content == "Are you open today?"
+    assert json.loads(outcome.content or "")["background_result"] is True
+    record = await call.record()
+    assert len(call.llm.calls) == 3  # no turn of its own besides the answer
+    assert [a.outcome for a in record.tool_audit] == ["started", "ok"]

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from voice_agent.agent import metrics
 from voice_agent.agent.captions import CaptionPublisher, new_segment_id
@@ -75,6 +76,7 @@ class Conversation:
         self._caller: str | None = None
         self._track_sid: str | None = None
         self._typing = asyncio.Lock()  # typed messages are answered one after the other
+        self._turn_tasks: set[asyncio.Task[Any]] = set()  # committed turns not yet answered
         self._recheck: asyncio.TimerHandle | None = None
         self.answered = 0
         """Caller turns answered so far (the number of the next agent turn is this + 1)."""
@@ -106,6 +108,11 @@ class Conversation:
                     self._hear(listener.push(pcm, at=time.monotonic()))
         finally:
             models.release(model)
+
+    @property
+    def answering(self) -> bool:
+        """Whether a caller's turn (spoken or typed) is being transcribed or answered."""
+        return bool(self._turn_tasks) or self._typing.locked()
 
     def close(self) -> None:
         """Stop a pending recheck of held speech (the call is ending)."""
@@ -142,7 +149,9 @@ class Conversation:
             elif isinstance(action, DecideTurn):
                 self._host.spawn(self._decide(action.evidence, action.ask))
             elif isinstance(action, CommitTurn):
-                self._host.spawn(self._take_turn(action.turn))
+                task = self._host.spawn(self._take_turn(action.turn))
+                self._turn_tasks.add(task)
+                task.add_done_callback(self._turn_tasks.discard)
         self._schedule_recheck()
 
     async def _decide(self, evidence: TurnEvidence, ask: int) -> None:

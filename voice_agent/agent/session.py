@@ -335,9 +335,11 @@ class CallSession:
     # Background tools
 
     def _may_speak(self) -> bool:
-        """Nobody has the floor and no caller speech awaits its end of turn."""
+        """Nobody has the floor, and no caller turn awaits its end, transcript or answer."""
         turns = self.turns
-        return turns.floor is Floor.LISTENING and not turns.holding and not self._telling_background
+        if self._telling_background or self.conversation.answering:
+            return False
+        return turns.floor is Floor.LISTENING and not turns.holding
 
     def _background_ended(self, result: BackgroundResult) -> None:
         self.journal.add_event("background_tool_ended", tool=result.result.tool)
