@@ -21,6 +21,9 @@ from voice_agent.devstack.livekit_server import (
 from voice_agent.devstack.processes import free_port
 from voice_agent.devstack.redis_server import redis_process
 
+# The example profile's conversation tests (tests/conversations/*.toml) run as tests.
+pytest_plugins = ["voice_agent.textmode.pytest_plugin"]
+
 
 @pytest.fixture(autouse=True)
 def _reset_logging() -> Iterator[None]:

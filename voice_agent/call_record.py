@@ -39,6 +39,7 @@ class TranscriptTurn(BaseModel):
     ended_at: float
     interrupted: bool = False
     kind: TurnKind = TurnKind.USER
+    typed: bool = False  # the caller typed it (text chat) rather than said it
 
 
 class TurnMetricsRecord(BaseModel):

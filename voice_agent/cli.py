@@ -66,6 +66,12 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument("--url", default=None, help="token service URL (default: the local one)")
     call.add_argument("--audio", type=Path, action="append", default=[], help="WAV to speak")
     call.add_argument("--say", action="append", default=[], help="text to speak (espeak-ng)")
+    call.add_argument(
+        "--type",
+        action="append",
+        default=[],
+        help="a chat message to type (lk.chat) after the greeting, before speaking",
+    )
     call.add_argument("--interrupt-after-ms", type=int, help="barge in this long into each reply")
     call.add_argument("--record", type=Path, help="write the agent's audio to this WAV")
     call.add_argument("--bearer", help="Bearer token for a token service in jwt mode")
@@ -75,6 +81,35 @@ def _parser() -> argparse.ArgumentParser:
         "--confirm",
         choices=["yes", "no"],
         help="answer the agent's confirmation requests (default: leave them unanswered)",
+    )
+
+    chat = sub.add_parser(
+        "chat",
+        help="talk to the agent profile in the terminal: text only, same tools and guardrails",
+    )
+    chat.add_argument(
+        "--post-call",
+        action="store_true",
+        help="hand the call record to the post-call queue (needs REDIS_URL) instead of "
+        "keeping it under <data dir>/chat/records",
+    )
+
+    test = sub.add_parser(
+        "test",
+        help="run conversation test files against the agent profile (text mode by default)",
+    )
+    test.add_argument("paths", nargs="+", type=Path, help="conversation files, or directories")
+    test.add_argument(
+        "--voice",
+        action="store_true",
+        help="run each through a real call: a LiveKit server of its own, the worker, speech",
+    )
+    test.add_argument(
+        "--model",
+        choices=["auto", "settings"],
+        default="auto",
+        help="auto: files that script the model use the scripted server, others the "
+        "configured model; settings: the configured model for every file",
     )
 
     tools = sub.add_parser("tools", help="list the registered tools and their policy")
@@ -120,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = _settings(args)
         if args.command == "dev" and settings.log_format is LogFormat.AUTO:
             settings = settings.model_copy(update={"log_format": LogFormat.CONSOLE})
+        if args.command in _QUIET and "log_level" not in settings.model_fields_set:
+            settings = settings.model_copy(update={"log_level": "warning"})  # the output is theirs
         configure_logging(settings)
         if args.command in _SERVICES:
             _private_data(settings)
@@ -154,6 +191,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             os._exit(code)
         if args.command == "tools":
             return _tools(args, settings)
+        if args.command == "chat":
+            try:
+                return asyncio.run(_chat(args, settings))
+            except KeyboardInterrupt:  # the session was closed and recorded on the way out
+                return 130
+        if args.command == "test":
+            code = asyncio.run(_test(args, settings))
+            if args.voice:  # as after `call`: LiveKit's native library may abort at teardown
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+            return code
         if args.command == "serve":
             from voice_agent.server.app import serve
 
@@ -195,8 +244,11 @@ async def _worker(settings: Settings) -> None:
     await run_worker(settings, sink=sink, services=[recovery])
 
 
-# The long-running commands: they keep personal data (transcripts) under the data dir.
-_SERVICES = frozenset({"dev", "serve", "worker", "postcall"})
+# The commands that keep personal data (transcripts) under the data dir.
+_SERVICES = frozenset({"dev", "serve", "worker", "postcall", "chat"})
+# The commands whose standard output is the user's: logs below warnings stay off stderr too,
+# unless VOICE_AGENT_LOG_LEVEL says otherwise.
+_QUIET = frozenset({"chat", "test"})
 
 
 def _private_data(settings: Settings) -> None:
@@ -229,6 +281,8 @@ def _tools(args: argparse.Namespace, settings: Settings) -> int:
     )
     for d, source in zip(described, sources, strict=True):
         policy = "destructive, confirm" if d["destructive"] else "confirm" if d["confirm"] else "-"
+        if d.get("background"):
+            policy = "background" if policy == "-" else f"{policy}, background"
         required = set(d["parameters"].get("required", []))
         names = [f"{n}*" if n in required else n for n in d["parameters"].get("properties", {})]
         print(
@@ -263,6 +317,44 @@ def _source_label(source: dict[str, Any]) -> str:
     return str(source.get("file") or "-")
 
 
+async def _chat(args: argparse.Namespace, settings: Settings) -> int:
+    from voice_agent.call_record import FileRecordSink
+    from voice_agent.profile import load_profile
+    from voice_agent.textmode.terminal import run_chat
+
+    profile = load_profile(settings)
+    if not args.post_call:  # kept apart from the worker's journals, which go to the queue
+        chat_dir = settings.data_dir / "chat"
+        sink = FileRecordSink(chat_dir / "records")
+        return await run_chat(settings, profile, sink=sink, journal_dir=chat_dir / "calls")
+    if not settings.redis_url:
+        raise ConfigError("chat --post-call needs REDIS_URL (the post-call queue)")
+    from voice_agent.postcall.handover import PostCallSink
+
+    # Journaled where the worker's orphan recovery finds it, should the chat die midway.
+    async with PostCallSink.from_settings(settings) as queue_sink:
+        return await run_chat(
+            settings, profile, sink=queue_sink, journal_dir=settings.data_dir / "calls"
+        )
+
+
+async def _test(args: argparse.Namespace, settings: Settings) -> int:
+    from voice_agent.textmode.conversations import conversation_files
+    from voice_agent.textmode.runner import Mode, run_files
+
+    paths = conversation_files(args.paths)
+    if not paths:
+        print("no conversation files found", file=sys.stderr)
+        return 2
+
+    def write(line: str) -> None:
+        print(line, flush=True)
+
+    mode: Mode = "voice" if args.voice else "text"
+    reports = await run_files(paths, settings, mode=mode, model=args.model, write=write)
+    return 0 if all(r.passed for r in reports) else 1
+
+
 async def _call(args: argparse.Namespace, settings: Settings) -> int:
     from voice_agent.caller.audio import read_wav, synthesize
     from voice_agent.caller.simulated_caller import CallerOptions, SimulatedCaller
@@ -277,6 +369,7 @@ async def _call(args: argparse.Namespace, settings: Settings) -> int:
         wait_for_greeting=not args.no_greeting,
         turn_timeout_s=args.turn_timeout,
         confirm=None if args.confirm is None else args.confirm == "yes",
+        typed=tuple(args.type),
     )
     result = await SimulatedCaller(options=options).run()
     print(json.dumps(result, indent=2))

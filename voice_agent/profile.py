@@ -29,6 +29,7 @@ allows no tools and no client actions.
                                            # or url = "https://orders.internal/mcp" (HTTP)
     # headers_env = { Authorization = "ORDERS_MCP_TOKEN" }  # HTTP header values from the env
     # destructive = ["refund_order"]       # confirmed whatever the server's annotations say
+    # background = ["export_history"]      # long tools: the conversation goes on meanwhile
     # timeout_s = 5.0                      # per call (default VOICE_AGENT_TOOL_TIMEOUT_S)
 
 Header values are not part of the profile: `headers_env` names environment variables, read only
@@ -132,6 +133,7 @@ class McpServerConfig(_Strict):
     url: str | None = Field(None, max_length=2048)
     headers_env: dict[str, str] = Field(default_factory=dict)  # header name -> variable name
     destructive: tuple[McpToolName, ...] = ()
+    background: tuple[McpToolName, ...] = ()  # run without holding the conversation
     timeout_s: float | None = Field(None, gt=0, le=300)
 
     @field_validator("url")

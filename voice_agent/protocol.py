@@ -27,6 +27,11 @@ TOPIC_TRANSCRIPTION: Final = "lk.transcription"
 ATTR_TRANSCRIPTION_FINAL: Final = "lk.transcription_final"
 ATTR_TRANSCRIPTION_SEGMENT_ID: Final = "lk.segment_id"
 ATTR_TRANSCRIBED_TRACK_ID: Final = "lk.transcribed_track_id"
+# Typed chat as LiveKit's client components send it: a text stream on `lk.chat`, and (from
+# components-core 0.12) the same message as JSON {"id","timestamp","message","ignoreLegacy"}
+# in a data packet on the legacy topic, which a server with data streams is told to ignore.
+TOPIC_CHAT: Final = "lk.chat"
+TOPIC_LEGACY_CHAT: Final = "lk-chat-topic"
 
 # This project's data-channel topics (JSON messages with "v": 1, at most 8 KiB each)
 TOPIC_CLIENT_ACTIONS: Final = "client_actions"  # agent -> app

@@ -31,9 +31,14 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "server": FOUNDATION | {"call_record", "postcall"},
     "devstack": FOUNDATION | {"postcall"},
     "caller": FOUNDATION | {"pipeline", "agent"},  # a test driver of the agent
+    # `voice-agent chat` and conversation tests (text sessions, scripted models; a voice test
+    # composes a stack of its own, as the command line does)
+    "textmode": FOUNDATION
+    | {"pipeline", "providers", "tooling", "call_record", "agent", "testing", "caller"}
+    | {"server", "devstack"},
     "cli": FOUNDATION
     | {"pipeline", "providers", "tooling", "call_record", "agent", "postcall", "server"}
-    | {"devstack", "caller"},
+    | {"devstack", "caller", "textmode"},
     "__main__": frozenset({"cli"}),
 }
 

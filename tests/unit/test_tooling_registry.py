@@ -126,6 +126,7 @@ def test_describe_gives_name_description_schema_and_policy(tmp_path: Path) -> No
         "destructive",
         "timeout_s",
         "confirm",
+        "background",
     }
     assert greet["timeout_s"] == 1.5
     assert greet["confirm"] is False
@@ -142,6 +143,7 @@ def test_describe_gives_name_description_schema_and_policy(tmp_path: Path) -> No
         "destructive": True,
         "timeout_s": 5.0,
         "confirm": True,
+        "background": False,
     }
 
 

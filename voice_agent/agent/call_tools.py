@@ -6,6 +6,15 @@ action; no answer in time, or a barge-in while waiting, counts as declined. When
 over a running tool, a tool whose policy is "finish" runs to its end and its result stays in the
 conversation; one whose policy is "cancel" is cancelled; calls not yet started never run.
 
+A background tool (`@tool(background=True)`, or an MCP server's `background` list) does not hold
+the reply: once its guards (confirmation included) have passed, the model is told it started
+(audited "started") and goes on; the run continues beside the conversation, and when it ends its
+outcome (audited with the same idempotency key) goes to `on_background_result`, for the session
+to bring into the conversation. A call ending first cancels it (audited "cancelled").
+
+Confirmation goes through a `Confirmations`: the app over the data channel on a call, the
+terminal in text mode.
+
 Besides the developer's tools, the model may use the client actions the profile allows
 (`show_checklist`, `open_url`) as tools, so they pass the same guards and audit.
 """
@@ -15,7 +24,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from pydantic import Field
 
@@ -43,6 +52,7 @@ from voice_agent.tooling import (
     cancelled_content,
     tool,
 )
+from voice_agent.tooling import messages as tool_messages
 from voice_agent.tooling.audit import ToolAuditEntry
 from voice_agent.tooling.sources import ToolSources
 
@@ -81,6 +91,57 @@ class ToolKit:
                 await self.sources.aclose()
 
 
+class Confirmations(Protocol):
+    """Where the user is asked to confirm a destructive tool."""
+
+    @property
+    def hint(self) -> str:
+        """What the agent adds after the question, saying where to answer."""
+        ...
+
+    @property
+    def available(self) -> bool:
+        """Whether the user can be asked at all (otherwise every confirmation is declined)."""
+        ...
+
+    async def ask(self, *, prompt: str, tool: str, timeout_s: float) -> ConfirmationAnswer:
+        """The user's answer; "timeout" when none came in time."""
+        ...
+
+
+class AppConfirmations:
+    """Confirmation in the app: a `request_confirm` client action answered by `user_confirmed`."""
+
+    hint = "Please confirm on your screen."
+
+    def __init__(self, channel: ClientChannel) -> None:
+        self._channel = channel
+
+    @property
+    def available(self) -> bool:
+        """Whether the profile allows the `request_confirm` client action."""
+        return self._channel.policy.allows("request_confirm")
+
+    async def ask(self, *, prompt: str, tool: str, timeout_s: float) -> ConfirmationAnswer:
+        """Ask in the app."""
+        return await self._channel.request_confirm(prompt=prompt, tool=tool, timeout_s=timeout_s)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackgroundResult:
+    """What became of a background tool call, to bring into the conversation."""
+
+    call: ToolCall
+    result: ToolResult
+
+    def messages(self) -> tuple[ChatMessage, ChatMessage]:
+        """The outcome as the model reads it: a call of the tool answered by its outcome."""
+        call_id = f"{self.call.id}_result"
+        content = tool_messages.background_result(self.result.tool, self.result.content)
+        asked = ToolCall(id=call_id, name=self.call.name, arguments=self.call.arguments)
+        return ChatMessage.assistant("", tool_calls=[asked]), ChatMessage.tool(call_id, content)
+
+
 class CallTools:
     """Runs one call's tool calls (implements the reply's `ReplyTools`)."""
 
@@ -94,9 +155,14 @@ class CallTools:
         call_id: str,
         user_id: str | None,
         log: Logger,
+        confirmations: Confirmations | None = None,
     ) -> None:
         self._channel = channel
         self._log = log
+        self._confirmations = confirmations or AppConfirmations(channel)
+        self._background: set[asyncio.Task[ToolResult]] = set()
+        self.on_background_result: Callable[[BackgroundResult], None] | None = None
+        """Hears each background tool's outcome (set by the session)."""
         self._say: Callable[[str], None] | None = None
         self._interrupted = asyncio.Event()
         self._confirm_timeout_s = kit.settings.confirm_timeout_s
@@ -170,10 +236,34 @@ class CallTools:
             self._say = None
         return notice
 
+    @property
+    def background_running(self) -> int:
+        """Background tool runs not yet ended."""
+        return len(self._background)
+
+    async def wait_background(self) -> None:
+        """Until the background runs going now have ended (and been handed on)."""
+        if self._background:
+            await asyncio.wait([*self._background])
+
+    async def aclose(self, timeout_s: float = 2.0) -> None:
+        """The call is ending: cancel background runs and wait (bounded) until each has
+        recorded its cancellation (or the outcome it reached first)."""
+        running = list(self._background)
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.wait(running, timeout=timeout_s)
+
     async def _run_one(self, call: ToolCall, into: list[ChatMessage]) -> ToolResult:
         """Run one call; when the user talks over it, its tool message goes to `into` before
         the cancellation propagates."""
         with tracing.span(f"tool {call.name}", tool=call.name) as span:
+            spec = self.runtime.spec_for(call.name)
+            if spec is not None and spec.background:
+                result = await self._start_background(call, into)
+                span.set_attribute("outcome", result.outcome)
+                return result
             task = asyncio.ensure_future(self.runtime.run(call))
             try:
                 result = await asyncio.shield(task)
@@ -183,6 +273,45 @@ class CallTools:
                 raise
             span.set_attribute("outcome", result.outcome)
             return result
+
+    async def _start_background(self, call: ToolCall, into: list[ChatMessage]) -> ToolResult:
+        """Run a background call until it has started (its "started" result) or has ended in
+        its guards; from then on it runs beside the conversation."""
+        started: asyncio.Future[ToolResult] = asyncio.get_running_loop().create_future()
+
+        def on_started(result: ToolResult) -> None:
+            if not started.done():
+                started.set_result(result)
+
+        task = asyncio.ensure_future(self.runtime.run(call, started=on_started))
+        try:
+            await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # a barge-in before it started (while confirming)
+            self._interrupted.set()
+            if started.done():
+                self._keep(call, task)
+                into.append(ChatMessage.tool(call.id, started.result().content))
+            else:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                into.append(ChatMessage.tool(call.id, cancelled_content(call.name)))
+            raise
+        if not started.done():  # refused, declined, a duplicate...: nothing runs on
+            return task.result()
+        self._keep(call, task)
+        return started.result()
+
+    def _keep(self, call: ToolCall, task: asyncio.Task[ToolResult]) -> None:
+        self._background.add(task)
+
+        def ended(done: asyncio.Task[ToolResult]) -> None:
+            self._background.discard(done)
+            if done.cancelled() or done.exception() is not None:
+                return  # cancelled as the call ends: audited by the runtime
+            if self.on_background_result is not None:
+                self.on_background_result(BackgroundResult(call=call, result=done.result()))
+
+        task.add_done_callback(ended)
 
     async def _settle_interrupted(self, call: ToolCall, task: asyncio.Future[ToolResult]) -> str:
         """The tool message of a call the user talked over: the result of a tool that finishes
@@ -202,14 +331,14 @@ class CallTools:
         return cancelled_content(call.name)
 
     async def _confirm(self, request: ConfirmationRequest) -> ConfirmationAnswer:
-        """Say what is about to happen and ask in the app; a barge-in counts as no."""
-        if not self._channel.policy.allows("request_confirm"):
+        """Say what is about to happen and ask the user; a barge-in counts as no."""
+        if not self._confirmations.available:
             self._log.warning("tool.confirm_unavailable", tool=request.tool)
             return "declined"
         if self._say is not None:
-            self._say(f"{request.prompt} Please confirm on your screen.")
+            self._say(f"{request.prompt} {self._confirmations.hint}")
         waiter = asyncio.ensure_future(
-            self._channel.request_confirm(
+            self._confirmations.ask(
                 prompt=request.prompt,
                 tool=request.tool,
                 timeout_s=self._confirm_timeout_s,

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from voice_agent import tracing
 from voice_agent.agent import metrics
@@ -75,6 +76,8 @@ class Conversation:
         self._log = log
         self._caller: str | None = None
         self._track_sid: str | None = None
+        self._typing = asyncio.Lock()  # typed messages are answered one after the other
+        self._turn_tasks: set[asyncio.Task[Any]] = set()  # committed turns not yet answered
         self._recheck: asyncio.TimerHandle | None = None
         self.answered = 0
         """Caller turns answered so far (the number of the next agent turn is this + 1)."""
@@ -106,6 +109,11 @@ class Conversation:
                     self._hear(listener.push(pcm, at=time.monotonic()))
         finally:
             models.release(model)
+
+    @property
+    def answering(self) -> bool:
+        """Whether a caller's turn (spoken or typed) is being transcribed or answered."""
+        return bool(self._turn_tasks) or self._typing.locked()
 
     def close(self) -> None:
         """Stop a pending recheck of held speech (the call is ending)."""
@@ -142,7 +150,9 @@ class Conversation:
             elif isinstance(action, DecideTurn):
                 self._host.spawn(self._decide(action.evidence, action.ask))
             elif isinstance(action, CommitTurn):
-                self._host.spawn(self._traced_turn(action.turn))
+                task = self._host.spawn(self._traced_turn(action.turn))
+                self._turn_tasks.add(task)
+                task.add_done_callback(self._turn_tasks.discard)
         self._schedule_recheck()
 
     async def _decide(self, evidence: TurnEvidence, ask: int) -> None:
@@ -211,6 +221,22 @@ class Conversation:
         await self._voice.settle()  # an interrupted reply commits what was heard of it first
         self._memory.context.add_user(text)
         await self._voice.start(user_text=text, kind=TurnKind.REPLY, timer=timer)
+
+    async def answer_typed(self, text: str) -> None:
+        """The caller typed `text` (already checked): once the agent's current reply has
+        ended, it is answered, spoken and captioned, like words they said."""
+        async with self._typing:
+            self.last_heard = time.monotonic()
+            timer = TurnTimer(turn=self.answered + 1)
+            await self._voice.settle()
+            self.answered += 1
+            now = time.time()
+            self._memory.journal.add_turn(
+                TranscriptTurn(speaker="user", text=text, started_at=now, ended_at=now, typed=True)
+            )
+            self._log.info("turn.user", text_chars=len(text), typed=True)
+            self._memory.context.add_user(text)
+            await self._voice.start(user_text=text, kind=TurnKind.REPLY, timer=timer)
 
     async def _transcribe(self, audio: PcmAudio, segment: str) -> str | None:
         """The segment's text, captioned as it comes; None when STT failed (after its retry)."""

@@ -9,13 +9,16 @@ a LiveKit server.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 from livekit import rtc
 
 from voice_agent.agent import ffi_routing
+from voice_agent.agent.typed_chat import MAX_TYPED_CHARS
+from voice_agent.protocol import TOPIC_CHAT
 
 
 class CallerAudio(Protocol):
@@ -48,6 +51,11 @@ class RoomEvents(Protocol):
 
     def data_received(self, data: bytes, *, topic: str | None, sender: str | None) -> None:
         """A data message arrived on `topic` from `sender` (None: the server)."""
+        ...
+
+    def chat_received(self, text: str, *, sender: str, message_id: str) -> None:
+        """A typed chat message arrived as a text stream on `lk.chat` (cut at
+        `MAX_TYPED_CHARS` + 1 characters)."""
         ...
 
 
@@ -127,6 +135,7 @@ class LiveKitRoom:
         self._token = token
         self._room = rtc.Room()
         self._events: RoomEvents | None = None
+        self._readers: set[asyncio.Task[Any]] = set()
 
     @property
     def name(self) -> str:
@@ -139,6 +148,7 @@ class LiveKitRoom:
         room.on("participant_disconnected", self._left)
         room.on("track_subscribed", self._track)
         room.on("data_received", self._data)
+        room.register_text_stream_handler(TOPIC_CHAT, self._chat)
         await room.connect(self._url, self._token)
         ffi_routing.narrow_room(room)
 
@@ -175,6 +185,8 @@ class LiveKitRoom:
         await writer.aclose()
 
     async def leave(self) -> None:
+        for reader in [*self._readers]:
+            reader.cancel()
         with contextlib.suppress(Exception):  # leaving a room that is already gone is fine
             await self._room.disconnect()
 
@@ -200,3 +212,27 @@ class LiveKitRoom:
         if self._events is not None:
             sender = packet.participant.identity if packet.participant is not None else None
             self._events.data_received(packet.data, topic=packet.topic, sender=sender)
+
+    def _chat(self, reader: rtc.TextStreamReader, sender: str) -> None:
+        task = asyncio.ensure_future(self._read_chat(reader, sender))
+        self._readers.add(task)
+        task.add_done_callback(self._readers.discard)
+
+    async def _read_chat(self, reader: rtc.TextStreamReader, sender: str) -> None:
+        """Read a chat stream, at most one character past the limit (the rest is not kept)."""
+        parts: list[str] = []
+        size = 0
+        try:
+            async for chunk in reader:
+                parts.append(chunk[: MAX_TYPED_CHARS + 1 - size])
+                size += len(chunk)
+                if size > MAX_TYPED_CHARS:
+                    break
+        except rtc.StreamError:
+            return  # aborted by the sender: nothing was said
+        finally:
+            reader.close()
+        if self._events is not None:
+            self._events.chat_received(
+                "".join(parts), sender=sender, message_id=reader.info.stream_id
+            )

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from voice_agent.agent import metrics
-from voice_agent.agent.call_tools import CallTools
+from voice_agent.agent.call_tools import BackgroundResult, CallTools
 from voice_agent.agent.captions import CaptionPublisher
 from voice_agent.agent.client_channel import ClientChannel
 from voice_agent.agent.conversation import Conversation
@@ -34,14 +34,21 @@ from voice_agent.agent.metrics import TurnTimer
 from voice_agent.agent.options import SessionOptions, spoken_lines
 from voice_agent.agent.reply import AgentReply
 from voice_agent.agent.room import CallerAudio, CallRoom, LiveKitRoom
-from voice_agent.agent.turn_taking import TurnTaking
+from voice_agent.agent.turn_taking import Floor, TurnTaking
+from voice_agent.agent.typed_chat import TypedChat
 from voice_agent.agent.voice import AgentVoice, CallMemory
 from voice_agent.call_record import CallJournal, CallRecordSink, CallUsage
 from voice_agent.pipeline.context import ConversationContext
 from voice_agent.pipeline.turn import SilenceTurnDetector, TurnDetector
 from voice_agent.pipeline.vad_model import SileroModelPool
 from voice_agent.profile import ClientActionPolicy
-from voice_agent.protocol import ATTR_AGENT_STATE, TOPIC_CLIENT_ACTIONS, AgentState, TurnKind
+from voice_agent.protocol import (
+    ATTR_AGENT_STATE,
+    TOPIC_CLIENT_ACTIONS,
+    TOPIC_LEGACY_CHAT,
+    AgentState,
+    TurnKind,
+)
 from voice_agent.providers.factory import Providers
 
 # How long ending a call (leaving the room, storing the record) may take.
@@ -127,6 +134,14 @@ class CallSession:
             options=options,
             log=self.log,
         )
+        self.typed = TypedChat(journal=journal, log=self.log, answer=self._answer_typed)
+        self.typed.user_identity = job.user_id
+        # Background tools' outcomes wait here until a reply brings them into the conversation.
+        self._background: list[BackgroundResult] = []
+        self._telling_background = False
+        if self.tools is not None:
+            self.tools.on_background_result = self._background_ended
+        self.voice.before_reply = self._bring_in_background
 
     # Lifecycle
 
@@ -205,6 +220,8 @@ class CallSession:
 
     async def _shutdown(self) -> None:
         self.conversation.close()
+        if self.tools is not None:  # background runs end first, recorded as cancelled
+            await self.tools.aclose(timeout_s=_FINISH_TIMEOUT_S / 4)
         pending = [*self._tasks]
         if (reply := self.voice.cancel()) is not None:
             pending.append(reply)
@@ -251,6 +268,7 @@ class CallSession:
         if self._user is None and expected in (None, identity):
             self._user = identity
             self.channel.user_identity = identity
+            self.typed.user_identity = identity
             self.log.info("call.user_joined", identity=identity)
             self.journal.add_event("user_joined", identity=identity)
             self._user_joined.set()
@@ -281,8 +299,19 @@ class CallSession:
             )
 
     def data_received(self, data: bytes, *, topic: str | None, sender: str | None) -> None:
-        """App messages go to the call's client channel."""
+        """App messages go to the call's client channel; legacy chat packets to typed chat."""
+        if topic == TOPIC_LEGACY_CHAT:
+            self.typed.legacy_received(data, sender=sender)
+            return
         self.channel.on_data(data, topic=topic, sender=sender)
+
+    def chat_received(self, text: str, *, sender: str, message_id: str) -> None:
+        """Typed chat (`lk.chat`) is checked, then answered like the caller's words."""
+        self.typed.text_received(text, sender=sender, message_id=message_id)
+
+    def _answer_typed(self, text: str) -> None:
+        if not self.ending:
+            self.spawn(self.conversation.answer_typed(text))
 
     # Time limits
 
@@ -295,10 +324,43 @@ class CallSession:
                 await self.voice.hang_up(LineName.GOODBYE, "max_duration")
                 return
             idle = self.state is AgentState.LISTENING and not self.voice.busy
+            if idle and self._background and self._may_speak():
+                self._telling_background = True
+                self.spawn(self._tell_background())
             quiet_since = max(self.conversation.last_heard, self._listening_since)
             if idle and now - quiet_since >= self.opts.user_silence_timeout_s:
                 await self.voice.hang_up(LineName.GOODBYE, "user_silent")
                 return
+
+    # Background tools
+
+    def _may_speak(self) -> bool:
+        """Nobody has the floor, and no caller turn awaits its end, transcript or answer."""
+        turns = self.turns
+        if self._telling_background or self.conversation.answering:
+            return False
+        return turns.floor is Floor.LISTENING and not turns.holding
+
+    def _background_ended(self, result: BackgroundResult) -> None:
+        self.journal.add_event("background_tool_ended", tool=result.result.tool)
+        self._background.append(result)
+
+    def _bring_in_background(self) -> None:
+        """Outcomes of background tools join the conversation before the next model reply."""
+        done, self._background = self._background, []
+        for result in done:
+            self.journal.add_event("background_result_told", tool=result.result.tool)
+            for message in result.messages():
+                self.context.add(message)
+
+    async def _tell_background(self) -> None:
+        """The caller is not speaking and the agent is quiet: tell the outcomes now."""
+        try:
+            if self._background:  # a reply may have told them meanwhile
+                timer = TurnTimer(turn=self.conversation.answered)
+                await self.voice.start(kind=TurnKind.REPLY, timer=timer)
+        finally:
+            self._telling_background = False
 
     # The agent's state
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -98,6 +98,8 @@ class AgentVoice:
         self._failures = 0
         self._end_after_turn: str | None = None
         self._lines_ready: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.before_reply: Callable[[], None] | None = None
+        """Called as a model reply starts, before it reads the conversation."""
 
     async def open(self) -> None:
         """Publish the agent's voice track and start rendering the fixed lines."""
@@ -141,6 +143,8 @@ class AgentVoice:
         """Start a reply (a model's answer, or `fixed_text`) once the previous one has ended."""
         await self.settle()
         tools = self._tools if fixed_text is None else None
+        if fixed_text is None and self.before_reply is not None:
+            self.before_reply()
         if tools is not None:
             tools.begin_turn(timer.turn)
         output = SpokenOutput(speaker=self.speaker, tts=self._providers.tts, timer=timer)

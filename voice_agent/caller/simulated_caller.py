@@ -39,8 +39,10 @@ from voice_agent.protocol import (
     ATTR_TRANSCRIPTION_SEGMENT_ID,
     PROTOCOL_VERSION,
     TOPIC_AGENT_TURNS,
+    TOPIC_CHAT,
     TOPIC_CLIENT_ACTIONS,
     TOPIC_CLIENT_EVENTS,
+    TOPIC_LEGACY_CHAT,
     TOPIC_TRANSCRIPTION,
     TurnKind,
 )
@@ -82,6 +84,9 @@ class CallerOptions:
     """Publish the microphone this long after joining (a slow device, or a busy server)."""
     confirm: bool | None = None
     """Answer the agent's `request_confirm` actions yes (True) or no (False); None: ignore them."""
+    typed: tuple[str, ...] = ()
+    """Chat messages to type after the greeting, before speaking, each answered in turn: sent as
+    LiveKit's client components send them (a text stream on `lk.chat`, then the legacy packet)."""
     between_turns: Callable[[int], Awaitable[None]] | None = None
     """Awaited after each turn but the last, with the number of turns done (a test cuts the
     network here, or a load test paces its callers)."""
@@ -143,6 +148,8 @@ class SimulatedCaller:
                 greeting = (await self._next_turn(TurnKind.GREETING))["agent_text"]
             if self._opts.before_first_turn is not None:
                 await self._opts.before_first_turn()
+            for text in self._opts.typed:
+                turns += await self._type_turn(text)
             for i, utterance in enumerate(self._opts.utterances):
                 last = i == len(self._opts.utterances) - 1
                 if last and self._opts.hang_up_after_ms is not None:
@@ -257,6 +264,17 @@ class SimulatedCaller:
             turn["caller_voice_to_voice_ms"] = v2v[i] if i < len(v2v) else None
             turns.append(turn)
         return turns
+
+    async def _type_turn(self, text: str) -> list[dict[str, Any]]:
+        """Type one chat message; the agent's answer."""
+        participant = self._room.local_participant
+        info = await participant.send_text(text, topic=TOPIC_CHAT)
+        legacy = {"id": info.stream_id, "timestamp": int(time.time() * 1000), "message": text}
+        await participant.publish_data(
+            json.dumps({**legacy, "ignoreLegacy": True}), reliable=True, topic=TOPIC_LEGACY_CHAT
+        )
+        log.info("caller.typed", chars=len(text))
+        return [await self._next_turn(TurnKind.REPLY)]
 
     async def _say(self, utterance: Utterance) -> float | None:
         """Speak one utterance; ms from the end of its speech to the agent's first audible audio.

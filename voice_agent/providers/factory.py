@@ -94,3 +94,12 @@ def build_providers(settings: Settings) -> Providers:
         llm=RetryingLLM(llm, silence_timeout_s=silent),
         tts=RetryingTTS(tts, silence_timeout_s=silent),
     )
+
+
+def build_llm(settings: Settings) -> LLM:
+    """The configured LLM alone (with its fallback and retry), for a session without audio."""
+    llm = _llm(settings.llm, settings)
+    if settings.llm_fallback is not None:
+        fallback = _llm(settings.llm_fallback, settings)
+        llm = FallbackLLM(llm, fallback, switch_after_s=settings.fallback_after_s)
+    return RetryingLLM(llm, silence_timeout_s=settings.provider_timeout_s)

@@ -24,6 +24,7 @@ ToolOutcome = Literal[
     "duplicate",  # same idempotency key as an earlier run; the earlier result was reused
     "cancelled",  # cancelled by a barge-in per the tool's policy
     "skipped",  # from a generation interrupted before it was committed; never ran
+    "started",  # a background tool passed its guards and runs; its outcome follows, same key
 ]
 
 

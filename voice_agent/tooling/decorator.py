@@ -45,6 +45,7 @@ def tool(
     timeout: float | None = None,
     confirm: str | None = None,
     on_interrupt: Literal["finish", "cancel"] = "finish",
+    background: bool = False,
     secret_args: Sequence[str] = (),
     fallback: str | None = None,
 ) -> Callable[[ToolFunction], ToolSpec]: ...
@@ -59,6 +60,7 @@ def tool(
     timeout: float | None = None,
     confirm: str | None = None,
     on_interrupt: Literal["finish", "cancel"] = "finish",
+    background: bool = False,
     secret_args: Sequence[str] = (),
     fallback: str | None = None,
 ) -> ToolSpec | Callable[[ToolFunction], ToolSpec]:
@@ -67,7 +69,10 @@ def tool(
     `destructive`: the user must confirm each run. `timeout`: seconds per run (default: the
     runtime's). `confirm`: the confirmation question, formatted with the arguments, e.g.
     "Create a ticket titled '{title}'?". `on_interrupt`: whether a run the user talks over
-    finishes or is cancelled. `secret_args`: arguments never written to logs or audit.
+    finishes or is cancelled. `background`: the run does not hold the conversation: the
+    model is told at once that it started, and its result joins the conversation (and the
+    agent tells the caller) when it completes. `secret_args`: arguments never written to logs
+    or audit.
     `fallback`: what the agent offers while the tool's system is unavailable.
     """
 
@@ -79,6 +84,7 @@ def tool(
             timeout=timeout,
             confirm=confirm,
             on_interrupt=on_interrupt,
+            background=background,
             secret_args=secret_args,
             fallback=fallback,
         )
@@ -94,6 +100,7 @@ def _build_spec(
     timeout: float | None,
     confirm: str | None,
     on_interrupt: OnInterrupt,
+    background: bool,
     secret_args: Sequence[str],
     fallback: str | None,
 ) -> ToolSpec:
@@ -136,6 +143,7 @@ def _build_spec(
         timeout_s=timeout,
         confirm=confirm,
         on_interrupt=on_interrupt,
+        background=background,
         secret_args=frozenset(secret_args),
         fallback=fallback,
         fn=fn,

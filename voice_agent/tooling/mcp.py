@@ -197,11 +197,12 @@ class McpToolSource:
 
     def _build(self, tools: list[Tool]) -> None:
         listed = {t.name for t in tools}
-        if unknown := sorted(set(self.config.destructive) - listed):
-            raise ToolLoadError(
-                f"MCP server {self.name!r}: `destructive` names tools it does not list: "
-                f"{unknown} (it lists {sorted(listed)})"
-            )
+        for option in ("destructive", "background"):
+            if unknown := sorted(set(getattr(self.config, option)) - listed):
+                raise ToolLoadError(
+                    f"MCP server {self.name!r}: `{option}` names tools it does not list: "
+                    f"{unknown} (it lists {sorted(listed)})"
+                )
         specs: dict[str, ToolSpec] = {}
         for tool in tools:
             if not _TOOL_NAME.match(tool.name):
@@ -238,6 +239,7 @@ class McpToolSource:
             parameters=clean_schema(tool.input_schema),
             destructive=tool.name in self.config.destructive or is_destructive(annotations),
             timeout_s=self.config.timeout_s,
+            background=tool.name in self.config.background,
             secret_args=_secret_properties(tool.input_schema),
             fn=_caller(self.connection, tool.name),
             takes_model=True,

@@ -154,3 +154,34 @@ def skipped(tool: str, reason: str) -> str:
         f"The {_spoken(tool)} request was not run: {reason}.",
         "Do not assume it happened. Listen to the user and call it again only if still needed.",
     )
+
+
+def started(tool: str) -> str:
+    """A background tool is running; its result comes in a later message."""
+    return _dump(
+        {
+            "ok": True,
+            "started": True,
+            "message": f"The {_spoken(tool)} request has started and runs in the background; "
+            "its result will arrive in a later message.",
+            "tell_user": "Tell the user it has started and that you will tell them the result "
+            "when it is ready. Do not request it again.",
+        }
+    )
+
+
+def background_result(tool: str, content: str) -> str:
+    """What became of a background tool started earlier in the call (`content`: its message)."""
+    try:
+        outcome: Any = json.loads(content)
+    except ValueError:
+        outcome = content
+    return _dump(
+        {
+            "background_result": True,
+            "message": f"The {_spoken(tool)} request started earlier has ended; here is what "
+            "became of it.",
+            "outcome": outcome,
+            "tell_user": "Tell the user what became of it now, briefly.",
+        }
+    )

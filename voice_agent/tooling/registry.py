@@ -113,6 +113,7 @@ class ToolRegistry:
                 "destructive": spec.destructive,
                 "timeout_s": spec.timeout_s or default_timeout_s,
                 "confirm": spec.needs_confirmation,
+                "background": spec.background,
             }
             for spec in self.specs()
         ]

@@ -3,9 +3,11 @@
 `run` applies, in order: the per-turn and per-call limits; the allowlist; argument validation;
 the tool's circuit breaker; the idempotency ledger; the user's confirmation for destructive
 tools; and the run itself under its time limit. Every request ends in exactly one audit record
-and one `tool.<outcome>` log event carrying `call_id`. Nothing a tool raises escapes `run`, except
-cancellation (a barge-in with `on_interrupt="cancel"`), which is audited as "cancelled", releases
-the ledger claim, and propagates.
+and one `tool.<outcome>` log event carrying `call_id`; a background tool also gets a "started"
+record (same idempotency key) once its guards have passed, when the caller asks to hear of it.
+Nothing a tool raises escapes `run`, except cancellation (a barge-in with
+`on_interrupt="cancel"`, or the call ending), which is audited as "cancelled", releases the
+ledger claim, and propagates.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class _Attempt:
     """One request as it moves through the guards (what must be undone if it is cancelled)."""
 
     call: ToolCall
+    turn: int | None = None
     at: float = field(default_factory=time.time)
     started: float = field(default_factory=time.monotonic)
     arguments: dict[str, Any] = field(default_factory=dict)
@@ -126,14 +129,20 @@ class ToolRuntime:
 
     def skip(self, call: ToolCall, reason: str) -> ToolResult:
         """Record a call that must not run (its generation was interrupted); runs nothing."""
-        attempt = _Attempt(call=call, arguments=_loose_arguments(call.arguments))
+        attempt = _Attempt(call=call, turn=self._turn, arguments=_loose_arguments(call.arguments))
         return self._finish(attempt, "skipped", messages.skipped(call.name, reason), error=reason)
 
-    async def run(self, call: ToolCall) -> ToolResult:
-        """Run one tool call through every guard; never raises except `CancelledError`."""
-        attempt = _Attempt(call=call)
+    async def run(
+        self, call: ToolCall, *, started: Callable[[ToolResult], None] | None = None
+    ) -> ToolResult:
+        """Run one tool call through every guard; never raises except `CancelledError`.
+
+        For a background tool, `started` hears (with a "started" result, audited) the moment
+        its guards have passed and it begins to run; the returned result comes when it ends.
+        """
+        attempt = _Attempt(call=call, turn=self._turn)
         try:
-            return await self._run(attempt)
+            return await self._run(attempt, started)
         except asyncio.CancelledError:
             await self._undo(attempt)
             content = messages.cancelled(call.name)
@@ -149,7 +158,9 @@ class ToolRuntime:
                 error=f"runtime: {type(e).__name__}: {e}",
             )
 
-    async def _run(self, attempt: _Attempt) -> ToolResult:
+    async def _run(
+        self, attempt: _Attempt, started: Callable[[ToolResult], None] | None
+    ) -> ToolResult:
         call = attempt.call
         if self._turn_calls >= self._policy.max_calls_per_turn:
             attempt.arguments = _loose_arguments(call.arguments)
@@ -209,6 +220,8 @@ class ToolRuntime:
                 content = messages.declined(spec.name, timed_out=attempt.confirmation == "timeout")
                 return self._finish(attempt, "declined", content)
 
+        if spec.background and started is not None:
+            started(self._finish(attempt, "started", messages.started(spec.name)))
         return await self._execute(spec, args, attempt)
 
     async def _execute(self, spec: ToolSpec, args: BaseModel, attempt: _Attempt) -> ToolResult:
@@ -305,7 +318,7 @@ class ToolRuntime:
             at=attempt.at,
             tool=tool,
             tool_call_id=call.id,
-            turn=self._turn,
+            turn=attempt.turn,
             arguments=bounded(attempt.arguments),
             outcome=outcome,
             confirmation=attempt.confirmation,
@@ -324,7 +337,7 @@ class ToolRuntime:
             call_id=self._call_id,
             tool=tool,
             tool_call_id=call.id,
-            turn=self._turn,
+            turn=attempt.turn,
             duration_ms=duration_ms,
             confirmation=attempt.confirmation,
             error=entry.error,

@@ -40,6 +40,8 @@ class ToolSpec:
     timeout_s: float | None = None  # None: the runtime's default
     confirm: str | None = None  # confirmation prompt template, formatted with the arguments
     on_interrupt: OnInterrupt = "finish"
+    # Runs in the background: the model hears at once that it started, the result later.
+    background: bool = False
     secret_args: frozenset[str] = frozenset()
     fallback: str | None = None  # what the agent offers when the tool's system is unavailable
     fn: Callable[..., Awaitable[Any]]
