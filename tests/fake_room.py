@@ -84,6 +84,9 @@ class FakeRoom:
     data: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     captions: list[Caption] = field(default_factory=list)
     voice: rtc.LocalAudioTrack | None = None
+    legacy_captions: list[Caption] = field(default_factory=list)
+    attributes: dict[str, str] = field(default_factory=dict)
+    closed: bool = False  # the agent closed the room for everyone (before leaving)
     left: asyncio.Event = field(default_factory=asyncio.Event)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
@@ -100,6 +103,7 @@ class FakeRoom:
         return "TR_agent_voice"
 
     async def set_attributes(self, attributes: Mapping[str, str]) -> None:
+        self.attributes.update(attributes)
         if ATTR_AGENT_STATE in attributes:
             await self._record(lambda: self.states.append(attributes[ATTR_AGENT_STATE]))
 
@@ -121,6 +125,23 @@ class FakeRoom:
             final = attributes.get(ATTR_TRANSCRIPTION_FINAL) == "true"
             caption = Caption(text, final, sender_identity, dict(attributes))
             await self._record(lambda: self.captions.append(caption))
+
+    async def send_transcription(
+        self,
+        text: str,
+        *,
+        segment_id: str,
+        final: bool,
+        track_sid: str,
+        participant_identity: str | None = None,
+    ) -> None:
+        attributes = {"segment_id": segment_id, "track_sid": track_sid}
+        caption = Caption(text, final, participant_identity, attributes)
+        await self._record(lambda: self.legacy_captions.append(caption))
+
+    async def close(self) -> None:
+        assert not self.left.is_set(), "the room is closed before the agent leaves it"
+        self.closed = True
 
     async def leave(self) -> None:
         self.left.set()

@@ -28,6 +28,10 @@ ATTR_TRANSCRIPTION_FINAL: Final = "lk.transcription_final"
 ATTR_TRANSCRIPTION_SEGMENT_ID: Final = "lk.segment_id"
 ATTR_TRANSCRIBED_TRACK_ID: Final = "lk.transcribed_track_id"
 
+# This project's agent attribute: why the agent ended the call, set just before it closes the room
+# (`max_duration`, `user_silent`, `repeated_failures`), so a client tells a hang-up from a failure.
+ATTR_END_REASON: Final = "end_reason"
+
 # This project's data-channel topics (JSON messages with "v": 1, at most 8 KiB each)
 TOPIC_CLIENT_ACTIONS: Final = "client_actions"  # agent -> app
 TOPIC_CLIENT_EVENTS: Final = "client_events"  # app -> agent

@@ -174,7 +174,12 @@ class Conversation:
         audio = PcmAudio(turn.audio, SAMPLE_RATE)
         text = await self._transcribe(audio, segment)
         timer.stt_done = time.monotonic()
-        for action in self._turns.transcribed(turn, text, at=time.monotonic()):
+        actions = self._turns.transcribed(turn, text, at=time.monotonic())
+        if not any(isinstance(action, AnswerTurn) for action in actions):
+            # Interims may have been shown, but no words are committed (none heard, or STT
+            # failed): the segment still ends, with a final empty version.
+            await self._captions.end(segment)
+        for action in actions:
             if isinstance(action, InterruptAgent):
                 self._voice.interrupt()
             elif isinstance(action, AnswerTurn):
@@ -222,12 +227,10 @@ class Conversation:
         """Caption the caller's words on their behalf, naming their microphone track."""
         if self._caller is None or not text:
             return
-        self._host.spawn(
-            self._captions.publish(
-                text=text,
-                segment_id=segment,
-                final=final,
-                track_sid=self._track_sid,
-                sender_identity=self._caller,
-            )
+        self._captions.post(
+            text=text,
+            segment_id=segment,
+            final=final,
+            track_sid=self._track_sid,
+            sender_identity=self._caller,
         )

@@ -1,8 +1,9 @@
 """The call's room behind a small seam: what a call session needs of LiveKit, and no more.
 
 `CallRoom` is the seam: join and leave, participants coming and going, the caller's microphone as
-16 kHz PCM, the agent's voice track, the `lk.agent.state` attribute, data messages and text
-streams (captions). `LiveKitRoom` is the real one, on `rtc.Room`. Tests drive a whole call session
+16 kHz PCM, the agent's voice track, the agent's attributes (`lk.agent.state`), data messages,
+text streams and legacy transcription packets (captions), and closing the room when the agent
+hangs up. `LiveKitRoom` is the real one, on `rtc.Room`. Tests drive a whole call session
 through a fake room (`tests/fake_room.py`), so barge-in and the call's lifecycle are tested without
 a LiveKit server.
 """
@@ -10,12 +11,16 @@ a LiveKit server.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from typing import Protocol
 
 from livekit import rtc
 
 from voice_agent.agent import ffi_routing
+
+# The first client protocol that rebuilds transcription events from `lk.transcription` streams;
+# clients below it (livekit-client 2.x advertises 2) read only legacy transcription packets.
+_CLIENT_PROTOCOL_TRANSCRIPTION_STREAMS = 3
 
 
 class CallerAudio(Protocol):
@@ -90,6 +95,23 @@ class CallRoom(Protocol):
         """Send one text stream (a caption version), on someone's behalf if `sender_identity`."""
         ...
 
+    async def send_transcription(
+        self,
+        text: str,
+        *,
+        segment_id: str,
+        final: bool,
+        track_sid: str,
+        participant_identity: str | None = None,
+    ) -> None:
+        """Send a caption version as a legacy transcription packet of `track_sid`, on behalf of
+        `participant_identity` (None: the agent), while some client in the room needs one."""
+        ...
+
+    async def close(self) -> None:
+        """End the call for everyone: delete the room (clients see `ROOM_DELETED`)."""
+        ...
+
     async def leave(self) -> None:
         """Disconnect."""
         ...
@@ -120,11 +142,19 @@ class _Microphone:
 
 
 class LiveKitRoom:
-    """A `CallRoom` on a LiveKit server, joined with the job's URL and token."""
+    """A `CallRoom` on a LiveKit server, joined with the job's URL and token; `close_room`
+    deletes a room by name through the server API (without it, closing just leaves)."""
 
-    def __init__(self, *, url: str, token: str) -> None:
+    def __init__(
+        self,
+        *,
+        url: str,
+        token: str,
+        close_room: Callable[[str], Awaitable[object]] | None = None,
+    ) -> None:
         self._url = url
         self._token = token
+        self._close_room = close_room
         self._room = rtc.Room()
         self._events: RoomEvents | None = None
 
@@ -173,6 +203,39 @@ class LiveKitRoom:
         )
         await writer.write(text)
         await writer.aclose()
+
+    async def send_transcription(
+        self,
+        text: str,
+        *,
+        segment_id: str,
+        final: bool,
+        track_sid: str,
+        participant_identity: str | None = None,
+    ) -> None:
+        if not self._legacy_transcription_needed():
+            return
+        segment = rtc.TranscriptionSegment(
+            id=segment_id, text=text, start_time=0, end_time=0, language="", final=final
+        )
+        identity = participant_identity or self._room.local_participant.identity
+        transcription = rtc.Transcription(
+            participant_identity=identity, track_sid=track_sid, segments=[segment]
+        )
+        await self._room.local_participant.publish_transcription(transcription)
+
+    def _legacy_transcription_needed(self) -> bool:
+        """Whether a caller's client (a standard participant) reads only legacy packets. The
+        client protocol is only on the participant's private info in this SDK."""
+        return any(
+            p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD
+            and p._info.client_protocol < _CLIENT_PROTOCOL_TRANSCRIPTION_STREAMS
+            for p in self._room.remote_participants.values()
+        )
+
+    async def close(self) -> None:
+        if self._close_room is not None and self._room.name:
+            await self._close_room(self._room.name)
 
     async def leave(self) -> None:
         with contextlib.suppress(Exception):  # leaving a room that is already gone is fine

@@ -124,6 +124,7 @@ class CallRunner:
             client_policy=self._profile.client_actions,
             lines=self._lines,
             vad_models=self.vad_models,
+            rooms=self._rooms,
         )
         try:
             await session.run()

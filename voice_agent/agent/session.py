@@ -13,6 +13,10 @@ heard; shorter sounds resume it where it paused; an interruption whose transcrip
 the unheard rest of the reply. Failures: each stage retries by the providers' one rule, then the
 agent says a fallback line; after `max_consecutive_failures` failed turns, at `max_call_s`, or
 after `user_silence_timeout_s` without a word, it says goodbye and hangs up.
+
+Hanging up is done the way LiveKit's own agents do it: the agent finishes its captions, sets
+`end_reason` on itself and deletes the room, so every client sees a clean `ROOM_DELETED`
+disconnect (with the reason) instead of an agent that left the room unexpectedly.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from voice_agent.agent import metrics
+from voice_agent.agent.call_rooms import CallRooms
 from voice_agent.agent.call_tools import CallTools
 from voice_agent.agent.captions import CaptionPublisher
 from voice_agent.agent.client_channel import ClientChannel
@@ -41,7 +46,13 @@ from voice_agent.pipeline.context import ConversationContext
 from voice_agent.pipeline.turn import SilenceTurnDetector, TurnDetector
 from voice_agent.pipeline.vad_model import SileroModelPool
 from voice_agent.profile import ClientActionPolicy
-from voice_agent.protocol import ATTR_AGENT_STATE, TOPIC_CLIENT_ACTIONS, AgentState, TurnKind
+from voice_agent.protocol import (
+    ATTR_AGENT_STATE,
+    ATTR_END_REASON,
+    TOPIC_CLIENT_ACTIONS,
+    AgentState,
+    TurnKind,
+)
 from voice_agent.providers.factory import Providers
 
 # How long ending a call (leaving the room, storing the record) may take.
@@ -50,6 +61,8 @@ _FINISH_TIMEOUT_S = 5.0
 _USER_AUDIO_WAIT_S = 10.0
 # How often the watchdog looks at the call's time limits.
 _WATCHDOG_INTERVAL_S = 0.5
+# The call ends because the agent hung up (it said goodbye): it closes the room for everyone.
+_AGENT_HANG_UPS = frozenset({"max_duration", "user_silent", "repeated_failures"})
 
 
 class CallSession:
@@ -69,6 +82,7 @@ class CallSession:
         client_policy: ClientActionPolicy | None = None,
         lines: SpokenLines | None = None,
         vad_models: SileroModelPool | None = None,
+        rooms: CallRooms | None = None,
     ) -> None:
         self.job = job
         self.opts = options
@@ -76,7 +90,16 @@ class CallSession:
         self.sink = sink
         self.journal = journal
         self.log = job.log
-        self.room: CallRoom = room or LiveKitRoom(url=job.url, token=job.token)
+        self.room: CallRoom = room or LiveKitRoom(
+            url=job.url,
+            token=job.token,
+            close_room=(
+                (lambda name: rooms.close(name, call_id=job.call_id, reason="agent_hung_up"))
+                if rooms is not None
+                else None
+            ),
+        )
+        self.captions = CaptionPublisher(self.room)
         self.context = ConversationContext(
             system_prompt=options.instructions, max_tokens=options.context_token_budget
         )
@@ -93,6 +116,7 @@ class CallSession:
         self._ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._listening_since = time.monotonic()
+        self._greeted = False
         self._vad_models = vad_models or SileroModelPool(keep=0)
         self.channel = ClientChannel(
             policy=client_policy or ClientActionPolicy(),
@@ -111,6 +135,7 @@ class CallSession:
             options=options,
             providers=providers,
             lines=lines or spoken_lines(options),
+            captions=self.captions,
             tools=self.tools,
             turns=self.turns,
             log=self.log,
@@ -123,7 +148,7 @@ class CallSession:
             or SilenceTurnDetector(min_silence_ms=options.eou_silence_ms),
             stt=providers.stt,
             memory=memory,
-            captions=CaptionPublisher(self.room.send_text),
+            captions=self.captions,
             options=options,
             log=self.log,
         )
@@ -156,7 +181,7 @@ class CallSession:
     async def _finish(self, reason: str) -> None:
         metrics.CALLS.labels(reason=reason).inc()
         try:
-            await asyncio.wait_for(self._shutdown(), timeout=_FINISH_TIMEOUT_S)
+            await asyncio.wait_for(self._shutdown(reason), timeout=_FINISH_TIMEOUT_S)
         except TimeoutError:
             self.log.error("call.shutdown_timeout", timeout_s=_FINISH_TIMEOUT_S)
         self.journal.set_usage(self.usage)
@@ -178,6 +203,9 @@ class CallSession:
             await asyncio.wait_for(self._user_joined.wait(), self.opts.user_join_timeout_s)
         except TimeoutError:
             return "no_user"
+        # Ready for the caller: out of `initializing` now, not at the greeting's first audio,
+        # which can take long on a slow start (LiveKit's clients give up after 20 s).
+        self.set_state(AgentState.LISTENING)
         self.spawn(self._watchdog())
         # Greet once the caller's microphone reaches the VAD: a reply the caller gives to the
         # greeting must not fall into the gap while their track is still being subscribed
@@ -196,6 +224,7 @@ class CallSession:
         if not self._listening.is_set():
             self.log.warning("call.user_audio_missing", waited_s=_USER_AUDIO_WAIT_S)
             self.journal.add_event("user_audio_missing", waited_s=_USER_AUDIO_WAIT_S)
+        self._greeted = True
         await self.voice.start(
             fixed_text=self.opts.greeting,
             kind=TurnKind.GREETING,
@@ -203,7 +232,7 @@ class CallSession:
         )
         return await self._ended
 
-    async def _shutdown(self) -> None:
+    async def _shutdown(self, reason: str) -> None:
         self.conversation.close()
         pending = [*self._tasks]
         if (reply := self.voice.cancel()) is not None:
@@ -212,10 +241,23 @@ class CallSession:
             task.cancel()
         if pending:
             await asyncio.wait(pending, timeout=_FINISH_TIMEOUT_S / 2)
+        await self.captions.aclose()  # every caption final, every stream finished
         await self.voice.aclose()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(_FINISH_TIMEOUT_S / 2):
+                if reason in _AGENT_HANG_UPS:
+                    await self._close_room(reason)
                 await self.room.leave()
+
+    async def _close_room(self, reason: str) -> None:
+        """Hang up as LiveKit's agents do: the reason on the agent, then the room deleted (the
+        attribute update travels the signalling path ahead of the clients' disconnect)."""
+        with contextlib.suppress(Exception):  # a client then sees ROOM_DELETED without reason
+            await self.room.set_attributes({ATTR_END_REASON: reason})
+        try:
+            await self.room.close()
+        except Exception as e:  # noqa: BLE001 - the room still closes once it is empty
+            self.log.warning("call.room_close_failed", error=str(e))
 
     @property
     def ending(self) -> bool:
@@ -294,7 +336,7 @@ class CallSession:
             if now - started >= self.opts.max_call_s:
                 await self.voice.hang_up(LineName.GOODBYE, "max_duration")
                 return
-            idle = self.state is AgentState.LISTENING and not self.voice.busy
+            idle = self._greeted and self.state is AgentState.LISTENING and not self.voice.busy
             quiet_since = max(self.conversation.last_heard, self._listening_since)
             if idle and now - quiet_since >= self.opts.user_silence_timeout_s:
                 await self.voice.hang_up(LineName.GOODBYE, "user_silent")
