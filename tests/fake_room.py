@@ -86,7 +86,7 @@ class FakeRoom:
     voice: rtc.LocalAudioTrack | None = None
     legacy_captions: list[Caption] = field(default_factory=list)
     attributes: dict[str, str] = field(default_factory=dict)
-    closed: bool = False  # the agent closed the room for everyone (before leaving)
+    hung_up: bool = False  # the agent disconnected the caller (before leaving)
     left: asyncio.Event = field(default_factory=asyncio.Event)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
@@ -139,9 +139,9 @@ class FakeRoom:
         caption = Caption(text, final, participant_identity, attributes)
         await self._record(lambda: self.legacy_captions.append(caption))
 
-    async def close(self) -> None:
-        assert not self.left.is_set(), "the room is closed before the agent leaves it"
-        self.closed = True
+    async def hang_up(self) -> None:
+        assert not self.left.is_set(), "the caller is disconnected before the agent leaves"
+        self.hung_up = True
 
     async def leave(self) -> None:
         self.left.set()

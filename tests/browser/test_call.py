@@ -154,7 +154,7 @@ async def test_agent_hanging_up_ends_the_call_on_the_page(
         await client.wait_state("in_call")
         assert await client.focused() == "end-call"  # focus follows the button that matters
         await client.wait_caption("agent", "Thanks for calling. Goodbye!")
-        assert await client.error_text() == "The agent ended the call."
+        assert await client.error_text() == "The agent ended the call (time limit reached)."
         await client.wait_state("idle")
         assert await client.focused() == "start-call"
         [token] = client.tokens

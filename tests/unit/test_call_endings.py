@@ -1,8 +1,8 @@
 """How a call session starts and ends for LiveKit's own client components, in a fake room.
 
 The state leaves `initializing` as soon as the caller is there; every caption segment ends with a
-final version; and the agent hangs up as LiveKit's agents do (its reason on itself, the room
-closed for everyone, then it leaves), while a caller who leaves just ends the call.
+final version; and the agent hangs up cleanly (its reason on itself, the caller
+disconnected, then it leaves), while a caller who leaves just ends the call.
 """
 
 from __future__ import annotations
@@ -83,25 +83,25 @@ async def test_captions_also_go_out_as_legacy_transcription_packets(start_call: 
 async def test_hanging_up_sets_the_reason_and_closes_the_room_before_leaving(
     start_call: Starter,
 ) -> None:
-    """At its time limit the agent says goodbye, sets `end_reason`, closes the room, leaves."""
+    """At its time limit the agent says goodbye, sets `end_reason`, removes the caller, leaves."""
     call = start_call(answers=[], transcripts=[], max_call_s=1.0)
     await call.join()
     await call.room.left.wait()
     assert call.room.attributes["end_reason"] == "max_duration"
-    assert call.room.closed  # the fake room asserts it was closed before the agent left
+    assert call.room.hung_up  # the fake room asserts it came before the agent left
     assert _kinds(call.room)[-1] == "goodbye"
 
 
-async def test_a_caller_leaving_ends_the_call_without_closing_the_room(
+async def test_a_caller_leaving_ends_the_call_without_disconnecting_anyone(
     start_call: Starter,
 ) -> None:
-    """The caller hangs up: the agent leaves; no end reason, no room closed by the session."""
+    """The caller hangs up: the agent leaves; no end reason, nobody disconnected by the agent."""
     call = start_call(answers=[], transcripts=[])
     await call.join()
     record = await call.record()
     assert record.end_reason == "user_left"
     assert "end_reason" not in call.room.attributes
-    assert not call.room.closed
+    assert not call.room.hung_up
 
 
 def _stalls() -> FakeTimeline:

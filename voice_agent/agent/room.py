@@ -2,8 +2,8 @@
 
 `CallRoom` is the seam: join and leave, participants coming and going, the caller's microphone as
 16 kHz PCM, the agent's voice track, the agent's attributes (`lk.agent.state`), data messages,
-text streams and legacy transcription packets (captions), and closing the room when the agent
-hangs up. `LiveKitRoom` is the real one, on `rtc.Room`. Tests drive a whole call session
+text streams and legacy transcription packets (captions), and disconnecting the caller when the
+agent hangs up. `LiveKitRoom` is the real one, on `rtc.Room`. Tests drive a whole call session
 through a fake room (`tests/fake_room.py`), so barge-in and the call's lifecycle are tested without
 a LiveKit server.
 """
@@ -108,8 +108,8 @@ class CallRoom(Protocol):
         `participant_identity` (None: the agent), while some client in the room needs one."""
         ...
 
-    async def close(self) -> None:
-        """End the call for everyone: delete the room (clients see `ROOM_DELETED`)."""
+    async def hang_up(self) -> None:
+        """End the call for the callers: disconnect every participant but agents."""
         ...
 
     async def leave(self) -> None:
@@ -142,19 +142,20 @@ class _Microphone:
 
 
 class LiveKitRoom:
-    """A `CallRoom` on a LiveKit server, joined with the job's URL and token; `close_room`
-    deletes a room by name through the server API (without it, closing just leaves)."""
+    """A `CallRoom` on a LiveKit server, joined with the job's URL and token; `remove` disconnects
+    participants of a room by identity, through the server API (without it, hanging up does
+    nothing: the agent just leaves)."""
 
     def __init__(
         self,
         *,
         url: str,
         token: str,
-        close_room: Callable[[str], Awaitable[object]] | None = None,
+        remove: Callable[[str, list[str]], Awaitable[object]] | None = None,
     ) -> None:
         self._url = url
         self._token = token
-        self._close_room = close_room
+        self._remove = remove
         self._room = rtc.Room()
         self._events: RoomEvents | None = None
 
@@ -233,9 +234,14 @@ class LiveKitRoom:
             for p in self._room.remote_participants.values()
         )
 
-    async def close(self) -> None:
-        if self._close_room is not None and self._room.name:
-            await self._close_room(self._room.name)
+    async def hang_up(self) -> None:
+        if self._remove is not None and self._room.name:
+            callers = [
+                p.identity
+                for p in self._room.remote_participants.values()
+                if p.kind != rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
+            ]
+            await self._remove(self._room.name, callers)
 
     async def leave(self) -> None:
         with contextlib.suppress(Exception):  # leaving a room that is already gone is fine

@@ -15,8 +15,12 @@ agent says a fallback line; after `max_consecutive_failures` failed turns, at `m
 after `user_silence_timeout_s` without a word, it says goodbye and hangs up.
 
 Hanging up is done the way LiveKit's own agents do it: the agent finishes its captions, sets
-`end_reason` on itself and deletes the room, so every client sees a clean `ROOM_DELETED`
-disconnect (with the reason) instead of an agent that left the room unexpectedly.
+`end_reason` on itself and disconnects the caller through the server API before it leaves (the
+runner then deletes the room), so the caller's client sees a clean disconnect
+(`PARTICIPANT_REMOVED`, with the reason) instead of an agent that left the room unexpectedly.
+LiveKit's agents delete the room while still in it; here the caller is removed first because the
+server closes a deleted room's participants in no set order, so a caller could still see the
+agent leave first, which LiveKit's components report as a failure.
 """
 
 from __future__ import annotations
@@ -61,8 +65,8 @@ _FINISH_TIMEOUT_S = 5.0
 _USER_AUDIO_WAIT_S = 10.0
 # How often the watchdog looks at the call's time limits.
 _WATCHDOG_INTERVAL_S = 0.5
-# The call ends because the agent hung up (it said goodbye): it closes the room for everyone.
-_AGENT_HANG_UPS = frozenset({"max_duration", "user_silent", "repeated_failures"})
+AGENT_HANG_UPS = frozenset({"max_duration", "user_silent", "repeated_failures"})
+"""End reasons of a call the agent hung up (after its goodbye): it disconnects the caller."""
 
 
 class CallSession:
@@ -93,8 +97,8 @@ class CallSession:
         self.room: CallRoom = room or LiveKitRoom(
             url=job.url,
             token=job.token,
-            close_room=(
-                (lambda name: rooms.close(name, call_id=job.call_id, reason="agent_hung_up"))
+            remove=(
+                (lambda name, callers: rooms.remove(name, callers, call_id=job.call_id))
                 if rooms is not None
                 else None
             ),
@@ -181,11 +185,18 @@ class CallSession:
     async def _finish(self, reason: str) -> None:
         metrics.CALLS.labels(reason=reason).inc()
         try:
-            await asyncio.wait_for(self._shutdown(reason), timeout=_FINISH_TIMEOUT_S)
+            await asyncio.wait_for(self._shutdown(), timeout=_FINISH_TIMEOUT_S)
         except TimeoutError:
             self.log.error("call.shutdown_timeout", timeout_s=_FINISH_TIMEOUT_S)
         self.journal.set_usage(self.usage)
+        # The journal holds the end before the room closes: LiveKit's room_finished webhook
+        # may read it from there before the record reaches the sink.
         record = self.journal.finish(reason)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_FINISH_TIMEOUT_S / 2):
+                if reason in AGENT_HANG_UPS:
+                    await self._hang_up_caller(reason)
+                await self.room.leave()
         self.log.info("call.ended", reason=reason, turns=len(record.transcript))
         try:
             await self.sink.submit(record)
@@ -232,7 +243,7 @@ class CallSession:
         )
         return await self._ended
 
-    async def _shutdown(self, reason: str) -> None:
+    async def _shutdown(self) -> None:
         self.conversation.close()
         pending = [*self._tasks]
         if (reply := self.voice.cancel()) is not None:
@@ -243,20 +254,15 @@ class CallSession:
             await asyncio.wait(pending, timeout=_FINISH_TIMEOUT_S / 2)
         await self.captions.aclose()  # every caption final, every stream finished
         await self.voice.aclose()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(_FINISH_TIMEOUT_S / 2):
-                if reason in _AGENT_HANG_UPS:
-                    await self._close_room(reason)
-                await self.room.leave()
 
-    async def _close_room(self, reason: str) -> None:
-        """Hang up as LiveKit's agents do: the reason on the agent, then the room deleted (the
-        attribute update travels the signalling path ahead of the clients' disconnect)."""
-        with contextlib.suppress(Exception):  # a client then sees ROOM_DELETED without reason
+    async def _hang_up_caller(self, reason: str) -> None:
+        """The reason on the agent, then the caller disconnected (the attribute update travels
+        the signalling path ahead of the caller's disconnect)."""
+        with contextlib.suppress(Exception):  # the caller then sees the removal without reason
             await self.room.set_attributes({ATTR_END_REASON: reason})
         try:
-            await self.room.close()
-        except Exception as e:  # noqa: BLE001 - the room still closes once it is empty
+            await self.room.hang_up()
+        except Exception as e:  # noqa: BLE001 - the runner still closes the room after the call
             self.log.warning("call.room_close_failed", error=str(e))
 
     @property

@@ -450,8 +450,9 @@ class SimulatedCaller:
         if reason == rtc.DisconnectReason.CLIENT_INITIATED:
             return
         heard = self._heard
-        if reason == rtc.DisconnectReason.ROOM_DELETED and heard.end_reason is not None:
-            # The agent hung up as LiveKit's agents do: its reason, then the room deleted.
+        closed = (rtc.DisconnectReason.PARTICIPANT_REMOVED, rtc.DisconnectReason.ROOM_DELETED)
+        if reason in closed and heard.end_reason is not None:
+            # The agent hung up as LiveKit's agents do: its reason, then the room closed.
             heard.hung_up_by_agent = True
             heard.agent_left.set()
             return

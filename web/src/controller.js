@@ -161,7 +161,7 @@ export class CallController {
         this.view.showAgentState("initializing");
       }),
       agentLeft: when(() => {
-        if (this.state === "in_call") this.end("The agent ended the call.");
+        if (this.state === "in_call") this.end(this._agentEnded());
       }),
       agentState: when((state) => {
         this.view.showAgentState(state);
@@ -186,6 +186,13 @@ export class CallController {
     };
   }
 
+  /** "The agent ended the call", with its reason when it gave one. */
+  _agentEnded() {
+    const reason = this.session?.endReason;
+    if (!reason) return "The agent ended the call.";
+    return `The agent ended the call (${END_REASON_TEXT[reason] ?? reason.replaceAll("_", " ")}).`;
+  }
+
   _waitForAgent(session) {
     clearTimeout(this._agentWait);
     this._agentWait = setTimeout(() => {
@@ -197,10 +204,10 @@ export class CallController {
 
   _onDisconnected(reason) {
     if (this.state !== "in_call") return;
-    const endReason = this.session?.endReason ?? null;
-    if (reason === DisconnectReason.ROOM_DELETED && endReason !== null) {
+    const hungUp = reason === DisconnectReason.PARTICIPANT_REMOVED || reason === DisconnectReason.ROOM_DELETED;
+    if (hungUp && this.session?.endReason) {
       // The agent hung up as LiveKit's agents do: its reason on itself, then the room closed.
-      this.end(`The agent ended the call (${END_REASON_TEXT[endReason] ?? endReason.replaceAll("_", " ")}).`);
+      this.end(this._agentEnded());
       return;
     }
     if (FINAL_DISCONNECT_REASONS.has(reason)) {
