@@ -27,6 +27,7 @@ TOPIC_TRANSCRIPTION: Final = "lk.transcription"
 ATTR_TRANSCRIPTION_FINAL: Final = "lk.transcription_final"
 ATTR_TRANSCRIPTION_SEGMENT_ID: Final = "lk.segment_id"
 ATTR_TRANSCRIBED_TRACK_ID: Final = "lk.transcribed_track_id"
+TOPIC_PRE_CONNECT_AUDIO: Final = "lk.agent.pre-connect-audio-buffer"  # byte stream, user -> agent
 
 # This project's agent attribute: why the agent ended the call, set just before it closes the room
 # (`max_duration`, `user_silent`, `repeated_failures`), so a client tells a hang-up from a failure.

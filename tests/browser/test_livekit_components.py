@@ -122,7 +122,11 @@ async def test_livekit_components_follow_a_whole_call_to_a_clean_end(
             timeout=90_000,
         )
         seen: dict[str, Any] = await page.evaluate("() => window.__lk")
+        [record] = stack.sink.records.values()
 
+    # The microphone's pre-connect buffer (Opus in WebM from MediaRecorder) was decoded and heard.
+    [buffered] = [e for e in record.events if e.event == "pre_connect_audio"]
+    assert buffered.data["seconds"] > 0
     states = seen["states"]
     assert seen["failureReasons"] == [], seen
     assert "failed" not in states, states

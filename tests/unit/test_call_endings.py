@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 
+from tests.fake_room import FakeMicrophone, webm_opus
 from tests.unit.test_call_session import CALLER, Starter, _kinds, speech
 from tests.unit.test_call_session import start_call as start_call
 from tests.unit.test_call_session import vad_models as vad_models
+from voice_agent.agent.listener import SAMPLE_RATE
 from voice_agent.exceptions import ProviderError
 from voice_agent.providers.fake import FakeCompletion, FakeTimeline, FakeTranscription
 
@@ -106,3 +108,23 @@ async def test_a_caller_leaving_ends_the_call_without_disconnecting_anyone(
 
 def _stalls() -> FakeTimeline:
     return FakeTimeline(stall_after=2, resume=asyncio.Event())
+
+
+async def test_words_said_before_the_agent_joined_are_answered(start_call: Starter) -> None:
+    """The caller asks before the agent is there; the pre-connect buffer carries the question."""
+    call = start_call(
+        answers=[FakeCompletion("We open at nine.")],
+        transcripts=[FakeTranscription("What are your hours?")],
+    )
+    await call.room.wait_for(lambda: call.room.events is not None)
+    question = await speech("What are your hours?")
+    attributes = {"trackId": FakeMicrophone.sid, "sampleRate": "48000", "channels": "1"}
+    call.room.caller_sends_pre_connect(
+        CALLER, webm_opus(question, sample_rate=SAMPLE_RATE), attributes=attributes
+    )
+    call.room.caller_joins(CALLER)  # the live microphone stays silent
+    await call.room.wait_for(lambda: "reply" in _kinds(call.room))
+    reply = next(t for t in call.room.turns if t["kind"] == "reply")
+    assert (reply["user_text"], reply["agent_text"]) == ("What are your hours?", "We open at nine.")
+    [heard] = call.stt.calls
+    assert heard.audio.duration_s > 1.0  # the question itself, from the buffer

@@ -11,12 +11,16 @@ a LiveKit server.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Protocol
 
 from livekit import rtc
 
+# The SDK hands out a publication's audio features but does not export their enum.
+from livekit.rtc._proto.track_pb2 import AudioTrackFeature
+
 from voice_agent.agent import ffi_routing
+from voice_agent.protocol import TOPIC_PRE_CONNECT_AUDIO
 
 # The first client protocol that rebuilds transcription events from `lk.transcription` streams;
 # clients below it (livekit-client 2.x advertises 2) read only legacy transcription packets.
@@ -29,6 +33,11 @@ class CallerAudio(Protocol):
     @property
     def sid(self) -> str:
         """The track's id (captions name the track they transcribe)."""
+        ...
+
+    @property
+    def pre_connect_buffer(self) -> bool:
+        """Whether its publisher announced a pre-connect audio buffer for it."""
         ...
 
     def frames(self, *, sample_rate: int, frame_ms: int) -> AsyncGenerator[bytes, None]:
@@ -53,6 +62,17 @@ class RoomEvents(Protocol):
 
     def data_received(self, data: bytes, *, topic: str | None, sender: str | None) -> None:
         """A data message arrived on `topic` from `sender` (None: the server)."""
+        ...
+
+    def pre_connect_audio(
+        self,
+        chunks: AsyncIterator[bytes],
+        *,
+        sender: str,
+        attributes: Mapping[str, str],
+        mime_type: str,
+    ) -> None:
+        """A pre-connect audio buffer began arriving from `sender` (read it from `chunks`)."""
         ...
 
 
@@ -120,13 +140,19 @@ class CallRoom(Protocol):
 class _Microphone:
     """A subscribed LiveKit audio track."""
 
-    def __init__(self, track: rtc.Track, sid: str) -> None:
+    def __init__(self, track: rtc.Track, publication: rtc.RemoteTrackPublication) -> None:
         self._track = track
-        self._sid = sid
+        self._sid = publication.sid
+        features = publication.audio_features
+        self._pre_connect = AudioTrackFeature.TF_PRECONNECT_BUFFER in features
 
     @property
     def sid(self) -> str:
         return self._sid
+
+    @property
+    def pre_connect_buffer(self) -> bool:
+        return self._pre_connect
 
     async def frames(self, *, sample_rate: int, frame_ms: int) -> AsyncGenerator[bytes, None]:
         # LiveKit's native side resamples the room's 48 kHz before the frame reaches Python: one
@@ -170,6 +196,8 @@ class LiveKitRoom:
         room.on("participant_disconnected", self._left)
         room.on("track_subscribed", self._track)
         room.on("data_received", self._data)
+        # Before connecting: the caller's client sends its buffer as soon as the agent is in.
+        room.register_byte_stream_handler(TOPIC_PRE_CONNECT_AUDIO, self._pre_connect)
         await room.connect(self._url, self._token)
         ffi_routing.narrow_room(room)
 
@@ -263,7 +291,17 @@ class LiveKitRoom:
         participant: rtc.RemoteParticipant,
     ) -> None:
         if self._events is not None and track.kind == rtc.TrackKind.KIND_AUDIO:
-            self._events.microphone(participant.identity, _Microphone(track, publication.sid))
+            self._events.microphone(participant.identity, _Microphone(track, publication))
+
+    def _pre_connect(self, reader: rtc.ByteStreamReader, sender: str) -> None:
+        if self._events is not None:
+            info = reader.info
+            self._events.pre_connect_audio(
+                aiter(reader),
+                sender=sender,
+                attributes=info.attributes or {},
+                mime_type=info.mime_type,
+            )
 
     def _data(self, packet: rtc.DataPacket) -> None:
         if self._events is not None:

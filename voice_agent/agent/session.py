@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from voice_agent.agent import metrics
@@ -39,8 +39,10 @@ from voice_agent.agent.client_channel import ClientChannel
 from voice_agent.agent.conversation import Conversation
 from voice_agent.agent.job import JobContext
 from voice_agent.agent.lines import LineName, SpokenLines
+from voice_agent.agent.listener import SAMPLE_RATE
 from voice_agent.agent.metrics import TurnTimer
 from voice_agent.agent.options import SessionOptions, spoken_lines
+from voice_agent.agent.pre_connect import PreConnectBuffers
 from voice_agent.agent.reply import AgentReply
 from voice_agent.agent.room import CallerAudio, CallRoom, LiveKitRoom
 from voice_agent.agent.turn_taking import TurnTaking
@@ -104,6 +106,7 @@ class CallSession:
             ),
         )
         self.captions = CaptionPublisher(self.room)
+        self.pre_connect = PreConnectBuffers(sample_rate=SAMPLE_RATE, log=self.log)
         self.context = ConversationContext(
             system_prompt=options.instructions, max_tokens=options.context_token_budget
         )
@@ -324,13 +327,36 @@ class CallSession:
 
             self.spawn(
                 self.conversation.listen(
-                    audio, caller=identity, models=self._vad_models, on_listening=listening
+                    audio,
+                    caller=identity,
+                    models=self._vad_models,
+                    on_listening=listening,
+                    pre_connect=self.pre_connect,
                 )
             )
 
     def data_received(self, data: bytes, *, topic: str | None, sender: str | None) -> None:
         """App messages go to the call's client channel."""
         self.channel.on_data(data, topic=topic, sender=sender)
+
+    def pre_connect_audio(
+        self,
+        chunks: AsyncIterator[bytes],
+        *,
+        sender: str,
+        attributes: Mapping[str, str],
+        mime_type: str,
+    ) -> None:
+        """The caller's audio from before the agent joined: checked, decoded, heard first."""
+        self.spawn(
+            self.pre_connect.receive(
+                chunks,
+                sender=sender,
+                user=self._user or self.job.user_id,
+                attributes=attributes,
+                mime_type=mime_type,
+            )
+        )
 
     # Time limits
 

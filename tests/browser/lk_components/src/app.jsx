@@ -3,7 +3,7 @@
 // useTranscriptions (lk.transcription text streams). What they expose is recorded on
 // window.__lk for the test; the page knows nothing of our agent beyond the LiveKit conventions.
 
-import { RoomEvent, TokenSource } from "livekit-client";
+import { Room, RoomEvent, TokenSource } from "livekit-client";
 import {
   RoomAudioRenderer,
   SessionProvider,
@@ -21,7 +21,7 @@ const seen = {
   agentTranscriptions: {}, // useVoiceAssistant(): segment id -> {text, final}
   transcriptions: {}, // useTranscriptions(): stream id -> {identity, segment, final, text}
   disconnectReason: null,
-  endReason: null, // the agent's end_reason attribute, as useAgent exposes its attributes
+  endReason: null, // our agent's end_reason attribute (not a LiveKit convention: read directly)
 };
 window.__lk = seen;
 
@@ -35,8 +35,7 @@ function Probe({ session }) {
     for (const reason of agent.failureReasons ?? []) {
       if (!seen.failureReasons.includes(reason)) seen.failureReasons.push(reason);
     }
-    if (agent.attributes?.end_reason) seen.endReason = agent.attributes.end_reason;
-  }, [agent.state, agent.failureReasons, agent.attributes]);
+  }, [agent.state, agent.failureReasons]);
 
   useEffect(() => {
     for (const segment of agentTranscriptions) {
@@ -64,15 +63,25 @@ function App({ grant }) {
     () => TokenSource.literal({ serverUrl: grant.rtc_url, participantToken: grant.token }),
     [grant],
   );
-  const session = useSession(source);
-  const { room, start } = session;
+  // useSession's start() asks for the pre-connect buffer in its publish options, which
+  // livekit-client 2.23.0 does not read there (only the room's publish defaults): set it there.
+  const room = useMemo(() => new Room({ publishDefaults: { preConnectBuffer: true } }), []);
+  const session = useSession(source, { room });
+  const { start } = session;
   const started = useRef(false);
   useEffect(() => {
     const onDisconnected = (reason) => {
       seen.disconnectReason = reason;
     };
+    const onAttributes = (changed) => {
+      if (changed.end_reason) seen.endReason = changed.end_reason;
+    };
     room.on(RoomEvent.Disconnected, onDisconnected);
-    return () => room.off(RoomEvent.Disconnected, onDisconnected);
+    room.on(RoomEvent.ParticipantAttributesChanged, onAttributes);
+    return () => {
+      room.off(RoomEvent.Disconnected, onDisconnected);
+      room.off(RoomEvent.ParticipantAttributesChanged, onAttributes);
+    };
   }, [room]);
   useEffect(() => {
     if (started.current) return;
