@@ -71,6 +71,11 @@ async def test_full_call_shows_captions_and_states_and_ends_cleanly(
         await client.wait_caption("agent", said, timeout_ms=30_000)
         await client.wait_agent_state("listening")
         await client.screenshot("client-in-call.png")
+        # The page's microphone recording from before the agent subscribed reached the agent.
+        [journal] = list((tmp_path / "calls").glob("*.jsonl"))
+        lines = [json.loads(line).get("d", {}) for line in journal.read_text().splitlines()]
+        [buffered] = [d for d in lines if d.get("event") == "pre_connect_audio"]
+        assert buffered["data"]["seconds"] > 0, buffered
         [created] = TicketStore.in_data_dir(tmp_path).tickets()
         assert created.title == "Opening hours question"
         confirmations = [r for r in await client.audit() if r["action"] == "request_confirm"]

@@ -116,6 +116,10 @@ export class CallSession {
       read.finally(() => this._captionReads.delete(read));
     });
 
+    // Record the microphone until the agent has subscribed to it; the SDK then sends the
+    // recording to the agent (LiveKit's pre-connect audio buffer), so words said while the call
+    // is still connecting are heard. The SDK's own setMicrophoneEnabled does the same.
+    if (!this._microphone.hasPreConnectBuffer) this._microphone.startPreConnectBuffer?.();
     await room.connect(this.grant.rtcUrl, this.grant.token, { autoSubscribe: true });
     await room.localParticipant.publishTrack(this._microphone, {
       source: Track.Source.Microphone,
@@ -174,6 +178,7 @@ export class CallSession {
     });
     await Promise.race([this.room.disconnect(true).catch(() => {}), timeout]);
     clearTimeout(timer);
+    this._microphone.stopPreConnectBuffer?.();
     this._microphone.stop();
   }
 
