@@ -11,6 +11,7 @@ import pytest
 from tests.fake_room import webm_opus
 from voice_agent.agent.pre_connect import (
     MAX_BUFFER_BYTES,
+    MAX_STREAMS,
     PreConnectBuffers,
     PreConnectRejectedError,
     check_header,
@@ -89,3 +90,16 @@ async def test_a_received_buffer_is_taken_once_for_its_track() -> None:
     assert taken is not None
     assert taken.duration_s == pytest.approx(1.0, abs=0.03)
     assert await buffers.take("TR_mic") is None
+
+
+async def test_buffers_past_the_per_call_limit_are_not_read() -> None:
+    """A client sending buffer after buffer gets only the first few read and decoded."""
+    buffers = PreConnectBuffers(sample_rate=16000, log=get_logger("test.pre_connect"))
+    data = webm_opus(_tone(0.2), sample_rate=16000)
+    for n in range(MAX_STREAMS + 1):
+        attributes = {**GOOD, "trackId": f"TR_{n}"}
+        await buffers.receive(
+            _chunks(data), sender=USER, user=USER, attributes=attributes, mime_type=WEBM
+        )
+    assert await buffers.take(f"TR_{MAX_STREAMS - 1}") is not None
+    assert not buffers.pending(f"TR_{MAX_STREAMS}")

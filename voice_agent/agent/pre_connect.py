@@ -32,6 +32,8 @@ MAX_BUFFER_S = 12.0
 _MIME_TYPES = frozenset({"audio/webm", "audio/ogg", "audio/opus", "audio/mp4", "video/mp4"})
 _SAMPLE_RATES = frozenset({8000, 16000, 24000, 32000, 44100, 48000})
 _MAX_TRACK_ID_CHARS = 64
+MAX_STREAMS = 4
+"""Buffer streams read per call (one per microphone track is what a client sends)."""
 # How long the listener waits for a buffer that has started arriving before the live track.
 WAIT_S = 3.0
 
@@ -103,6 +105,7 @@ class PreConnectBuffers:
         self._log = log
         self._buffers: dict[str, asyncio.Future[PreConnectAudio | None]] = {}
         self._taken: set[str] = set()
+        self._streams = 0
 
     async def receive(
         self,
@@ -124,6 +127,10 @@ class PreConnectBuffers:
             return
         if track in self._taken:
             self._log.warning("call.pre_connect_rejected", sender=sender, error="too late")
+            return
+        self._streams += 1
+        if self._streams > MAX_STREAMS:
+            self._log.warning("call.pre_connect_rejected", sender=sender, error="too many")
             return
         future = self._buffers.get(track)
         if future is None or future.done():
