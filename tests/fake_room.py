@@ -7,11 +7,14 @@ what was heard are real; the caller's microphone is PCM the test feeds in real t
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import av
+import numpy as np
 from livekit import rtc
 
 from voice_agent.agent.listener import FRAME_MS, SAMPLE_RATE
@@ -31,6 +34,7 @@ class FakeMicrophone:
     """The caller's microphone: frames the test pushes, silence in between, in real time."""
 
     sid = "TR_caller_mic"
+    pre_connect_buffer = False  # its client announced none (a buffer may still come)
 
     def __init__(self) -> None:
         self._speech: asyncio.Queue[bytes] = asyncio.Queue()
@@ -84,6 +88,9 @@ class FakeRoom:
     data: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     captions: list[Caption] = field(default_factory=list)
     voice: rtc.LocalAudioTrack | None = None
+    legacy_captions: list[Caption] = field(default_factory=list)
+    attributes: dict[str, str] = field(default_factory=dict)
+    hung_up: bool = False  # the agent disconnected the caller (before leaving)
     left: asyncio.Event = field(default_factory=asyncio.Event)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
@@ -100,6 +107,7 @@ class FakeRoom:
         return "TR_agent_voice"
 
     async def set_attributes(self, attributes: Mapping[str, str]) -> None:
+        self.attributes.update(attributes)
         if ATTR_AGENT_STATE in attributes:
             await self._record(lambda: self.states.append(attributes[ATTR_AGENT_STATE]))
 
@@ -122,6 +130,23 @@ class FakeRoom:
             caption = Caption(text, final, sender_identity, dict(attributes))
             await self._record(lambda: self.captions.append(caption))
 
+    async def send_transcription(
+        self,
+        text: str,
+        *,
+        segment_id: str,
+        final: bool,
+        track_sid: str,
+        participant_identity: str | None = None,
+    ) -> None:
+        attributes = {"segment_id": segment_id, "track_sid": track_sid}
+        caption = Caption(text, final, participant_identity, attributes)
+        await self._record(lambda: self.legacy_captions.append(caption))
+
+    async def hang_up(self) -> None:
+        assert not self.left.is_set(), "the caller is disconnected before the agent leaves"
+        self.hung_up = True
+
     async def leave(self) -> None:
         self.left.set()
 
@@ -134,6 +159,25 @@ class FakeRoom:
         microphone = FakeMicrophone()
         self.events.microphone(identity, microphone)
         return microphone
+
+    def caller_sends_pre_connect(
+        self,
+        identity: str,
+        data: bytes,
+        *,
+        attributes: Mapping[str, str],
+        mime_type: str = "audio/webm;codecs=opus",
+    ) -> None:
+        """The caller's client sends its pre-connect audio buffer, in 4 KiB chunks."""
+        assert self.events is not None
+
+        async def chunks() -> AsyncGenerator[bytes, None]:
+            for i in range(0, len(data), 4096):
+                yield data[i : i + 4096]
+
+        self.events.pre_connect_audio(
+            chunks(), sender=identity, attributes=attributes, mime_type=mime_type
+        )
 
     def caller_leaves(self, identity: str) -> None:
         """The caller hangs up."""
@@ -149,3 +193,20 @@ class FakeRoom:
         async with self._changed:
             change()
             self._changed.notify_all()
+
+
+def webm_opus(pcm: bytes, *, sample_rate: int) -> bytes:
+    """16-bit mono PCM as a browser's MediaRecorder sends it: Opus at 48 kHz in WebM."""
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="webm") as out:
+        stream = out.add_stream("libopus", rate=48000, layout="mono")
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=48000)
+        samples = np.frombuffer(pcm, np.int16).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+        frame.sample_rate = sample_rate
+        for chunk in [*resampler.resample(frame), *resampler.resample(None)]:
+            for packet in stream.encode(chunk):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return buffer.getvalue()

@@ -33,6 +33,12 @@ ATTR_TRANSCRIBED_TRACK_ID: Final = "lk.transcribed_track_id"
 TOPIC_CHAT: Final = "lk.chat"
 TOPIC_LEGACY_CHAT: Final = "lk-chat-topic"
 
+TOPIC_PRE_CONNECT_AUDIO: Final = "lk.agent.pre-connect-audio-buffer"  # byte stream, user -> agent
+
+# This project's agent attribute: why the agent ended the call, set just before it closes the room
+# (`max_duration`, `user_silent`, `repeated_failures`), so a client tells a hang-up from a failure.
+ATTR_END_REASON: Final = "end_reason"
+
 # This project's data-channel topics (JSON messages with "v": 1, at most 8 KiB each)
 TOPIC_CLIENT_ACTIONS: Final = "client_actions"  # agent -> app
 TOPIC_CLIENT_EVENTS: Final = "client_events"  # app -> agent

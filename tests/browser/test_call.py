@@ -71,6 +71,11 @@ async def test_full_call_shows_captions_and_states_and_ends_cleanly(
         await client.wait_caption("agent", said, timeout_ms=30_000)
         await client.wait_agent_state("listening")
         await client.screenshot("client-in-call.png")
+        # The page's microphone recording from before the agent subscribed reached the agent.
+        [journal] = list((tmp_path / "calls").glob("*.jsonl"))
+        lines = [json.loads(line).get("d", {}) for line in journal.read_text().splitlines()]
+        [buffered] = [d for d in lines if d.get("event") == "pre_connect_audio"]
+        assert buffered["data"]["seconds"] > 0, buffered
         [created] = TicketStore.in_data_dir(tmp_path).tickets()
         assert created.title == "Opening hours question"
         confirmations = [r for r in await client.audit() if r["action"] == "request_confirm"]
@@ -154,7 +159,7 @@ async def test_agent_hanging_up_ends_the_call_on_the_page(
         await client.wait_state("in_call")
         assert await client.focused() == "end-call"  # focus follows the button that matters
         await client.wait_caption("agent", "Thanks for calling. Goodbye!")
-        assert await client.error_text() == "The agent ended the call."
+        assert await client.error_text() == "The agent ended the call (time limit reached)."
         await client.wait_state("idle")
         assert await client.focused() == "start-call"
         [token] = client.tokens

@@ -87,7 +87,7 @@ async def test_call_answers_with_audio_captions_and_states(
     assert ("user", QUESTION) in finals
     assert ("agent", ANSWER) in finals
     states = result["states"]
-    assert states[:2] == ["initializing", "speaking"]
+    assert states[:3] == ["initializing", "listening", "speaking"]
     assert states[-4:] == ["listening", "thinking", "speaking", "listening"]
     # The LLM saw the instructions, the greeting and the question.
     sent = models.requests_to("/v1/chat/completions")[0].json
@@ -166,6 +166,7 @@ async def test_repeated_failures_end_the_call_politely(
     [record] = stack.sink.records.values()
     assert record.end_reason == "repeated_failures"
     assert record.transcript[-1].kind == "goodbye"
+    assert result["ended"] == {"by": "agent", "reason": "repeated_failures"}
     assert result["turns"], result
     assert result["turns"][0]["agent_text"]  # the fallback line was heard first
 
@@ -359,6 +360,7 @@ async def test_agent_says_goodbye_before_hanging_up(
         result = await stack.call(trailing_silence_s=10)
         await _wait_idle(stack.worker)
     assert result["ok"], result
+    assert result["ended"] == {"by": "agent", "reason": reason}  # a clean end, not a failure
     [record] = stack.sink.records.values()
     assert record.end_reason == reason
     assert record.transcript[-1].kind == "goodbye"

@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -128,7 +129,9 @@ async def start_call(tmp_path: Path, vad_models: SileroModelPool) -> AsyncIterat
     """Starts sessions in fake rooms; cancels whatever is still running at the end."""
     calls: list[Call] = []
 
-    def start(*, answers: list[FakeCompletion], transcripts: list[FakeTranscription]) -> Call:
+    def start(
+        *, answers: list[FakeCompletion], transcripts: list[FakeTranscription], **options: Any
+    ) -> Call:
         room, sink = FakeRoom(), Sink()
         llm, stt = FakeLLM(answers), FakeSTT(transcripts)
         providers = Providers(
@@ -152,7 +155,7 @@ async def start_call(tmp_path: Path, vad_models: SileroModelPool) -> AsyncIterat
         journal = CallJournal(directory=tmp_path, call_id="call1", room=room.name, user_id=CALLER)
         session = CallSession(
             job=job,
-            options=SessionOptions(instructions="Be brief.", greeting=GREETING),
+            options=SessionOptions(instructions="Be brief.", greeting=GREETING, **options),
             providers=providers,
             sink=sink,
             journal=journal,
@@ -181,7 +184,7 @@ async def test_the_caller_is_greeted_and_a_question_answered(start_call: Starter
     reply = call.room.turns[1]
     assert (reply["user_text"], reply["agent_text"]) == ("What are your hours?", "We open at nine.")
     assert reply["metrics"]["voice_to_voice_ms"] > 0
-    assert call.room.states[:3] == ["initializing", "speaking", "listening"]
+    assert call.room.states[:4] == ["initializing", "listening", "speaking", "listening"]
     assert call.room.states[-3:] == ["thinking", "speaking", "listening"]
     finals = {(c.sender, c.text) for c in call.room.captions if c.final}
     assert {(CALLER, "What are your hours?"), (None, "We open at nine.")} <= finals

@@ -10,6 +10,8 @@ twice a call, and a client per call leaves nothing to close when the worker stop
 
 from __future__ import annotations
 
+import contextlib
+
 import aiohttp
 from livekit import api
 
@@ -44,6 +46,19 @@ class CallRooms:
             log.warning("call.room_unreadable", call_id=call_id, room=room, error=str(e)[:300])
             return False
         return any(p.identity == identity for p in found.participants)
+
+    async def remove(self, room: str, identities: list[str], *, call_id: str) -> None:
+        """Disconnect `identities` from `room` (they see `PARTICIPANT_REMOVED`); one already
+        gone is no error, a failure is logged."""
+        try:
+            async with self._client() as lk:
+                for identity in identities:
+                    with contextlib.suppress(api.TwirpError):  # already gone
+                        await lk.room.remove_participant(
+                            api.RoomParticipantIdentity(room=room, identity=identity)
+                        )
+        except (aiohttp.ClientError, TimeoutError) as e:
+            log.warning("call.room_close_failed", call_id=call_id, room=room, error=str(e)[:300])
 
     async def close(self, room: str, *, call_id: str, reason: str) -> bool:
         """Delete `room`, disconnecting whoever is in it (`ROOM_DELETED`); False when it failed

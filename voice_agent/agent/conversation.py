@@ -20,6 +20,7 @@ from voice_agent.agent.captions import CaptionPublisher, new_segment_id
 from voice_agent.agent.listener import FRAME_MS, SAMPLE_RATE, Listener
 from voice_agent.agent.metrics import TurnTimer
 from voice_agent.agent.options import SessionOptions
+from voice_agent.agent.pre_connect import PreConnectBuffers
 from voice_agent.agent.reply import AgentReply
 from voice_agent.agent.room import CallerAudio
 from voice_agent.agent.turn_taking import (
@@ -91,9 +92,11 @@ class Conversation:
         caller: str,
         models: SileroModelPool,
         on_listening: Callable[[], None],
+        pre_connect: PreConnectBuffers | None = None,
     ) -> None:
         """Hear `caller` on `audio` until the track ends or the call is over; `on_listening`
-        once the VAD is ready for the first frame."""
+        once the VAD is ready for the first frame. The track's pre-connect buffer (what the
+        caller said before the agent joined), if one is arriving, is heard first."""
         self._caller, self._track_sid = caller, audio.sid
         model = await models.acquire()
         listener = Listener(
@@ -103,8 +106,20 @@ class Conversation:
         )
         try:
             frames = audio.frames(sample_rate=SAMPLE_RATE, frame_ms=FRAME_MS)
-            on_listening()
             async with contextlib.aclosing(frames):
+                announced = audio.pre_connect_buffer
+                if pre_connect is not None and (announced or pre_connect.pending(audio.sid)):
+                    # The live track starts where the buffer ends: open it (its frames queue)
+                    # before waiting for the buffer.
+                    first = await anext(frames, None)
+                    buffered = await pre_connect.take(audio.sid, announced=announced)
+                    if buffered is not None:
+                        self._hear_buffered(listener, buffered.pcm)
+                    on_listening()
+                    if first is not None:
+                        self._hear(listener.push(first, at=time.monotonic()))
+                else:
+                    on_listening()
                 async for pcm in frames:
                     self._hear(listener.push(pcm, at=time.monotonic()))
         finally:
@@ -114,6 +129,17 @@ class Conversation:
     def answering(self) -> bool:
         """Whether a caller's turn (spoken or typed) is being transcribed or answered."""
         return bool(self._turn_tasks) or self._typing.locked()
+
+    def _hear_buffered(self, listener: Listener, pcm: bytes) -> None:
+        """Hear audio recorded before now, each frame at the moment it was recorded."""
+        frame = SAMPLE_RATE * FRAME_MS // 1000 * 2
+        seconds = len(pcm) / 2 / SAMPLE_RATE
+        self._memory.journal.add_event("pre_connect_audio", seconds=round(seconds, 2))
+        started = time.monotonic() - seconds
+        for offset in range(0, len(pcm), frame):
+            chunk = pcm[offset : offset + frame]
+            at = started + (offset + len(chunk)) / 2 / SAMPLE_RATE
+            self._hear(listener.push(chunk, at=at))
 
     def close(self) -> None:
         """Stop a pending recheck of held speech (the call is ending)."""
@@ -193,7 +219,12 @@ class Conversation:
         with tracing.span("stt", audio_s=round(audio.duration_s, 3)):
             text = await self._transcribe(audio, segment)
         timer.stt_done = time.monotonic()
-        for action in self._turns.transcribed(turn, text, at=time.monotonic()):
+        actions = self._turns.transcribed(turn, text, at=time.monotonic())
+        if not any(isinstance(action, AnswerTurn) for action in actions):
+            # Interims may have been shown, but no words are committed (none heard, or STT
+            # failed): the segment still ends, with a final empty version.
+            await self._captions.end(segment)
+        for action in actions:
             if isinstance(action, InterruptAgent):
                 self._voice.interrupt()
             elif isinstance(action, AnswerTurn):
@@ -257,12 +288,10 @@ class Conversation:
         """Caption the caller's words on their behalf, naming their microphone track."""
         if self._caller is None or not text:
             return
-        self._host.spawn(
-            self._captions.publish(
-                text=text,
-                segment_id=segment,
-                final=final,
-                track_sid=self._track_sid,
-                sender_identity=self._caller,
-            )
+        self._captions.post(
+            text=text,
+            segment_id=segment,
+            final=final,
+            track_sid=self._track_sid,
+            sender_identity=self._caller,
         )

@@ -1,8 +1,9 @@
 """The call's room behind a small seam: what a call session needs of LiveKit, and no more.
 
 `CallRoom` is the seam: join and leave, participants coming and going, the caller's microphone as
-16 kHz PCM, the agent's voice track, the `lk.agent.state` attribute, data messages and text
-streams (captions). `LiveKitRoom` is the real one, on `rtc.Room`. Tests drive a whole call session
+16 kHz PCM, the agent's voice track, the agent's attributes (`lk.agent.state`), data messages,
+text streams and legacy transcription packets (captions), and disconnecting the caller when the
+agent hangs up. `LiveKitRoom` is the real one, on `rtc.Room`. Tests drive a whole call session
 through a fake room (`tests/fake_room.py`), so barge-in and the call's lifecycle are tested without
 a LiveKit server.
 """
@@ -11,14 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from livekit import rtc
 
+# The SDK hands out a publication's audio features but does not export their enum.
+from livekit.rtc._proto.track_pb2 import AudioTrackFeature
+
 from voice_agent.agent import ffi_routing
 from voice_agent.agent.typed_chat import MAX_TYPED_CHARS
-from voice_agent.protocol import TOPIC_CHAT
+from voice_agent.protocol import TOPIC_CHAT, TOPIC_PRE_CONNECT_AUDIO
+
+# The first client protocol that rebuilds transcription events from `lk.transcription` streams;
+# clients below it (livekit-client 2.x advertises 2) read only legacy transcription packets.
+_CLIENT_PROTOCOL_TRANSCRIPTION_STREAMS = 3
 
 
 class CallerAudio(Protocol):
@@ -27,6 +35,11 @@ class CallerAudio(Protocol):
     @property
     def sid(self) -> str:
         """The track's id (captions name the track they transcribe)."""
+        ...
+
+    @property
+    def pre_connect_buffer(self) -> bool:
+        """Whether its publisher announced a pre-connect audio buffer for it."""
         ...
 
     def frames(self, *, sample_rate: int, frame_ms: int) -> AsyncGenerator[bytes, None]:
@@ -56,6 +69,17 @@ class RoomEvents(Protocol):
     def chat_received(self, text: str, *, sender: str, message_id: str) -> None:
         """A typed chat message arrived as a text stream on `lk.chat` (cut at
         `MAX_TYPED_CHARS` + 1 characters)."""
+        ...
+
+    def pre_connect_audio(
+        self,
+        chunks: AsyncIterator[bytes],
+        *,
+        sender: str,
+        attributes: Mapping[str, str],
+        mime_type: str,
+    ) -> None:
+        """A pre-connect audio buffer began arriving from `sender` (read it from `chunks`)."""
         ...
 
 
@@ -98,6 +122,23 @@ class CallRoom(Protocol):
         """Send one text stream (a caption version), on someone's behalf if `sender_identity`."""
         ...
 
+    async def send_transcription(
+        self,
+        text: str,
+        *,
+        segment_id: str,
+        final: bool,
+        track_sid: str,
+        participant_identity: str | None = None,
+    ) -> None:
+        """Send a caption version as a legacy transcription packet of `track_sid`, on behalf of
+        `participant_identity` (None: the agent), while some client in the room needs one."""
+        ...
+
+    async def hang_up(self) -> None:
+        """End the call for the callers: disconnect every participant but agents."""
+        ...
+
     async def leave(self) -> None:
         """Disconnect."""
         ...
@@ -106,13 +147,19 @@ class CallRoom(Protocol):
 class _Microphone:
     """A subscribed LiveKit audio track."""
 
-    def __init__(self, track: rtc.Track, sid: str) -> None:
+    def __init__(self, track: rtc.Track, publication: rtc.RemoteTrackPublication) -> None:
         self._track = track
-        self._sid = sid
+        self._sid = publication.sid
+        features = publication.audio_features
+        self._pre_connect = AudioTrackFeature.TF_PRECONNECT_BUFFER in features
 
     @property
     def sid(self) -> str:
         return self._sid
+
+    @property
+    def pre_connect_buffer(self) -> bool:
+        return self._pre_connect
 
     async def frames(self, *, sample_rate: int, frame_ms: int) -> AsyncGenerator[bytes, None]:
         # LiveKit's native side resamples the room's 48 kHz before the frame reaches Python: one
@@ -128,11 +175,20 @@ class _Microphone:
 
 
 class LiveKitRoom:
-    """A `CallRoom` on a LiveKit server, joined with the job's URL and token."""
+    """A `CallRoom` on a LiveKit server, joined with the job's URL and token; `remove` disconnects
+    participants of a room by identity, through the server API (without it, hanging up does
+    nothing: the agent just leaves)."""
 
-    def __init__(self, *, url: str, token: str) -> None:
+    def __init__(
+        self,
+        *,
+        url: str,
+        token: str,
+        remove: Callable[[str, list[str]], Awaitable[object]] | None = None,
+    ) -> None:
         self._url = url
         self._token = token
+        self._remove = remove
         self._room = rtc.Room()
         self._events: RoomEvents | None = None
         self._readers: set[asyncio.Task[Any]] = set()
@@ -149,6 +205,8 @@ class LiveKitRoom:
         room.on("track_subscribed", self._track)
         room.on("data_received", self._data)
         room.register_text_stream_handler(TOPIC_CHAT, self._chat)
+        # Before connecting: the caller's client sends its buffer as soon as the agent is in.
+        room.register_byte_stream_handler(TOPIC_PRE_CONNECT_AUDIO, self._pre_connect)
         await room.connect(self._url, self._token)
         ffi_routing.narrow_room(room)
 
@@ -184,6 +242,44 @@ class LiveKitRoom:
         await writer.write(text)
         await writer.aclose()
 
+    async def send_transcription(
+        self,
+        text: str,
+        *,
+        segment_id: str,
+        final: bool,
+        track_sid: str,
+        participant_identity: str | None = None,
+    ) -> None:
+        if not self._legacy_transcription_needed():
+            return
+        segment = rtc.TranscriptionSegment(
+            id=segment_id, text=text, start_time=0, end_time=0, language="", final=final
+        )
+        identity = participant_identity or self._room.local_participant.identity
+        transcription = rtc.Transcription(
+            participant_identity=identity, track_sid=track_sid, segments=[segment]
+        )
+        await self._room.local_participant.publish_transcription(transcription)
+
+    def _legacy_transcription_needed(self) -> bool:
+        """Whether a caller's client (a standard participant) reads only legacy packets. The
+        client protocol is only on the participant's private info in this SDK."""
+        return any(
+            p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD
+            and p._info.client_protocol < _CLIENT_PROTOCOL_TRANSCRIPTION_STREAMS
+            for p in self._room.remote_participants.values()
+        )
+
+    async def hang_up(self) -> None:
+        if self._remove is not None and self._room.name:
+            callers = [
+                p.identity
+                for p in self._room.remote_participants.values()
+                if p.kind != rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
+            ]
+            await self._remove(self._room.name, callers)
+
     async def leave(self) -> None:
         for reader in [*self._readers]:
             reader.cancel()
@@ -206,7 +302,17 @@ class LiveKitRoom:
         participant: rtc.RemoteParticipant,
     ) -> None:
         if self._events is not None and track.kind == rtc.TrackKind.KIND_AUDIO:
-            self._events.microphone(participant.identity, _Microphone(track, publication.sid))
+            self._events.microphone(participant.identity, _Microphone(track, publication))
+
+    def _pre_connect(self, reader: rtc.ByteStreamReader, sender: str) -> None:
+        if self._events is not None:
+            info = reader.info
+            self._events.pre_connect_audio(
+                aiter(reader),
+                sender=sender,
+                attributes=info.attributes or {},
+                mime_type=info.mime_type,
+            )
 
     def _data(self, packet: rtc.DataPacket) -> None:
         if self._events is not None:

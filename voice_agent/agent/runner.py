@@ -25,7 +25,7 @@ from voice_agent.agent.call_tools import CallTools, ToolKit
 from voice_agent.agent.client_channel import ClientChannel
 from voice_agent.agent.job import JobContext
 from voice_agent.agent.options import session_options, spoken_lines
-from voice_agent.agent.session import CallSession
+from voice_agent.agent.session import AGENT_HANG_UPS, CallSession
 from voice_agent.agent.worker import AgentWorker, WorkerOptions
 from voice_agent.call_record import CallJournal, CallRecordSink, FileRecordSink
 from voice_agent.logging import bind_context, get_logger
@@ -46,6 +46,10 @@ _CLAIM_MARGIN_S = 60.0
 # How a session ended with nobody left on the call: its room is closed at once.
 _ROOM_CLOSE_WAIT_S = 6.0
 _CALLER_GONE = frozenset({"user_left", "no_user"})
+# Calls whose room is deleted once the session is over: nobody is left (the caller went, or the
+# agent hung up and disconnected them). Deleting it while the agent is still in it crashed the
+# process at exit under livekit 1.2.1 (a segfault in a native destructor).
+_CLOSE_AFTER = _CALLER_GONE | AGENT_HANG_UPS
 
 
 class CallRunner:
@@ -133,14 +137,17 @@ class CallRunner:
             client_policy=self._profile.client_actions,
             lines=self._lines,
             vad_models=self.vad_models,
+            rooms=self._rooms,
         )
         try:
             await session.run()
         finally:
             # LiveKit often ends the job (cancelling us) as the caller leaves: close it anyway.
-            if journal.record.end_reason in _CALLER_GONE:
+            reason = journal.record.end_reason
+            if reason in _CLOSE_AFTER:
+                closing = "caller_gone" if reason in _CALLER_GONE else "agent_hung_up"
                 await _uncancelled(
-                    self._rooms.close(job.room_name, call_id=job.call_id, reason="caller_gone")
+                    self._rooms.close(job.room_name, call_id=job.call_id, reason=closing)
                 )
 
     async def _refuse(self, job: JobContext, claim: CallClaim) -> None:

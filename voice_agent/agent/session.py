@@ -13,6 +13,14 @@ heard; shorter sounds resume it where it paused; an interruption whose transcrip
 the unheard rest of the reply. Failures: each stage retries by the providers' one rule, then the
 agent says a fallback line; after `max_consecutive_failures` failed turns, at `max_call_s`, or
 after `user_silence_timeout_s` without a word, it says goodbye and hangs up.
+
+Hanging up is done the way LiveKit's own agents do it: the agent finishes its captions, sets
+`end_reason` on itself and disconnects the caller through the server API before it leaves (the
+runner then deletes the room), so the caller's client sees a clean disconnect
+(`PARTICIPANT_REMOVED`, with the reason) instead of an agent that left the room unexpectedly.
+LiveKit's agents delete the room while still in it; here the caller is removed first because the
+server closes a deleted room's participants in no set order, so a caller could still see the
+agent leave first, which LiveKit's components report as a failure.
 """
 
 from __future__ import annotations
@@ -20,18 +28,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from voice_agent.agent import metrics
+from voice_agent.agent.call_rooms import CallRooms
 from voice_agent.agent.call_tools import BackgroundResult, CallTools
 from voice_agent.agent.captions import CaptionPublisher
 from voice_agent.agent.client_channel import ClientChannel
 from voice_agent.agent.conversation import Conversation
 from voice_agent.agent.job import JobContext
 from voice_agent.agent.lines import LineName, SpokenLines
+from voice_agent.agent.listener import SAMPLE_RATE
 from voice_agent.agent.metrics import TurnTimer
 from voice_agent.agent.options import SessionOptions, spoken_lines
+from voice_agent.agent.pre_connect import PreConnectBuffers
 from voice_agent.agent.reply import AgentReply
 from voice_agent.agent.room import CallerAudio, CallRoom, LiveKitRoom
 from voice_agent.agent.turn_taking import Floor, TurnTaking
@@ -44,6 +55,7 @@ from voice_agent.pipeline.vad_model import SileroModelPool
 from voice_agent.profile import ClientActionPolicy
 from voice_agent.protocol import (
     ATTR_AGENT_STATE,
+    ATTR_END_REASON,
     TOPIC_CLIENT_ACTIONS,
     TOPIC_LEGACY_CHAT,
     AgentState,
@@ -57,6 +69,8 @@ _FINISH_TIMEOUT_S = 5.0
 _USER_AUDIO_WAIT_S = 10.0
 # How often the watchdog looks at the call's time limits.
 _WATCHDOG_INTERVAL_S = 0.5
+AGENT_HANG_UPS = frozenset({"max_duration", "user_silent", "repeated_failures"})
+"""End reasons of a call the agent hung up (after its goodbye): it disconnects the caller."""
 
 
 class CallSession:
@@ -76,6 +90,7 @@ class CallSession:
         client_policy: ClientActionPolicy | None = None,
         lines: SpokenLines | None = None,
         vad_models: SileroModelPool | None = None,
+        rooms: CallRooms | None = None,
     ) -> None:
         self.job = job
         self.opts = options
@@ -83,7 +98,17 @@ class CallSession:
         self.sink = sink
         self.journal = journal
         self.log = job.log
-        self.room: CallRoom = room or LiveKitRoom(url=job.url, token=job.token)
+        self.room: CallRoom = room or LiveKitRoom(
+            url=job.url,
+            token=job.token,
+            remove=(
+                (lambda name, callers: rooms.remove(name, callers, call_id=job.call_id))
+                if rooms is not None
+                else None
+            ),
+        )
+        self.captions = CaptionPublisher(self.room)
+        self.pre_connect = PreConnectBuffers(sample_rate=SAMPLE_RATE, log=self.log)
         self.context = ConversationContext(
             system_prompt=options.instructions, max_tokens=options.context_token_budget
         )
@@ -100,6 +125,7 @@ class CallSession:
         self._ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._listening_since = time.monotonic()
+        self._greeted = False
         self._vad_models = vad_models or SileroModelPool(keep=0)
         self.channel = ClientChannel(
             policy=client_policy or ClientActionPolicy(),
@@ -118,6 +144,7 @@ class CallSession:
             options=options,
             providers=providers,
             lines=lines or spoken_lines(options),
+            captions=self.captions,
             tools=self.tools,
             turns=self.turns,
             log=self.log,
@@ -130,7 +157,7 @@ class CallSession:
             or SilenceTurnDetector(min_silence_ms=options.eou_silence_ms),
             stt=providers.stt,
             memory=memory,
-            captions=CaptionPublisher(self.room.send_text),
+            captions=self.captions,
             options=options,
             log=self.log,
         )
@@ -175,7 +202,14 @@ class CallSession:
         except TimeoutError:
             self.log.error("call.shutdown_timeout", timeout_s=_FINISH_TIMEOUT_S)
         self.journal.set_usage(self.usage)
+        # The journal holds the end before the room closes: LiveKit's room_finished webhook
+        # may read it from there before the record reaches the sink.
         record = self.journal.finish(reason)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_FINISH_TIMEOUT_S / 2):
+                if reason in AGENT_HANG_UPS:
+                    await self._hang_up_caller(reason)
+                await self.room.leave()
         self.log.info("call.ended", reason=reason, turns=len(record.transcript))
         try:
             await self.sink.submit(record)
@@ -193,6 +227,9 @@ class CallSession:
             await asyncio.wait_for(self._user_joined.wait(), self.opts.user_join_timeout_s)
         except TimeoutError:
             return "no_user"
+        # Ready for the caller: out of `initializing` now, not at the greeting's first audio,
+        # which can take long on a slow start (LiveKit's clients give up after 20 s).
+        self.set_state(AgentState.LISTENING)
         self.spawn(self._watchdog())
         # Greet once the caller's microphone reaches the VAD: a reply the caller gives to the
         # greeting must not fall into the gap while their track is still being subscribed
@@ -211,6 +248,7 @@ class CallSession:
         if not self._listening.is_set():
             self.log.warning("call.user_audio_missing", waited_s=_USER_AUDIO_WAIT_S)
             self.journal.add_event("user_audio_missing", waited_s=_USER_AUDIO_WAIT_S)
+        self._greeted = True
         await self.voice.start(
             fixed_text=self.opts.greeting,
             kind=TurnKind.GREETING,
@@ -229,10 +267,18 @@ class CallSession:
             task.cancel()
         if pending:
             await asyncio.wait(pending, timeout=_FINISH_TIMEOUT_S / 2)
+        await self.captions.aclose()  # every caption final, every stream finished
         await self.voice.aclose()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(_FINISH_TIMEOUT_S / 2):
-                await self.room.leave()
+
+    async def _hang_up_caller(self, reason: str) -> None:
+        """The reason on the agent, then the caller disconnected (the attribute update travels
+        the signalling path ahead of the caller's disconnect)."""
+        with contextlib.suppress(Exception):  # the caller then sees the removal without reason
+            await self.room.set_attributes({ATTR_END_REASON: reason})
+        try:
+            await self.room.hang_up()
+        except Exception as e:  # noqa: BLE001 - the runner still closes the room after the call
+            self.log.warning("call.room_close_failed", error=str(e))
 
     @property
     def ending(self) -> bool:
@@ -294,7 +340,11 @@ class CallSession:
 
             self.spawn(
                 self.conversation.listen(
-                    audio, caller=identity, models=self._vad_models, on_listening=listening
+                    audio,
+                    caller=identity,
+                    models=self._vad_models,
+                    on_listening=listening,
+                    pre_connect=self.pre_connect,
                 )
             )
 
@@ -304,6 +354,25 @@ class CallSession:
             self.typed.legacy_received(data, sender=sender)
             return
         self.channel.on_data(data, topic=topic, sender=sender)
+
+    def pre_connect_audio(
+        self,
+        chunks: AsyncIterator[bytes],
+        *,
+        sender: str,
+        attributes: Mapping[str, str],
+        mime_type: str,
+    ) -> None:
+        """The caller's audio from before the agent joined: checked, decoded, heard first."""
+        self.spawn(
+            self.pre_connect.receive(
+                chunks,
+                sender=sender,
+                user=self._user or self.job.user_id,
+                attributes=attributes,
+                mime_type=mime_type,
+            )
+        )
 
     def chat_received(self, text: str, *, sender: str, message_id: str) -> None:
         """Typed chat (`lk.chat`) is checked, then answered like the caller's words."""
@@ -323,7 +392,7 @@ class CallSession:
             if now - started >= self.opts.max_call_s:
                 await self.voice.hang_up(LineName.GOODBYE, "max_duration")
                 return
-            idle = self.state is AgentState.LISTENING and not self.voice.busy
+            idle = self._greeted and self.state is AgentState.LISTENING and not self.voice.busy
             if idle and self._background and self._may_speak():
                 self._telling_background = True
                 self.spawn(self._tell_background())

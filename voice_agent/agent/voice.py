@@ -77,6 +77,7 @@ class AgentVoice:
         options: SessionOptions,
         providers: Providers,
         lines: SpokenLines,
+        captions: CaptionPublisher,
         tools: CallTools | None,
         turns: TurnTaking[AgentReply],
         log: Logger,
@@ -91,7 +92,7 @@ class AgentVoice:
         self._turns = turns
         self._log = log
         self.speaker, self._track = AgentSpeaker.create()
-        self._captions = CaptionPublisher(room.send_text)
+        self._captions = captions
         self._track_sid: str | None = None
         self._reply: AgentReply | None = None
         self._task: asyncio.Task[None] | None = None
@@ -253,7 +254,7 @@ class AgentVoice:
         )
         if failed is None and not interrupted and not self._host.ending:
             self._host.set_state(AgentState.LISTENING)
-        if heard:
+        if heard or self._captions.is_open(segment):  # a segment shown always ends final
             await self._captions.publish(
                 text=heard, segment_id=segment, final=True, track_sid=self._track_sid
             )
@@ -288,11 +289,7 @@ class AgentVoice:
         usage.llm_completion_tokens += reply.usage.completion_tokens
 
     def _caption(self, text: str, segment: str, *, final: bool) -> None:
-        self._host.spawn(
-            self._captions.publish(
-                text=text, segment_id=segment, final=final, track_sid=self._track_sid
-            )
-        )
+        self._captions.post(text=text, segment_id=segment, final=final, track_sid=self._track_sid)
 
     # Fixed lines and failures
 

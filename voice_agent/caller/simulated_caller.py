@@ -35,6 +35,7 @@ from voice_agent.caller.audio import (
 from voice_agent.logging import get_logger
 from voice_agent.protocol import (
     ATTR_AGENT_STATE,
+    ATTR_END_REASON,
     ATTR_TRANSCRIPTION_FINAL,
     ATTR_TRANSCRIPTION_SEGMENT_ID,
     PROTOCOL_VERSION,
@@ -119,6 +120,9 @@ class _Listening:
     agent_identity: str | None = None
     ended_by_server: asyncio.Event = field(default_factory=asyncio.Event)
     disconnect_reason: str | None = None
+    end_reason: str | None = None  # the agent's, set on itself before it closes the room
+    hung_up_by_agent: bool = False  # the agent closed the room with its end reason set
+    caption_seen: asyncio.Condition = field(default_factory=asyncio.Condition)
 
 
 class SimulatedCaller:
@@ -159,6 +163,8 @@ class SimulatedCaller:
                 turns += await self._speak_turn(utterance)
                 if not last and self._opts.between_turns is not None:
                     await self._opts.between_turns(i + 1)
+                if last:
+                    await self._settle_captions()
             if self._opts.trailing_silence_s > 0:
                 # Stay on the line, quietly, until the time is up or the agent hangs up.
                 with contextlib.suppress(TimeoutError):
@@ -175,6 +181,13 @@ class SimulatedCaller:
         if self._opts.record is not None:
             write_wav(self._opts.record, bytes(self._heard.recording))
         room = self._grant.get("room", "")
+        heard = self._heard
+        if heard.hung_up_by_agent:
+            ended = {"by": "agent", "reason": heard.end_reason}
+        elif heard.disconnect_reason is not None:
+            ended = {"by": "server", "reason": heard.disconnect_reason}
+        else:
+            ended = {"by": "caller", "reason": None}
         return {
             "call_id": room.removeprefix("call-") if room else None,
             "room": room or None,
@@ -184,6 +197,7 @@ class SimulatedCaller:
             "agent_audio_seconds": round(self._heard.agent_audio_s, 3),
             "greeting": greeting,
             "turns": turns,
+            "ended": ended,
             "client_actions": self._heard.client_actions,
             "captions": [
                 {"speaker": c["speaker"], "text": c["text"], "final": c["final"]}
@@ -349,9 +363,21 @@ class SimulatedCaller:
         be on their way (data and signalling travel different paths); let them arrive."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._heard.goodbye.wait(), _DEPARTURE_GRACE_S)
-        reading = [task for task in self._caption_reads if not task.done()]
-        if reading:
-            await asyncio.wait(reading, timeout=_DEPARTURE_GRACE_S)
+        await self._settle_captions()
+
+    async def _settle_captions(self) -> None:
+        """Until every caption segment seen has its final version and no caption is being read
+        (bounded): a caption and the turn summary travel different paths, so the summary can
+        arrive while the turn's final caption is still on its way."""
+        heard = self._heard
+
+        def settled() -> bool:
+            reading = any(not task.done() for task in self._caption_reads)
+            return not reading and all(c.get("final") for c in heard.captions.values())
+
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_DEPARTURE_GRACE_S), heard.caption_seen:
+                await heard.caption_seen.wait_for(settled)
 
     async def _next_audio_turn(self, kind: TurnKind) -> dict[str, Any]:
         """Wait until the agent has spoken since the caller's speech ended (or since joining, for
@@ -439,17 +465,29 @@ class SimulatedCaller:
             self._heard.agent_left.set()
 
     def _on_disconnected(self, reason: rtc.DisconnectReason.ValueType) -> None:
-        if reason != rtc.DisconnectReason.CLIENT_INITIATED:
-            self._heard.disconnect_reason = rtc.DisconnectReason.Name(reason)
-            self._heard.ended_by_server.set()
+        if reason == rtc.DisconnectReason.CLIENT_INITIATED:
+            return
+        heard = self._heard
+        closed = (rtc.DisconnectReason.PARTICIPANT_REMOVED, rtc.DisconnectReason.ROOM_DELETED)
+        if reason in closed and heard.end_reason is not None:
+            # The agent hung up as LiveKit's agents do: its reason, then the room closed.
+            heard.hung_up_by_agent = True
+            heard.agent_left.set()
+            return
+        heard.disconnect_reason = rtc.DisconnectReason.Name(reason)
+        heard.ended_by_server.set()
 
     def _raise_if_ended_by_server(self) -> None:
         if self._heard.disconnect_reason is not None:
             raise CallFailedError(f"the server ended the call ({self._heard.disconnect_reason})")
 
     def _on_attributes(self, changed: dict[str, str], participant: rtc.Participant) -> None:
-        if participant.identity == self._heard.agent_identity and ATTR_AGENT_STATE in changed:
+        if participant.identity != self._heard.agent_identity:
+            return
+        if ATTR_AGENT_STATE in changed:
             self._record_state(changed[ATTR_AGENT_STATE])
+        if changed.get(ATTR_END_REASON):
+            self._heard.end_reason = changed[ATTR_END_REASON]
 
     def _record_state(self, state: str) -> None:
         if not self._heard.states or self._heard.states[-1] != state:
@@ -508,7 +546,15 @@ class SimulatedCaller:
     def _on_caption(self, reader: rtc.TextStreamReader, sender: str) -> None:
         task = self._spawn(self._read_caption(reader, sender))
         self._caption_reads.add(task)
-        task.add_done_callback(self._caption_reads.discard)
+        task.add_done_callback(self._caption_read_done)
+
+    def _caption_read_done(self, task: asyncio.Task[None]) -> None:
+        self._caption_reads.discard(task)
+        self._spawn(self._announce_caption())
+
+    async def _announce_caption(self) -> None:
+        async with self._heard.caption_seen:
+            self._heard.caption_seen.notify_all()
 
     async def _read_caption(self, reader: rtc.TextStreamReader, sender: str) -> None:
         attrs = reader.info.attributes or {}
@@ -518,6 +564,9 @@ class SimulatedCaller:
         except rtc.StreamError:  # the room closed mid-caption
             return
         speaker = "agent" if sender == self._heard.agent_identity else "user"
+        # Read after the stream ended: LiveKit's agents send the final flag in the trailer,
+        # which the reader merges into the stream's attributes.
+        attrs = reader.info.attributes or attrs
         final = attrs.get(ATTR_TRANSCRIPTION_FINAL) == "true"
         entry = self._heard.captions.setdefault(segment, {"speaker": speaker, "text": ""})
         if entry.get("final") and not final:

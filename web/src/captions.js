@@ -20,6 +20,13 @@ export class CaptionBoard {
   show({ segmentId, speaker, text, final }) {
     let line = this._lines.get(segmentId);
     if (line?.final) return;
+    if (final && !text.trim()) {
+      // A segment that ended with no words (cut off before it was heard, or not understood).
+      line?.item.remove();
+      this._lines.set(segmentId, { item: el("li"), final: true });
+      this._empty.hidden = this._list.children.length > 0;
+      return;
+    }
     if (line === undefined) {
       if (!final && !text.trim()) return;
       line = this._newLine(segmentId, speaker);

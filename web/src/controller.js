@@ -15,6 +15,8 @@
 // jitter and at most MAX_RECONNECT_ATTEMPTS tries. A fresh token means a new room, so the agent
 // starts a new call (it greets again); captions and the timer of the old one stay on the page.
 
+import { DisconnectReason } from "livekit-client";
+
 import { ActionsPanel } from "./actions-panel.js";
 import { SeenIds, checkClientAction, normalizePolicy } from "./actions.js";
 import { MAX_RECONNECT_ATTEMPTS, reconnectDelayMs } from "./backoff.js";
@@ -28,6 +30,12 @@ import { TokenError, fetchVoiceToken } from "./token.js";
 import { CallView } from "./view.js";
 
 const AGENT_JOIN_TIMEOUT_MS = 15_000;
+// Why the agent hung up (its `end_reason` attribute), as the page says it.
+const END_REASON_TEXT = {
+  max_duration: "time limit reached",
+  user_silent: "no answer for a while",
+  repeated_failures: "it could not go on",
+};
 const MAX_ERROR_CHARS = 500;
 
 class Stale extends Error {}
@@ -153,7 +161,7 @@ export class CallController {
         this.view.showAgentState("initializing");
       }),
       agentLeft: when(() => {
-        if (this.state === "in_call") this.end("The agent ended the call.");
+        if (this.state === "in_call") this.end(this._agentEnded());
       }),
       agentState: when((state) => {
         this.view.showAgentState(state);
@@ -178,6 +186,13 @@ export class CallController {
     };
   }
 
+  /** "The agent ended the call", with its reason when it gave one. */
+  _agentEnded() {
+    const reason = this.session?.endReason;
+    if (!reason) return "The agent ended the call.";
+    return `The agent ended the call (${END_REASON_TEXT[reason] ?? reason.replaceAll("_", " ")}).`;
+  }
+
   _waitForAgent(session) {
     clearTimeout(this._agentWait);
     this._agentWait = setTimeout(() => {
@@ -189,6 +204,12 @@ export class CallController {
 
   _onDisconnected(reason) {
     if (this.state !== "in_call") return;
+    const hungUp = reason === DisconnectReason.PARTICIPANT_REMOVED || reason === DisconnectReason.ROOM_DELETED;
+    if (hungUp && this.session?.endReason) {
+      // The agent hung up as LiveKit's agents do: its reason on itself, then the room closed.
+      this.end(this._agentEnded());
+      return;
+    }
     if (FINAL_DISCONNECT_REASONS.has(reason)) {
       this.end("The call was ended by the server.");
       return;

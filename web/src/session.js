@@ -16,6 +16,7 @@ import {
 import {
   AGENT_STATES,
   ATTR_AGENT_STATE,
+  ATTR_END_REASON,
   ATTR_TRANSCRIBED_TRACK_ID,
   ATTR_TRANSCRIPTION_FINAL,
   ATTR_TRANSCRIPTION_SEGMENT_ID,
@@ -71,6 +72,7 @@ export class CallSession {
       audioCaptureDefaults: AUDIO_CAPTURE,
     });
     this.agent = null;
+    this.endReason = null; // the agent's, once it hangs up (it then closes the room)
     this._agentIdentity = null; // kept after it leaves: its last captions may still arrive
     this._captionReads = new Set();
     this._goodbye = deferred(); // resolved by the agent's goodbye turn
@@ -114,6 +116,10 @@ export class CallSession {
       read.finally(() => this._captionReads.delete(read));
     });
 
+    // Record the microphone until the agent has subscribed to it; the SDK then sends the
+    // recording to the agent (LiveKit's pre-connect audio buffer), so words said while the call
+    // is still connecting are heard. The SDK's own setMicrophoneEnabled does the same.
+    if (!this._microphone.hasPreConnectBuffer) this._microphone.startPreConnectBuffer?.();
     await room.connect(this.grant.rtcUrl, this.grant.token, { autoSubscribe: true });
     await room.localParticipant.publishTrack(this._microphone, {
       source: Track.Source.Microphone,
@@ -172,6 +178,7 @@ export class CallSession {
     });
     await Promise.race([this.room.disconnect(true).catch(() => {}), timeout]);
     clearTimeout(timer);
+    this._microphone.stopPreConnectBuffer?.();
     this._microphone.stop();
   }
 
@@ -206,6 +213,7 @@ export class CallSession {
     this._events.agentJoined(participant);
     const state = participant.attributes[ATTR_AGENT_STATE];
     if (AGENT_STATES.includes(state)) this._events.agentState(state);
+    this._readEndReason(participant.attributes);
   }
 
   _onParticipantLeft(participant) {
@@ -235,9 +243,16 @@ export class CallSession {
   }
 
   _onAttributes(changed, participant) {
-    if (participant !== this.agent || !(ATTR_AGENT_STATE in changed)) return;
+    if (participant !== this.agent) return;
+    this._readEndReason(changed);
+    if (!(ATTR_AGENT_STATE in changed)) return;
     const state = changed[ATTR_AGENT_STATE];
     if (AGENT_STATES.includes(state)) this._events.agentState(state);
+  }
+
+  _readEndReason(attributes) {
+    const reason = attributes[ATTR_END_REASON];
+    if (typeof reason === "string" && /^[a-z_]{1,40}$/.test(reason)) this.endReason = reason;
   }
 
   _onTrack(track, participant) {
@@ -255,7 +270,7 @@ export class CallSession {
   }
 
   async _readCaption(reader, identity) {
-    const attributes = reader.info.attributes ?? {};
+    let attributes = reader.info.attributes ?? {};
     const local = this.room.localParticipant;
     const micSid = this._microphone.sid;
     let speaker = null;
@@ -271,6 +286,9 @@ export class CallSession {
       return; // the stream was cut (the room closed mid-caption)
     }
     if (speaker === null || this._closing !== null) return;
+    // LiveKit's agents send the final flag in the stream's trailer; the SDK merges the
+    // trailer's attributes into the stream info once the stream has ended.
+    attributes = reader.info.attributes ?? attributes;
     this._events.caption({
       segmentId: `${identity}/${attributes[ATTR_TRANSCRIPTION_SEGMENT_ID] || reader.info.id}`,
       speaker,
