@@ -225,6 +225,8 @@ class Cluster:
     database_url: str
     api_key: str
     api_secret: str
+    env: dict[str, str] = field(default_factory=dict)  # over CLUSTER_ENV, for every part
+    engine_pids: dict[str, int] = field(default_factory=dict)  # redis, postgres
     nodes: dict[str, Node] = field(default_factory=dict)
     tokens: dict[str, Part] = field(default_factory=dict)
     workers: dict[str, Part] = field(default_factory=dict)
@@ -236,6 +238,7 @@ class Cluster:
     def _env(self, name: str, node: str | None, **extra: str) -> dict[str, str]:
         env = strip_project_env(dict(os.environ))
         env.update(CLUSTER_ENV)
+        env.update(self.env)
         env.update(
             LIVEKIT_API_KEY=self.api_key,
             LIVEKIT_API_SECRET=self.api_secret,
@@ -388,18 +391,19 @@ class Cluster:
         self,
         via: str,
         utterance: Utterance,
-        *,
+        *more: Utterance,
         before_first_turn: Callable[[], Awaitable[None]] | None = None,
         turn_timeout_s: float = 20.0,
         grant: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """One call: a token from token service `via`, then greeting, `utterance`, answer."""
+        """One call: a token from token service `via` (unless `grant` is one), then the
+        greeting, and for `utterance` and each of `more` the agent's answer."""
         if grant is None:
             status, grant = await self.token(via)
             assert status == 200, grant
         options = CallerOptions(
             url=f"http://127.0.0.1:{self.tokens[via].port}",
-            utterances=(utterance,),
+            utterances=(utterance, *more),
             grant=grant,
             before_first_turn=before_first_turn,
             turn_timeout_s=turn_timeout_s,
@@ -496,8 +500,10 @@ async def _http_ok(url: str) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def running_cluster(root: Path, *, postcall_workers: int = 2) -> AsyncIterator[Cluster]:
-    """The whole cluster, started and ready; stopped at the end."""
+async def running_cluster(
+    root: Path, *, postcall_workers: int = 2, env: Mapping[str, str] | None = None
+) -> AsyncIterator[Cluster]:
+    """The whole cluster, started and ready (`env` over `CLUSTER_ENV`); stopped at the end."""
     bin_dir = find_postgres_bin()
     if bin_dir is None:
         raise RuntimeError(INSTALL_HINT)
@@ -519,7 +525,11 @@ async def running_cluster(root: Path, *, postcall_workers: int = 2) -> AsyncIter
                 database_url=postgres.url,
                 api_key=key,
                 api_secret=secret,
+                env=dict(env or {}),
             )
+            assert redis.pid is not None
+            assert postgres.proc is not None
+            cluster.engine_pids = {"redis": redis.pid, "postgres": postgres.proc.pid}
             try:
                 token_ports = {name: free_port() for name in PAIR}
                 for name in PAIR:

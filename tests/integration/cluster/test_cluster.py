@@ -8,7 +8,9 @@ What the faults do to a call in flight, as asserted here:
   call meanwhile and exits once the call is over; the call's record is complete;
 - its worker killed (SIGKILL): the caller keeps the room and hears nothing more (its question
   goes unanswered), LiveKit offers the job to no other worker, and the call gets one partial
-  record (from LiveKit's `room_finished` webhook, or the journal the restarted worker hands over);
+  record: the journal the restarted worker finds on its host hands it over at start-up, before
+  LiveKit drops the dead agent (about 20 s) and its `room_finished` webhook arrives, which then
+  finds the record present; one post-call job runs;
 - its LiveKit node stopped (SIGTERM): the node drains, so the call goes on undisturbed to its
   end; the node takes no new room meanwhile and exits once its rooms are empty.
 
@@ -257,4 +259,12 @@ async def test_a_drained_a_killed_worker_and_a_stopped_node_lose_no_call(
     for call_id, call in stored.items():
         assert call["status"] == "done", (call_id, call.get("last_error"))
         assert call["record"]["complete"] == (call_id != killed_call), call_id
-    assert stored[killed_call]["report"]["needs_review"]
+    assert stored[killed_call]["report"][
+        "needs_review"
+    ]  # Its record is the journal the restarted worker found on its host: the greeting, then
+    # nothing; the post-call job ran once.
+    record = stored[killed_call]["record"]
+    assert [(t["speaker"], t["text"]) for t in record["transcript"]] == [("agent", GREETING)]
+    assert "recovered_from_journal" in [e["event"] for e in record["events"]]
+    history = [e["event"] for e in stored[killed_call]["job_history"]]
+    assert history.count("done") == 1, history
