@@ -72,20 +72,28 @@ async def calls_at_once(cluster: Cluster, n: int, turns: int, stagger_s: float) 
     return list(await asyncio.gather(*(one(i) for i in range(n))))
 
 
-def _ticks(pid: int) -> int:
-    """CPU time (clock ticks, user + system) of `pid` and its reaped children so far."""
+def _ticks(pid: int, *, reaped: bool = True) -> int:
+    """CPU time (clock ticks, user + system) of `pid`, and with `reaped` of its children that
+    have exited and been waited for."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0
-    return sum(int(f) for f in fields[11:15])
+    return sum(int(f) for f in fields[11 : 15 if reaped else 13])
 
 
 def cpu_seconds(roots: dict[str, int]) -> dict[str, float]:
-    """CPU seconds used so far by each named process and its live descendants."""
+    """CPU seconds used so far by each named process and its live descendants; this process
+    (the harness, which started the whole cluster) counts alone."""
     tick = os.sysconf("SC_CLK_TCK")
     return {
-        name: sum(_ticks(p) for p in {pid, *descendants(pid)}) / tick for name, pid in roots.items()
+        name: (
+            _ticks(pid, reaped=False)
+            if pid == os.getpid()
+            else sum(_ticks(p) for p in {pid, *descendants(pid)})
+        )
+        / tick
+        for name, pid in roots.items()
     }
 
 
@@ -113,7 +121,7 @@ async def drain_backlog(
     t0 = time.monotonic()
     await cluster.start_parts(parts)
     roots = {f"postcall-{n}": p.process.pid or 0 for n, p in zip(workers, parts, strict=True)}
-    roots |= cluster.engine_pids | {"benchmark (models)": os.getpid()}
+    roots |= cluster.engine_pids | {"harness and models": os.getpid()}
     cpu_before = cpu_seconds(roots) | {k: 0.0 for k in roots if k.startswith("postcall-")}
     store = await ReportStore.open(ReportStore.url_from_settings(settings))
     try:
@@ -144,12 +152,12 @@ class Drain:
     machine_busy: float  # fraction of the machine's CPUs busy (every program on it)
     wall_s: float
 
-    def describe(self) -> str:
+    def describe_cpu(self) -> str:
         parts = ", ".join(f"{k} {v:.1f}" for k, v in self.cpu_ms_per_job.items())
-        return (
-            f"{self.jobs_per_s:.1f} jobs/s; CPU ms per job: {parts}; machine "
-            f"{self.machine_busy:.0%} busy"
-        )
+        return f"{parts}; the machine {self.machine_busy:.0%} busy"
+
+    def describe(self) -> str:
+        return f"{self.jobs_per_s:.1f} jobs/s; CPU ms per job: {self.describe_cpu()}"
 
 
 async def wait_counted(store: ReportStore, tag: str, jobs: int, timeout_s: float) -> None:
@@ -268,8 +276,15 @@ async def main() -> int:
             f"{pct(lone_v2v, 95):.0f} ms ({len(lone_v2v)} turns) |\n"
             f"| voice-to-voice p50 / p95, {args.calls} calls across the cluster | "
             f"{pct(load_v2v, 50):.0f} / {pct(load_v2v, 95):.0f} ms ({len(load_v2v)} turns) |\n"
-            f"| post-call jobs/s, one worker | {one_worker:.1f} |\n"
-            f"| post-call jobs/s, two workers | {two_workers:.1f} ({speedup:.2f}x) |",
+            "| CPU ms per call-second | "
+            + ", ".join(f"{k} {v:.0f}" for k, v in load_cpu.items())
+            + " |\n"
+            f"| post-call jobs/s, one worker (median of {args.rounds}) | {one_worker:.1f} "
+            f"(rounds: {', '.join(f'{d.jobs_per_s:.1f}' for d in ones)}) |\n"
+            f"| post-call jobs/s, two workers (median of {args.rounds}) | {two_workers:.1f}, "
+            f"{speedup:.2f}x (rounds: {', '.join(f'{d.jobs_per_s:.1f}' for d in twos)}) |\n"
+            f"| post-call CPU ms per job, one worker | {one.describe_cpu()} |\n"
+            f"| post-call CPU ms per job, two workers | {two.describe_cpu()} |",
         )
     return 0 if failed == 0 else 1
 
