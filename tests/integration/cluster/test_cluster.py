@@ -151,6 +151,7 @@ async def test_the_token_rate_limit_holds_across_both_replicas(cluster: Cluster)
     assert statuses[10:] == [429] * 10
 
 
+# Last in the module: it leaves one LiveKit node stopped (the workers are replaced as it goes).
 async def test_a_drained_a_killed_worker_and_a_stopped_node_lose_no_call(
     cluster: Cluster,
 ) -> None:
