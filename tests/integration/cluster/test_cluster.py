@@ -118,7 +118,7 @@ async def test_calls_spread_over_both_nodes_and_both_workers_with_one_report_eac
             "node": c["node"],
             "worker": cluster.worker_of_call(c["result"]["call_id"]),
         }
-        for c in await _with_nodes(cluster, calls)
+        for c in _with_nodes(cluster, calls)
     ]
     nodes = collections.Counter(p["node"] for p in placed)
     workers = collections.Counter(p["worker"] for p in placed)
@@ -135,8 +135,8 @@ async def test_calls_spread_over_both_nodes_and_both_workers_with_one_report_eac
         assert not call["report"]["needs_review"], call["report"]["review_reasons"]
 
 
-async def _with_nodes(cluster: Cluster, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each call with the node its room was on (from the nodes' logs of its room)."""
+def _with_nodes(cluster: Cluster, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each call with the node its room was on (from the nodes' logs: they outlive the room)."""
     return [{**c, "node": cluster.node_that_held(c["result"]["room"])} for c in calls]
 
 
