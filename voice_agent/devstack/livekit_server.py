@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,14 +67,17 @@ def render_config(
     webhook_url: str | None,
     api_key: str,
     base: Path = DEV_CONFIG,
+    overrides: Mapping[str, Any] | None = None,
 ) -> str:
-    """The dev config with this run's ports (and webhook target) filled in."""
+    """The dev config with this run's ports (and webhook target) filled in, and any top-level
+    `overrides` (a multi-node run adds `redis`, `region` and `node_selector`)."""
     config: dict[str, Any] = yaml.safe_load(base.read_text())
     config["port"] = port
     config["rtc"]["tcp_port"] = tcp_port
     config["rtc"]["port_range_start"], config["rtc"]["port_range_end"] = udp_range
     if webhook_url:
         config["webhook"] = {"api_key": api_key, "urls": [webhook_url]}
+    config.update(overrides or {})
     return yaml.safe_dump(config, sort_keys=False)
 
 
@@ -85,6 +89,8 @@ def livekit_process(
     udp_range: tuple[int, int] = (50000, 50200),
     webhook_url: str | None = None,
     log_file: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    name: str = "livekit",
 ) -> ManagedProcess:
     """A managed LiveKit server bound to 127.0.0.1 with the given key pair."""
     config = render_config(
@@ -93,6 +99,7 @@ def livekit_process(
         udp_range=udp_range,
         webhook_url=webhook_url,
         api_key=endpoint.api_key,
+        overrides=overrides,
     )
 
     async def ready() -> bool:
@@ -104,7 +111,7 @@ def livekit_process(
             return resp.status == 200
 
     return ManagedProcess(
-        name="livekit",
+        name=name,
         argv=[str(binary), "--config-body", config],
         env={"LIVEKIT_KEYS": f"{endpoint.api_key}: {endpoint.api_secret}", "PATH": "/usr/bin:/bin"},
         ready=ready,
