@@ -67,15 +67,11 @@ async def test_moments_come_from_arrival_times_not_detection(question: bytes) ->
 async def test_the_onset_says_whether_the_agent_was_audible(question: bytes) -> None:
     """SpeechStarted carries the agent's audibility at that moment (asked, not remembered)."""
     audible = [True]
-    listener = Listener(
-        model=SileroVadModel(), pause_ms=500, agent_audible=lambda: audible[0]
-    )
+    listener = Listener(model=SileroVadModel(), pause_ms=500, agent_audible=lambda: audible[0])
     [start] = [e for e in _feed(listener, question) if isinstance(e, SpeechStarted)]
     assert start.agent_audible
     audible[0] = False
-    listener = Listener(
-        model=SileroVadModel(), pause_ms=500, agent_audible=lambda: audible[0]
-    )
+    listener = Listener(model=SileroVadModel(), pause_ms=500, agent_audible=lambda: audible[0])
     [start] = [e for e in _feed(listener, question) if isinstance(e, SpeechStarted)]
     assert not start.agent_audible
 

@@ -266,7 +266,9 @@ class AgentVoice:
     def interrupt(self) -> None:
         """Stop the agent's sound now and cancel the running reply (a confirmed interruption)."""
         self.speaker.stop()
-        if self._task is not None:
+        # Once: a second cancel would cut the cancelled reply's own recording (its final caption
+        # and turn summary), e.g. when a judged interruption's known words are answered at once.
+        if self._task is not None and not self._task.cancelling():
             self._task.cancel()
         self._log.info("call.interrupted")
         self._memory.journal.add_event("interrupted")
