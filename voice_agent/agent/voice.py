@@ -59,7 +59,7 @@ class PreparedReply:
     segment: str = field(default_factory=new_segment_id)
 
 
-class _HeldTools:
+class HeldTools:
     """A speculative reply's tools: offered to the model, run only once the turn is committed.
 
     Calls of a generation discarded before its turn was committed never ran and leave no trace.
@@ -211,7 +211,7 @@ class AgentVoice:
             speaker=self.speaker, tts=self._providers.tts, timer=timer, release=release
         )
         messages = [*self._memory.context.messages(), ChatMessage.user(user_text)]
-        tools = _HeldTools(self._tools, release) if self._tools is not None else None
+        tools = HeldTools(self._tools, release) if self._tools is not None else None
         if self._tools is not None:
             self._tools.begin_turn(timer.turn)
         reply = AgentReply(
