@@ -128,6 +128,14 @@ CONFIGS = [
         800,
         300,
     ),
+    Config(  # a candidate: speculation earlier in the pause, at the cost of more of it wasted
+        "shipped, 120 ms pause",
+        120,
+        lambda: TranscriptTurnDetector(silence_ms=500, incomplete_silence_ms=1500),
+        Speculation(max_per_turn=3, max_wasted_per_call=50),
+        800,
+        380,
+    ),
 ]
 
 
