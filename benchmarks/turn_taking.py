@@ -116,6 +116,7 @@ class Config:
     speculation: Speculation
     backchannel_max_ms: int | None
     resume_after_ms: int
+    stt_s: float | None = None  # a fixed transcription time instead of Whisper's wall time
 
 
 CONFIGS = [
@@ -128,13 +129,23 @@ CONFIGS = [
         800,
         300,
     ),
+    Config(  # the same words, timed as the side-by-side's scripted STT (120 ms)
+        "shipped, STT 120 ms",
+        200,
+        lambda: TranscriptTurnDetector(silence_ms=500, incomplete_silence_ms=1500),
+        Speculation(max_per_turn=3, max_wasted_per_call=50),
+        800,
+        300,
+        stt_s=0.12,
+    ),
     Config(  # a candidate: speculation earlier in the pause, at the cost of more of it wasted
-        "shipped, 120 ms pause",
+        "120 ms pause, STT 120 ms",
         120,
         lambda: TranscriptTurnDetector(silence_ms=500, incomplete_silence_ms=1500),
         Speculation(max_per_turn=3, max_wasted_per_call=50),
         800,
         380,
+        stt_s=0.12,
     ),
 ]
 
@@ -248,6 +259,8 @@ class Simulation:
         spent = time.perf_counter() - started
         self.outcome.stt_audio_s += len(pcm) / 2 / SAMPLE_RATE
         self.outcome.stt_wall_s.append(spent)
+        if self.config.stt_s is not None:
+            spent = self.config.stt_s
         return spent, text.strip()
 
     async def act(self, actions: list[object]) -> None:

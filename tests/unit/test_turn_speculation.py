@@ -127,6 +127,17 @@ def test_a_recheck_commit_carries_the_speculation() -> None:
     assert commit.speculation == speculated(actions).key
 
 
+def test_a_late_end_of_turn_while_the_caller_speaks_again_is_moot() -> None:
+    """The detector answers (after waiting for words) once the caller has resumed: no commit;
+    the utterance they are saying decides."""
+    call = speculating()
+    actions = utterance(call, 0.8, agent_audible=False)
+    call.wait(0.4)
+    call.machine.hear(SpeechStarted(at=call.now, onset_at=call.now, agent_audible=False))
+    assert call.machine.turn_decided(END, ask=asked(actions).ask, at=call.now) == []
+    assert call.machine.holding
+
+
 def test_no_speculation_while_a_reply_runs() -> None:
     """A reply still running (thinking): the pause asks the detector but speculates nothing."""
     call = speculating()

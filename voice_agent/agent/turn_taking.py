@@ -454,8 +454,10 @@ class TurnTaking(Generic[R]):
     # The turn detector and time
 
     def turn_decided(self, decision: TurnDecision, *, ask: int, at: float) -> list[Action[R]]:
-        """The detector's answer to `DecideTurn(ask=ask)`; an answer to an older one is moot."""
-        if ask != self._ask or self._held is None:
+        """The detector's answer to `DecideTurn(ask=ask)`; an answer to an older one is moot,
+        and so is one that comes while the caller speaks again (a detector that waited for the
+        speculative transcript may answer late): their next utterance decides."""
+        if ask != self._ask or self._held is None or self._caller_speaking:
             return []
         if decision.end_of_turn:
             return self._commit(at)
