@@ -100,6 +100,7 @@ class Conversation:
         self._track_sid: str | None = None
         self._recheck: asyncio.TimerHandle | None = None
         self._speculations: dict[int, _Speculation] = {}
+        self._segment: str | None = None  # the caption segment of the turn being spoken
         self.answered = 0
         """Caller turns answered so far (the number of the next agent turn is this + 1)."""
         self.last_heard = time.monotonic()
@@ -228,7 +229,10 @@ class Conversation:
         text = action.transcript
         if text is None:
             timer.stt_started = time.monotonic()
-            text = await self._transcribe(PcmAudio(action.turn.audio, SAMPLE_RATE), None)
+            # Interim captions of the turn so far; only the commit publishes the final version.
+            self._segment = self._segment or new_segment_id()
+            audio = PcmAudio(action.turn.audio, SAMPLE_RATE)
+            text = await self._transcribe(audio, self._segment)
             timer.stt_done = time.monotonic()
         speculation.transcript.set_result(text)
         if text and not self._voice.busy and not self._host.ending:
@@ -270,7 +274,7 @@ class Conversation:
         timer.turn = self.answered + 1
         timer.speech_ended = turn.ended_at
         timer.turn_committed = turn.committed_at
-        segment = new_segment_id()
+        segment, self._segment = self._segment or new_segment_id(), None
         audio = PcmAudio(turn.audio, SAMPLE_RATE)
         text: str | None
         if commit.transcript is not None:
@@ -337,8 +341,8 @@ class Conversation:
         return prepared.messages == messages
 
     async def _transcribe(self, audio: PcmAudio, segment: str | None) -> str | None:
-        """The segment's text, captioned as it comes (not without a `segment`: speculative or
-        judged speech); None when STT failed (after its retry)."""
+        """The segment's text, captioned as it comes (not without a `segment`: judged speech);
+        None when STT failed (after its retry)."""
         self._memory.usage.stt_audio_s += audio.duration_s
         try:
             stream = self._stt.transcribe_stream(audio, language=self._opts.stt_language)
