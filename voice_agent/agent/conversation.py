@@ -5,8 +5,8 @@ the `TurnTaking` machine and carries out its actions: it pauses, resumes and int
 agent's voice, asks the turn detector, transcribes each committed turn (with interim captions)
 and has the agent answer it, or say the rest of a reply the caller cut short.
 
-Speculation: at the caller's pause the turn so far is transcribed (no captions) and, with words,
-answered by a reply prepared unplayed (`AgentVoice.prepare`). A detector that reads the
+Speculation: at the caller's pause the turn so far is transcribed (interim captions only) and,
+with words, answered by a reply prepared unplayed (`AgentVoice.prepare`). A detector that reads the
 transcript is asked once it is known. The commit of that audio reuses the transcript (no second
 STT request) and plays the prepared reply, if the conversation it was prepared on is still the
 one it would be sent now; otherwise it is discarded and the answer starts afresh.
