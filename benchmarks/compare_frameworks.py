@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import math
 import os
 import sys
@@ -180,10 +181,32 @@ async def main() -> int:
         for system in started:
             await system.process.stop(grace_s=15)
         await livekit.stop()
+    speculation = _speculation(logs) if sut.OURS in args.systems else None
     _print(started, figures, args)
+    if speculation:
+        print(speculation)
     if not args.quick:
-        _write(started, figures, args)
+        _write(started, figures, args, speculation)
     return 0
+
+
+def _speculation(logs: Path) -> str | None:
+    """Ours: speculative replies per answered turn, and what the wasted ones cost (from the
+    call records' usage: LLM requests beyond one per answered turn)."""
+    turns = made = wasted = requests = 0
+    for path in (logs / "ours-data" / "records").glob("*.json"):
+        record = json.loads(path.read_text())
+        usage = record.get("usage", {})
+        turns += sum(1 for t in record.get("transcript", []) if t.get("speaker") == "user")
+        made += usage.get("speculations", 0)
+        wasted += usage.get("speculations_wasted", 0)
+        requests += usage.get("llm_requests", 0)
+    if not turns:
+        return None
+    return (
+        f"ours: {made / turns:.2f} speculations per turn, {wasted / turns:.2f} wasted per turn; "
+        f"{(requests - turns) / turns:.2f} extra LLM requests per turn ({turns} turns)"
+    )
 
 
 async def _measure(systems: list[sut.System], args: argparse.Namespace) -> dict[str, Figures]:
@@ -455,7 +478,9 @@ def _print(systems: list[sut.System], figures: dict[str, Figures], args: Any) ->
     print("Figures are noisy on a shared 2-core machine; compare runs, not single numbers.")
 
 
-def _write(systems: list[sut.System], figures: dict[str, Figures], args: Any) -> None:
+def _write(
+    systems: list[sut.System], figures: dict[str, Figures], args: Any, speculation: str | None
+) -> None:
     table = [
         "| system | turns | v2v p50 ms | v2v p95 ms | RSS idle MB | RSS lone call MB "
         "| PSS lone call MB | processes | density (calls) |",
@@ -479,7 +504,8 @@ def _write(systems: list[sut.System], figures: dict[str, Figures], args: Any) ->
                 f"{lv['p50']:.0f} | {lv['p95']:.0f} | {'yes' if lv['held'] else 'no'} | "
                 f"{lv['memory'].rss_mb:.0f} |"
             )
-    ratios = "\n".join(f"- {line}" for line in _ratios(systems, figures))
+    lines = [*_ratios(systems, figures), *([speculation] if speculation else [])]
+    ratios = "\n".join(f"- {line}" for line in lines)
     variant = any(not system.as_shipped for system in systems)
     method = (
         "`benchmarks/compare_frameworks.py`: one real LiveKit server; the scripted "

@@ -83,6 +83,9 @@ class CallUsage(BaseModel):
     llm_requests: int = 0  # completions asked for; a retry is counted by its Prometheus metric
     llm_prompt_tokens: int = 0
     llm_completion_tokens: int = 0
+    speculations: int = 0  # replies prepared at a pause before the turn was committed
+    speculations_wasted: int = 0  # of those, discarded because the caller went on (their cost
+    # is in the figures above: STT audio, LLM requests and tokens, TTS audio)
 
 
 class CallRecord(BaseModel):

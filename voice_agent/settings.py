@@ -137,7 +137,18 @@ class Settings(BaseSettings):
         max_length=500,
     )
     eou_silence_ms: int = Field(500, ge=100, le=5000)
+    # End of turn (docs/architecture.md, "A turn"): the VAD ends an utterance at a short pause,
+    # where the turn so far is transcribed and answered speculatively (unplayed); the turn
+    # detector then commits it. "transcript" ends a complete utterance at once, waits
+    # eou_incomplete_ms for an unfinished one and eou_silence_ms when it has no words;
+    # "silence" ends every turn after eou_silence_ms.
+    speech_pause_ms: int = Field(200, ge=100, le=5000)
+    turn_detector: Literal["transcript", "silence"] = "transcript"
+    eou_incomplete_ms: int = Field(1500, ge=100, le=10_000)
+    speculation_max_per_turn: int = Field(3, ge=0, le=20)
+    speculation_max_wasted: int = Field(50, ge=0, le=100_000)
     min_interruption_ms: int = Field(400, ge=100, le=5000)
+    backchannel_max_ms: int = Field(800, ge=0, le=5000)
     max_call_s: float = Field(1800.0, gt=0, le=86_400)
     user_silence_timeout_s: float = Field(60.0, gt=0, le=3600)
     max_consecutive_failures: int = Field(3, ge=1, le=20)

@@ -72,6 +72,9 @@ async def test_model_calls_mcp_tools_through_a_real_call(
         voice_stack(
             livekit_server, tmp_path, models=models, profile=_profile(tmp_path, journal),
             stt_language="en",
+            # The scripted STT answers every request with the whole question: a speculation at
+            # the pause after "1234?" would hear it all and ask the model early, out of script.
+            speculation_max_per_turn=0,
         ) as stack,
     ):  # fmt: skip
         result = await stack.call(await speech(QUESTION), confirm=True)

@@ -36,7 +36,7 @@ async def question() -> bytes:
 
 async def test_an_utterance_starts_continues_and_ends_with_its_audio(question: bytes) -> None:
     """One SpeechStarted, SpeechContinues while it lasts, one SpeechEnded holding the speech."""
-    listener = Listener(model=SileroVadModel(), eou_silence_ms=500, agent_audible=lambda: False)
+    listener = Listener(model=SileroVadModel(), pause_ms=500, agent_audible=lambda: False)
     heard = _feed(listener, question)
     starts = [e for e in heard if isinstance(e, SpeechStarted)]
     ends = [e for e in heard if isinstance(e, SpeechEnded)]
@@ -54,7 +54,7 @@ async def test_an_utterance_starts_continues_and_ends_with_its_audio(question: b
 
 async def test_moments_come_from_arrival_times_not_detection(question: bytes) -> None:
     """The onset is dated when its audio arrived (before it was detected); the end likewise."""
-    listener = Listener(model=SileroVadModel(), eou_silence_ms=500, agent_audible=lambda: False)
+    listener = Listener(model=SileroVadModel(), pause_ms=500, agent_audible=lambda: False)
     heard = _feed(listener, question)
     [start] = [e for e in heard if isinstance(e, SpeechStarted)]
     [end] = [e for e in heard if isinstance(e, SpeechEnded)]
@@ -67,20 +67,16 @@ async def test_moments_come_from_arrival_times_not_detection(question: bytes) ->
 async def test_the_onset_says_whether_the_agent_was_audible(question: bytes) -> None:
     """SpeechStarted carries the agent's audibility at that moment (asked, not remembered)."""
     audible = [True]
-    listener = Listener(
-        model=SileroVadModel(), eou_silence_ms=500, agent_audible=lambda: audible[0]
-    )
+    listener = Listener(model=SileroVadModel(), pause_ms=500, agent_audible=lambda: audible[0])
     [start] = [e for e in _feed(listener, question) if isinstance(e, SpeechStarted)]
     assert start.agent_audible
     audible[0] = False
-    listener = Listener(
-        model=SileroVadModel(), eou_silence_ms=500, agent_audible=lambda: audible[0]
-    )
+    listener = Listener(model=SileroVadModel(), pause_ms=500, agent_audible=lambda: audible[0])
     [start] = [e for e in _feed(listener, question) if isinstance(e, SpeechStarted)]
     assert not start.agent_audible
 
 
 def test_silence_is_heard_as_nothing() -> None:
     """Seconds of digital silence produce no speech event."""
-    listener = Listener(model=SileroVadModel(), eou_silence_ms=500, agent_audible=lambda: False)
+    listener = Listener(model=SileroVadModel(), pause_ms=500, agent_audible=lambda: False)
     assert _feed(listener, bytes(SAMPLE_RATE * 2 * 3)) == []

@@ -4,6 +4,12 @@
 the `TurnTaking` machine and carries out its actions: it pauses, resumes and interrupts the
 agent's voice, asks the turn detector, transcribes each committed turn (with interim captions)
 and has the agent answer it, or say the rest of a reply the caller cut short.
+
+Speculation: at the caller's pause the turn so far is transcribed (interim captions only) and,
+with words, answered by a reply prepared unplayed (`AgentVoice.prepare`). A detector that reads the
+transcript is asked once it is known. The commit of that audio reuses the transcript (no second
+STT request) and plays the prepared reply, if the conversation it was prepared on is still the
+one it would be sent now; otherwise it is discarded and the answer starts afresh.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from voice_agent import tracing
@@ -29,25 +36,42 @@ from voice_agent.agent.turn_taking import (
     CallerTurn,
     CommitTurn,
     DecideTurn,
+    DiscardSpeculation,
     Heard,
     IgnoreTurn,
     InterruptAgent,
+    JudgeBackchannel,
     PauseAgent,
     RecoverTranscription,
     ResumeAgent,
     SayRest,
+    Speculate,
     SpeechContinues,
     SpeechStarted,
     TurnTaking,
 )
-from voice_agent.agent.voice import AgentVoice, CallMemory, VoiceHost
+from voice_agent.agent.voice import AgentVoice, CallMemory, PreparedReply, VoiceHost
 from voice_agent.call_record import TranscriptTurn
+from voice_agent.chat import ChatMessage
 from voice_agent.exceptions import ProviderError
 from voice_agent.logging import Logger
-from voice_agent.pipeline.turn import TurnDetector, TurnEvidence
+from voice_agent.pipeline.turn import TurnDetector, TurnEvidence, reads_transcript
 from voice_agent.pipeline.vad_model import SileroModelPool
 from voice_agent.protocol import AgentState, TurnKind
 from voice_agent.providers.base import STT, PcmAudio
+
+
+@dataclass(eq=False)
+class _Speculation:
+    """A speculation in flight: the transcript of the turn so far, then its prepared reply."""
+
+    key: int
+    timer: TurnTimer
+    transcript: asyncio.Future[str | None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    prepared: PreparedReply | None = None
+    task: asyncio.Task[None] | None = None
 
 
 class Conversation:
@@ -80,6 +104,8 @@ class Conversation:
         self._typing = asyncio.Lock()  # typed messages are answered one after the other
         self._turn_tasks: set[asyncio.Task[Any]] = set()  # committed turns not yet answered
         self._recheck: asyncio.TimerHandle | None = None
+        self._speculations: dict[int, _Speculation] = {}
+        self._segment: str | None = None  # the caption segment of the turn being spoken
         self.answered = 0
         """Caller turns answered so far (the number of the next agent turn is this + 1)."""
         self.last_heard = time.monotonic()
@@ -101,7 +127,7 @@ class Conversation:
         model = await models.acquire()
         listener = Listener(
             model=model,
-            eou_silence_ms=self._opts.eou_silence_ms,
+            pause_ms=self._opts.speech_pause_ms,
             agent_audible=lambda: self._voice.speaker.speaking,
         )
         try:
@@ -142,7 +168,12 @@ class Conversation:
             self._hear(listener.push(chunk, at=at))
 
     def close(self) -> None:
-        """Stop a pending recheck of held speech (the call is ending)."""
+        """Stop a pending recheck and every speculation (the call is ending)."""
+        self._stop_recheck()
+        for key in [*self._speculations]:
+            self._discard(key, wasted=False)
+
+    def _stop_recheck(self) -> None:
         if self._recheck is not None:
             self._recheck.cancel()
             self._recheck = None
@@ -176,20 +207,40 @@ class Conversation:
             elif isinstance(action, DecideTurn):
                 self._host.spawn(self._decide(action.evidence, action.ask))
             elif isinstance(action, CommitTurn):
-                task = self._host.spawn(self._traced_turn(action.turn))
+                task = self._host.spawn(self._traced_turn(action))
                 self._turn_tasks.add(task)
                 task.add_done_callback(self._turn_tasks.discard)
+            elif isinstance(action, Speculate):
+                self._speculate(action)
+            elif isinstance(action, DiscardSpeculation):
+                self._discard(action.key, wasted=action.wasted)
+            elif isinstance(action, JudgeBackchannel):
+                self._host.spawn(self._judge(action))
         self._schedule_recheck()
 
     async def _decide(self, evidence: TurnEvidence, ask: int) -> None:
         """Ask the turn detector about the held speech; the machine decides what it means."""
+        speculation = self._speculations.get(ask)
+        if speculation is not None and reads_transcript(self._detector):
+            # Wait for the words as long as an unfinished utterance may pause; the silence
+            # since the question counts toward the detector's waits.
+            asked_at = time.monotonic()
+            limit_s = max(self._opts.eou_incomplete_ms - self._opts.speech_pause_ms, 0) / 1000
+            await asyncio.wait({speculation.transcript}, timeout=limit_s)
+            words = speculation.transcript
+            known = words.done() and not words.cancelled() and words.result()
+            evidence = replace(
+                evidence,
+                transcript=(words.result() or "") if known else "",
+                trailing_silence_s=evidence.trailing_silence_s + time.monotonic() - asked_at,
+            )
         decision = await self._detector.decide(evidence)
         if not decision.end_of_turn and decision.recheck_after_s is None:
             self._log.debug("turn.held", reason=decision.reason)
         self._act(self._turns.turn_decided(decision, ask=ask, at=time.monotonic()))
 
     def _schedule_recheck(self) -> None:
-        self.close()
+        self._stop_recheck()
         deadline = self._turns.next_deadline
         if deadline is not None:
             delay = max(0.0, deadline - time.monotonic())
@@ -199,36 +250,104 @@ class Conversation:
         self._recheck = None
         self._act(self._turns.tick(at=time.monotonic()))
 
+    # Speculation and backchannels
+
+    def _speculate(self, action: Speculate) -> None:
+        timer = TurnTimer(turn=self.answered + 1)
+        timer.speech_ended = action.turn.ended_at
+        speculation = _Speculation(key=action.key, timer=timer)
+        self._speculations[action.key] = speculation
+        self._memory.usage.speculations += 1
+        speculation.task = self._host.spawn(self._run_speculation(speculation, action))
+
+    async def _run_speculation(self, speculation: _Speculation, action: Speculate) -> None:
+        """Transcribe the turn so far (unless known) and prepare the reply to its words."""
+        timer = speculation.timer
+        text = action.transcript
+        if text is None:
+            timer.stt_started = time.monotonic()
+            # Interim captions of the turn so far; only the commit publishes the final version.
+            self._segment = self._segment or new_segment_id()
+            audio = PcmAudio(action.turn.audio, SAMPLE_RATE)
+            text = await self._transcribe(audio, self._segment)
+            timer.stt_done = time.monotonic()
+        speculation.transcript.set_result(text)
+        if text and not self._voice.busy and not self._host.ending:
+            speculation.prepared = self._voice.prepare(user_text=text, timer=timer)
+
+    def _discard(self, key: int, *, wasted: bool) -> None:
+        speculation = self._speculations.pop(key, None)
+        if speculation is None:
+            return
+        if speculation.task is not None:
+            speculation.task.cancel()
+        speculation.transcript.cancel()
+        if speculation.prepared is not None:
+            self._voice.discard(speculation.prepared)
+        outcome = "wasted" if wasted else "unused"
+        metrics.SPECULATIONS.labels(outcome=outcome).inc()
+        if wasted:
+            self._memory.usage.speculations_wasted += 1
+            self._memory.journal.add_event(
+                "speculation_wasted", prepared=speculation.prepared is not None
+            )
+            self._log.debug("turn.speculation_wasted", prepared=speculation.prepared is not None)
+
+    async def _judge(self, action: JudgeBackchannel) -> None:
+        """Transcribe speech over the paused agent: a backchannel, or an interruption?"""
+        text = await self._transcribe(PcmAudio(action.audio, SAMPLE_RATE), None)
+        self._log.info("call.backchannel_judged", text_chars=len(text or ""), failed=text is None)
+        self._act(self._turns.backchannel_heard(text, ask=action.ask, at=time.monotonic()))
+
     # A committed turn
 
-    async def _traced_turn(self, turn: CallerTurn) -> None:
+    async def _traced_turn(self, commit: CommitTurn) -> None:
         """`_take_turn` in the turn's span, from the end of the caller's speech until the reply
         starts; the reply's stages (LLM, tools, TTS) are its children."""
+        turn = commit.turn
         with tracing.span("turn", start=turn.ended_at, turn=self.answered + 1):
             tracing.record("end_of_turn", start=turn.ended_at, end=turn.committed_at)
-            await self._take_turn(turn)
+            await self._take_turn(commit)
 
-    async def _take_turn(self, turn: CallerTurn) -> None:
-        """Transcribe a committed turn; the machine says what follows from its words."""
-        timer = TurnTimer(turn=self.answered + 1)
+    async def _take_turn(self, commit: CommitTurn) -> None:
+        """Transcribe a committed turn (or reuse its words); the machine says what follows."""
+        turn = commit.turn
+        speculation = (
+            self._speculations.get(commit.speculation) if commit.speculation is not None else None
+        )
+        timer = speculation.timer if speculation is not None else TurnTimer(turn=0)
+        timer.turn = self.answered + 1
         timer.speech_ended = turn.ended_at
         timer.turn_committed = turn.committed_at
-        timer.stt_started = time.monotonic()
-        segment = new_segment_id()
+        segment, self._segment = self._segment or new_segment_id(), None
         audio = PcmAudio(turn.audio, SAMPLE_RATE)
-        with tracing.span("stt", audio_s=round(audio.duration_s, 3)):
-            text = await self._transcribe(audio, segment)
-        timer.stt_done = time.monotonic()
-        actions = self._turns.transcribed(turn, text, at=time.monotonic())
+        text: str | None
+        if commit.transcript is not None:
+            text = commit.transcript
+        elif speculation is not None:  # the same audio: its words, without a second request
+            text = await speculation.transcript
+        else:
+            timer.stt_started = time.monotonic()
+            with tracing.span("stt", audio_s=round(audio.duration_s, 3)):
+                text = await self._transcribe(audio, segment)
+            timer.stt_done = time.monotonic()
+        actions = self._turns.transcribed(
+            turn, text, at=time.monotonic(), speculation=commit.speculation
+        )
         if not any(isinstance(action, AnswerTurn) for action in actions):
             # Interims may have been shown, but no words are committed (none heard, or STT
             # failed): the segment still ends, with a final empty version.
             await self._captions.end(segment)
         for action in actions:
-            if isinstance(action, InterruptAgent):
+            if isinstance(action, DiscardSpeculation):
+                self._discard(action.key, wasted=action.wasted)
+            elif isinstance(action, InterruptAgent):
                 self._voice.interrupt()
             elif isinstance(action, AnswerTurn):
-                await self._answer(action.turn, action.text, segment, timer)
+                used = (
+                    self._speculations.pop(action.speculation, None) if action.speculation else None
+                )
+                await self._answer(action.turn, action.text, segment, timer, used)
             elif isinstance(action, SayRest):
                 await self._voice.say_rest(action.reply, turn=self.answered)
             elif isinstance(action, IgnoreTurn):
@@ -236,7 +355,14 @@ class Conversation:
             elif isinstance(action, RecoverTranscription):
                 await self._voice.fail_turn("stt", timer)
 
-    async def _answer(self, turn: CallerTurn, text: str, segment: str, timer: TurnTimer) -> None:
+    async def _answer(
+        self,
+        turn: CallerTurn,
+        text: str,
+        segment: str,
+        timer: TurnTimer,
+        speculation: _Speculation | None = None,
+    ) -> None:
         self.answered += 1
         now = time.time()
         self._memory.journal.add_turn(
@@ -251,6 +377,14 @@ class Conversation:
         self._caption(text, segment, final=True)
         await self._voice.settle()  # an interrupted reply commits what was heard of it first
         self._memory.context.add_user(text)
+        prepared = speculation.prepared if speculation is not None else None
+        if prepared is not None and self._fits(prepared, self._memory.context.messages()):
+            metrics.SPECULATIONS.labels(outcome="used").inc()
+            self._voice.adopt(prepared, user_text=text)
+            return
+        if prepared is not None:  # prepared on another conversation: its answer may be stale
+            metrics.SPECULATIONS.labels(outcome="unused").inc()
+            self._voice.discard(prepared)
         await self._voice.start(user_text=text, kind=TurnKind.REPLY, timer=timer)
 
     async def answer_typed(self, text: str) -> None:
@@ -269,8 +403,14 @@ class Conversation:
             self._memory.context.add_user(text)
             await self._voice.start(user_text=text, kind=TurnKind.REPLY, timer=timer)
 
-    async def _transcribe(self, audio: PcmAudio, segment: str) -> str | None:
-        """The segment's text, captioned as it comes; None when STT failed (after its retry)."""
+    @staticmethod
+    def _fits(prepared: PreparedReply, messages: list[ChatMessage]) -> bool:
+        """Whether the prepared reply was asked exactly what would be asked now."""
+        return prepared.messages == messages
+
+    async def _transcribe(self, audio: PcmAudio, segment: str | None) -> str | None:
+        """The segment's text, captioned as it comes (not without a `segment`: judged speech);
+        None when STT failed (after its retry)."""
         self._memory.usage.stt_audio_s += audio.duration_s
         try:
             stream = self._stt.transcribe_stream(audio, language=self._opts.stt_language)
@@ -278,7 +418,8 @@ class Conversation:
                 async for event in stream:
                     if event.transcript is not None:
                         return event.transcript.text.strip()
-                    self._caption(event.text, segment, final=False)
+                    if segment is not None:
+                        self._caption(event.text, segment, final=False)
             return ""
         except ProviderError as e:
             self._log.warning("stt.failed", error=str(e), retryable=e.retryable)

@@ -44,10 +44,11 @@ class Listener:
         self,
         *,
         model: SpeechProbabilityModel,
-        eou_silence_ms: int,
+        pause_ms: int,
         agent_audible: Callable[[], bool],
     ) -> None:
-        config = VadConfig(min_speech_ms=PAUSE_ONSET_MS, min_silence_ms=eou_silence_ms)
+        """`pause_ms`: the silence that ends an utterance (the turn detector may wait for more)."""
+        config = VadConfig(min_speech_ms=PAUSE_ONSET_MS, min_silence_ms=pause_ms)
         self._vad = VoiceActivityDetector(config=config, model=model)
         self._clock = ArrivalClock(sample_rate=SAMPLE_RATE)
         self._agent_audible = agent_audible

@@ -46,6 +46,12 @@ FALSE_INTERRUPTIONS = Counter(
     "Pauses for user sound that held no words (resumed).",
     registry=_R,
 )
+SPECULATIONS = Counter(
+    "voice_agent_speculations_total",
+    "Replies prepared at the caller's pause, by outcome (used, wasted, unused).",
+    ["outcome"],
+    registry=_R,
+)
 PROVIDER_FAILURES = Counter(
     "voice_agent_provider_failures_total",
     "Provider calls that failed after retry.",

@@ -21,7 +21,15 @@ class SessionOptions:
         "I'm sorry, I'm having technical difficulties. Please try again later. Goodbye."
     )
     eou_silence_ms: int = 500
+    speech_pause_ms: int = 500
+    """The VAD's pause that ends an utterance (speculation starts there); at most eou_silence_ms.
+    The default (equal to eou_silence_ms) keeps the silence-only timing of old."""
+    turn_detector: str = "silence"
+    eou_incomplete_ms: int = 1500
+    speculation_max_per_turn: int = 0
+    speculation_max_wasted: int = 0
     min_interruption_ms: int = 400
+    backchannel_max_ms: int = 0
     max_call_s: float = 1800.0
     user_silence_timeout_s: float = 60.0
     max_consecutive_failures: int = 3
@@ -38,7 +46,13 @@ def session_options(settings: Settings, profile: AgentProfile | None = None) -> 
         instructions=profile.instructions,
         greeting=profile.greeting,
         eou_silence_ms=settings.eou_silence_ms,
+        speech_pause_ms=min(settings.speech_pause_ms, settings.eou_silence_ms),
+        turn_detector=settings.turn_detector,
+        eou_incomplete_ms=settings.eou_incomplete_ms,
+        speculation_max_per_turn=settings.speculation_max_per_turn,
+        speculation_max_wasted=settings.speculation_max_wasted,
         min_interruption_ms=settings.min_interruption_ms,
+        backchannel_max_ms=settings.backchannel_max_ms,
         max_call_s=profile.limits.max_call_s or settings.max_call_s,
         user_silence_timeout_s=settings.user_silence_timeout_s,
         max_consecutive_failures=settings.max_consecutive_failures,

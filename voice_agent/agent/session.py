@@ -45,10 +45,11 @@ from voice_agent.agent.options import SessionOptions, spoken_lines
 from voice_agent.agent.pre_connect import PreConnectBuffers
 from voice_agent.agent.reply import AgentReply
 from voice_agent.agent.room import CallerAudio, CallRoom, LiveKitRoom
-from voice_agent.agent.turn_taking import Floor, TurnTaking
+from voice_agent.agent.turn_taking import Floor, Speculation, TurnTaking
 from voice_agent.agent.typed_chat import TypedChat
 from voice_agent.agent.voice import AgentVoice, CallMemory
 from voice_agent.call_record import CallJournal, CallRecordSink, CallUsage
+from voice_agent.pipeline.completeness import TranscriptTurnDetector
 from voice_agent.pipeline.context import ConversationContext
 from voice_agent.pipeline.turn import SilenceTurnDetector, TurnDetector
 from voice_agent.pipeline.vad_model import SileroModelPool
@@ -71,6 +72,15 @@ _USER_AUDIO_WAIT_S = 10.0
 _WATCHDOG_INTERVAL_S = 0.5
 AGENT_HANG_UPS = frozenset({"max_duration", "user_silent", "repeated_failures"})
 """End reasons of a call the agent hung up (after its goodbye): it disconnects the caller."""
+
+
+def _turn_detector(options: SessionOptions) -> TurnDetector:
+    """The end-of-turn detector the options name."""
+    if options.turn_detector == "transcript":
+        return TranscriptTurnDetector(
+            silence_ms=options.eou_silence_ms, incomplete_silence_ms=options.eou_incomplete_ms
+        )
+    return SilenceTurnDetector(min_silence_ms=options.eou_silence_ms)
 
 
 class CallSession:
@@ -115,7 +125,15 @@ class CallSession:
         self.usage = CallUsage()
         self.state = AgentState.INITIALIZING
         self.turns: TurnTaking[AgentReply] = TurnTaking(
-            min_interruption_ms=options.min_interruption_ms
+            min_interruption_ms=options.min_interruption_ms,
+            # The VAD ends utterances at the short pause: a cough over the agent resumes it only
+            # after the silence that used to end an utterance.
+            resume_after_ms=max(options.eou_silence_ms - options.speech_pause_ms, 0),
+            backchannel_max_ms=options.backchannel_max_ms or None,
+            speculation=Speculation(
+                max_per_turn=options.speculation_max_per_turn,
+                max_wasted_per_call=options.speculation_max_wasted,
+            ),
         )
         self._state_updates: asyncio.Queue[AgentState] = asyncio.Queue()
         self._user: str | None = None  # the caller's identity, once joined
@@ -153,8 +171,7 @@ class CallSession:
             host=self,
             voice=self.voice,
             turns=self.turns,
-            turn_detector=turn_detector
-            or SilenceTurnDetector(min_silence_ms=options.eou_silence_ms),
+            turn_detector=turn_detector or _turn_detector(options),
             stt=providers.stt,
             memory=memory,
             captions=self.captions,

@@ -22,9 +22,21 @@ The rules:
   caller did not hear of the cut reply (`SayRest`); no words otherwise are nothing (`IgnoreTurn`);
   a failed transcription is recovered (`RecoverTranscription`).
 
-Later behaviour plugs in here: a speculative reply is one prepared before `CommitTurn` and played
-or discarded by the commit or by new speech; a backchannel is a decision at the end of a paused
-utterance (resume rather than interrupt).
+Speculation (when `Speculation.max_per_turn` allows it): the listener's VAD ends an utterance at a
+short pause, long before the turn detector may commit it. At that pause the machine asks for the
+turn so far to be transcribed and its reply prepared but not played (`Speculate`). The commit of
+exactly that audio carries the speculation (`CommitTurn.speculation`): its transcript is reused
+and its prepared reply played. New speech first discards it (`DiscardSpeculation`, counted as
+wasted). A speculation starts only while no reply runs, at most `max_per_turn` times per turn and
+until `max_wasted_per_call` have been wasted.
+
+Backchannels (when `backchannel_max_ms` is set): paused speech past `min_interruption_ms` is not
+yet an interruption. Speech lasting `backchannel_max_ms` is; shorter speech is transcribed when it
+ends (`JudgeBackchannel`): an acknowledgement ("mm-hm", "yeah", "okay", "right") resumes the agent,
+other words interrupt it and become the caller's turn (their transcript reused at the commit).
+The agent stays paused, silent, while this is decided, so a real interruption is still heard at
+once. With `resume_after_ms`, a cough resumes the agent only after that much more silence (the
+VAD's pause is shorter than the silence that used to end an utterance).
 """
 
 from __future__ import annotations
@@ -129,17 +141,48 @@ class DecideTurn:
 
 @dataclass(frozen=True, slots=True)
 class CommitTurn:
-    """The caller's turn is over: transcribe it; answer with `transcribed(turn, ...)`."""
+    """The caller's turn is over: transcribe it; answer with `transcribed(turn, ...)`.
+
+    `speculation`: the key of the speculation made on exactly this audio (reuse its transcript
+    and prepared reply). `transcript`: the turn's words are already known (no transcription)."""
 
     turn: CallerTurn
+    speculation: int | None = None
+    transcript: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Speculate:
+    """Transcribe the turn so far and prepare its reply without playing it; `key` names it."""
+
+    turn: CallerTurn
+    key: int
+    transcript: str | None = None  # the words, when already known (no transcription needed)
+
+
+@dataclass(frozen=True, slots=True)
+class DiscardSpeculation:
+    """The caller went on (or the turn went another way): cancel and forget speculation `key`."""
+
+    key: int
+    wasted: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class JudgeBackchannel:
+    """Transcribe speech said over the paused agent; answer with `backchannel_heard`."""
+
+    audio: bytes
+    ask: int
 
 
 @dataclass(frozen=True, slots=True)
 class AnswerTurn:
-    """Record what the caller said and answer it."""
+    """Record what the caller said and answer it (with speculation `speculation`'s reply)."""
 
     turn: CallerTurn
     text: str
+    speculation: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,11 +212,43 @@ Action: TypeAlias = (
     | InterruptAgent[R]
     | DecideTurn
     | CommitTurn
+    | Speculate
+    | DiscardSpeculation
+    | JudgeBackchannel
     | AnswerTurn
     | SayRest[R]
     | IgnoreTurn
     | RecoverTranscription
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Speculation:
+    """How far speculation may go (`max_per_turn=0`: never speculate)."""
+
+    max_per_turn: int = 0
+    max_wasted_per_call: int = 0
+
+
+BACKCHANNELS = frozenset(
+    {
+        "mm", "mmm", "hm", "hmm", "mhm", "mmhm", "mm-hm", "mm-hmm", "uh-huh", "uh", "huh", "aha",
+        "ah", "oh", "yeah", "yes", "yep", "yup", "ok", "okay", "right", "sure", "alright",
+        "got", "it", "i", "see", "cool", "great", "fine", "good", "exactly", "true",
+    }
+)  # fmt: skip
+"""Words that, alone, only acknowledge the speaker ("got it", "I see", "okay, right")."""
+
+_BACKCHANNEL_MAX_WORDS = 3
+
+
+def is_backchannel(text: str) -> bool:
+    """Whether `text` only acknowledges the agent ("mm-hm", "yeah", "okay", "right")."""
+    words = ["".join(c for c in w if c.isalpha() or c == "-").strip("-") for w in text.split()]
+    words = [w.lower() for w in words if w]
+    if not words or len(words) > _BACKCHANNEL_MAX_WORDS:
+        return False
+    return all(w in BACKCHANNELS for w in words) and words not in (["i"], ["it"], ["got"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,15 +258,41 @@ class _Held:
     audio: bytes
     started_at: float
     ended_at: float
+    transcript: str | None = None  # known already (a judged backchannel that was none)
 
 
 class TurnTaking(Generic[R]):
     """The turn-taking rules of one call (see the module docstring)."""
 
-    def __init__(self, *, min_interruption_ms: int) -> None:
-        if min_interruption_ms < 0:
-            raise ValueError("min_interruption_ms must not be negative")
+    def __init__(
+        self,
+        *,
+        min_interruption_ms: int,
+        resume_after_ms: int = 0,
+        backchannel_max_ms: int | None = None,
+        speculation: Speculation | None = None,
+    ) -> None:
+        if min(min_interruption_ms, resume_after_ms, backchannel_max_ms or 0) < 0:
+            raise ValueError("durations must not be negative")
         self._min_interruption_s = min_interruption_ms / 1000
+        self._resume_after_s = resume_after_ms / 1000
+        self._backchannel_max_s = (
+            None
+            if backchannel_max_ms is None
+            else max(backchannel_max_ms, min_interruption_ms) / 1000
+        )
+        self._speculation = speculation or Speculation()
+        self._speculating: int | None = None  # the key (an ask) of the live speculation
+        self._speculated = 0  # speculations made in this turn
+        self.speculations = 0
+        """Speculations made in this call."""
+        self.wasted = 0
+        """Speculations discarded because the caller went on (wasted requests)."""
+        self._paused_s = 0.0  # speech over the paused agent in earlier utterances
+        self._paused_audio = b""
+        self._paused_started_at = 0.0
+        self._resume_at: float | None = None
+        self._judging = 0  # the latest JudgeBackchannel
         self._caller_speaking = False
         self._paused = False
         self._interrupted: R | None = None  # the reply an interruption cut, until its transcript
@@ -227,7 +328,8 @@ class TurnTaking(Generic[R]):
     @property
     def next_deadline(self) -> float | None:
         """When `tick` has something to do (a recheck of held speech), if ever."""
-        return self._recheck_at
+        deadlines = [d for d in (self._recheck_at, self._resume_at) if d is not None]
+        return min(deadlines) if deadlines else None
 
     # The listener
 
@@ -242,37 +344,120 @@ class TurnTaking(Generic[R]):
     def _speech_started(self, event: SpeechStarted) -> list[Action[R]]:
         self._caller_speaking = True
         self._recheck_at = None  # the caller spoke again: their next utterance decides
-        if not event.agent_audible or self._paused:
-            return []
+        actions = self._discard(wasted=True)
+        if self._paused:  # more speech over the paused agent: it adds up
+            self._resume_at = None
+            self._judging += 1  # a judgement still running is moot
+            return actions
+        if not event.agent_audible:
+            return actions
         self._paused = True
-        return [PauseAgent(onset_to_stop_ms=round((event.at - event.onset_at) * 1000, 1))]
+        self._paused_s, self._paused_audio = 0.0, b""
+        self._paused_started_at = event.onset_at
+        return [
+            *actions,
+            PauseAgent(onset_to_stop_ms=round((event.at - event.onset_at) * 1000, 1)),
+        ]
 
     def _speech_continues(self, event: SpeechContinues) -> list[Action[R]]:
-        if not self._paused or event.speech_s < self._min_interruption_s:
+        if not self._paused:
             return []
-        self._paused = False
+        spoken = self._paused_s + event.speech_s
+        limit = self._backchannel_max_s or self._min_interruption_s
+        if spoken < limit:
+            return []
+        return self._interrupt()
+
+    def _interrupt(self) -> list[Action[R]]:
+        self._paused, self._resume_at = False, None
         self._interrupted = self._reply
         return [InterruptAgent(reply=self._reply)]
 
     def _speech_ended(self, event: SpeechEnded) -> list[Action[R]]:
         self._caller_speaking = False
-        if self._paused:  # too short to be an interruption
-            self._paused = False
-            return [ResumeAgent(speech_ms=round(event.speech_s * 1000))]
+        if self._paused:
+            self._paused_s += event.speech_s
+            self._paused_audio += event.audio
+            short = self._paused_s < self._min_interruption_s
+            if short or self._backchannel_max_s is None:  # a cough: resume after the silence
+                self._resume_at = event.at + self._resume_after_s
+                return self._resume_if_due(event.at)
+            self._judging += 1  # as long as a backchannel: is it one?
+            return [JudgeBackchannel(audio=self._paused_audio, ask=self._judging)]
+        return self._hold(event.audio, event.started_at, event.ended_at, event.evidence)
+
+    def _hold(
+        self,
+        audio: bytes,
+        started_at: float,
+        ended_at: float,
+        evidence: TurnEvidence,
+        transcript: str | None = None,
+    ) -> list[Action[R]]:
         held = self._held
         self._held = _Held(
-            audio=(held.audio if held else b"") + event.audio,
-            started_at=held.started_at if held else event.started_at,
-            ended_at=event.ended_at,
+            audio=(held.audio if held else b"") + audio,
+            started_at=held.started_at if held else started_at,
+            ended_at=ended_at,
+            transcript=transcript if held is None else None,
         )
         self._ask += 1
-        return [DecideTurn(evidence=replace(event.evidence, audio=self._held.audio), ask=self._ask)]
+        actions: list[Action[R]] = [
+            DecideTurn(evidence=replace(evidence, audio=self._held.audio), ask=self._ask)
+        ]
+        limits = self._speculation
+        if (
+            self._reply is None
+            and self._speculated < limits.max_per_turn
+            and self.wasted < limits.max_wasted_per_call
+        ):
+            self._speculating = self._ask
+            self._speculated += 1
+            self.speculations += 1
+            turn = CallerTurn(
+                audio=self._held.audio,
+                started_at=self._held.started_at,
+                ended_at=self._held.ended_at,
+                committed_at=ended_at,
+            )
+            actions.append(Speculate(turn=turn, key=self._ask, transcript=self._held.transcript))
+        return actions
+
+    def _discard(self, *, wasted: bool) -> list[Action[R]]:
+        key, self._speculating = self._speculating, None
+        if key is None:
+            return []
+        if wasted:
+            self.wasted += 1
+        return [DiscardSpeculation(key=key, wasted=wasted)]
+
+    def _resume_if_due(self, at: float) -> list[Action[R]]:
+        if self._resume_at is None or at < self._resume_at:
+            return []
+        self._paused, self._resume_at = False, None
+        return [ResumeAgent(speech_ms=round(self._paused_s * 1000))]
+
+    def backchannel_heard(self, text: str | None, *, ask: int, at: float) -> list[Action[R]]:
+        """The transcript of speech over the paused agent (None: transcription failed)."""
+        if ask != self._judging or not self._paused or self._caller_speaking:
+            return []  # moot: the caller spoke again, or the pause already ended
+        if text is None or not text.strip() or is_backchannel(text):
+            # An acknowledgement, a sound without words, or unknown: the agent goes on.
+            self._paused, self._resume_at = False, None
+            return [ResumeAgent(speech_ms=round(self._paused_s * 1000))]
+        actions = self._interrupt()
+        evidence = TurnEvidence(transcript=text.strip(), audio=self._paused_audio)
+        return actions + self._hold(
+            self._paused_audio, self._paused_started_at, at, evidence, transcript=text.strip()
+        )
 
     # The turn detector and time
 
     def turn_decided(self, decision: TurnDecision, *, ask: int, at: float) -> list[Action[R]]:
-        """The detector's answer to `DecideTurn(ask=ask)`; an answer to an older one is moot."""
-        if ask != self._ask or self._held is None:
+        """The detector's answer to `DecideTurn(ask=ask)`; an answer to an older one is moot,
+        and so is one that comes while the caller speaks again (a detector that waited for the
+        speculative transcript may answer late): their next utterance decides."""
+        if ask != self._ask or self._held is None or self._caller_speaking:
             return []
         if decision.end_of_turn:
             return self._commit(at)
@@ -281,10 +466,11 @@ class TurnTaking(Generic[R]):
         return []
 
     def tick(self, *, at: float) -> list[Action[R]]:
-        """Time has passed: commit held speech whose recheck is due."""
+        """Time has passed: resume a pause or commit held speech whose deadline is due."""
+        actions = self._resume_if_due(at)
         if self._recheck_at is None or at < self._recheck_at:
-            return []
-        return self._commit(at)
+            return actions
+        return actions + self._commit(at)
 
     def _commit(self, at: float) -> list[Action[R]]:
         held, self._held, self._recheck_at = self._held, None, None
@@ -293,21 +479,37 @@ class TurnTaking(Generic[R]):
         turn = CallerTurn(
             audio=held.audio, started_at=held.started_at, ended_at=held.ended_at, committed_at=at
         )
-        return [CommitTurn(turn=turn)]
+        # Held speech only grows by utterances, and each new one discards the speculation: a
+        # live speculation was made on exactly this audio.
+        key, self._speculating, self._speculated = self._speculating, None, 0
+        return [CommitTurn(turn=turn, speculation=key, transcript=held.transcript)]
 
     # Transcripts
 
-    def transcribed(self, turn: CallerTurn, text: str | None, *, at: float) -> list[Action[R]]:
-        """The committed turn's transcript (None: transcription failed)."""
+    def transcribed(
+        self, turn: CallerTurn, text: str | None, *, at: float, speculation: int | None = None
+    ) -> list[Action[R]]:
+        """The committed turn's transcript (None: transcription failed); `speculation`: the
+        speculation the commit carried, whose prepared reply may answer it."""
         interrupted, self._interrupted = self._interrupted, None
+        unused: list[Action[R]] = (
+            [] if speculation is None else [DiscardSpeculation(key=speculation, wasted=False)]
+        )
         if text is None:
-            return [RecoverTranscription(turn=turn)]
+            return [*unused, RecoverTranscription(turn=turn)]
         if not text.strip():
-            return [SayRest(reply=interrupted)] if interrupted is not None else [IgnoreTurn(turn)]
+            if interrupted is not None:
+                return [*unused, SayRest(reply=interrupted)]
+            return [*unused, IgnoreTurn(turn)]
         actions: list[Action[R]] = []
         if self._reply is not None:  # the caller spoke while the agent was still at it
+            # A reply started after the speculation: its prepared answer may be stale.
+            if speculation is not None:
+                self.wasted += 1
+                actions.append(DiscardSpeculation(key=speculation))
             actions.append(InterruptAgent(reply=self._reply))
-        actions.append(AnswerTurn(turn=turn, text=text))
+            speculation = None
+        actions.append(AnswerTurn(turn=turn, text=text, speculation=speculation))
         return actions
 
     # The agent's replies

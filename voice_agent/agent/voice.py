@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from voice_agent.agent import metrics
@@ -23,12 +23,13 @@ from voice_agent.agent.captions import CaptionPublisher, new_segment_id
 from voice_agent.agent.lines import LineName, SpokenLines
 from voice_agent.agent.metrics import TurnTimer
 from voice_agent.agent.options import SessionOptions
-from voice_agent.agent.reply import AgentReply, ReplyFailedError
+from voice_agent.agent.reply import AgentReply, ReplyFailedError, ReplyOutcome
 from voice_agent.agent.room import CallRoom
 from voice_agent.agent.speaker import AgentSpeaker
 from voice_agent.agent.spoken import SpokenOutput
 from voice_agent.agent.turn_taking import TurnTaking
 from voice_agent.call_record import CallJournal, CallUsage, TranscriptTurn
+from voice_agent.chat import ChatMessage, ToolCall
 from voice_agent.logging import Logger
 from voice_agent.pipeline.context import ConversationContext
 from voice_agent.protocol import TOPIC_AGENT_TURNS, AgentState, AgentTurnMessage, Stage, TurnKind
@@ -42,6 +43,44 @@ class CallMemory:
     context: ConversationContext
     journal: CallJournal
     usage: CallUsage
+
+
+@dataclass(eq=False)
+class PreparedReply:
+    """A speculative answer: generating and synthesising its first sentence, unplayed, until
+    the turn is committed (`AgentVoice.adopt`) or the caller goes on (`AgentVoice.discard`)."""
+
+    reply: AgentReply
+    output: SpokenOutput
+    release: asyncio.Event
+    messages: list[ChatMessage]
+    """What the model was sent: the conversation then, and the caller's speculative words."""
+    task: asyncio.Task[ReplyOutcome]
+    segment: str = field(default_factory=new_segment_id)
+
+
+class HeldTools:
+    """A speculative reply's tools: offered to the model, run only once the turn is committed.
+
+    Calls of a generation discarded before its turn was committed never ran and leave no trace.
+    """
+
+    def __init__(self, tools: CallTools, release: asyncio.Event) -> None:
+        self._tools = tools
+        self._release = release
+
+    def schemas(self) -> list[dict[str, Any]] | None:
+        return self._tools.schemas()
+
+    async def execute(
+        self, calls: Sequence[ToolCall], *, say: Callable[[str], None], into: list[ChatMessage]
+    ) -> str | None:
+        await self._release.wait()
+        return await self._tools.execute(calls, say=say, into=into)
+
+    def skip(self, calls: Sequence[ToolCall], reason: str) -> None:
+        if self._release.is_set():
+            self._tools.skip(calls, reason)
 
 
 class VoiceHost(Protocol):
@@ -169,6 +208,61 @@ class AgentVoice:
             self._run(reply, output, kind=kind, user_text=user_text, segment=segment)
         )
 
+    def prepare(self, *, user_text: str, timer: TurnTimer) -> PreparedReply:
+        """Start answering `user_text` speculatively: the model and the first sentence's TTS
+        run, nothing plays, nothing is recorded, and tools wait for the commit."""
+        release = asyncio.Event()
+        output = SpokenOutput(
+            speaker=self.speaker, tts=self._providers.tts, timer=timer, release=release
+        )
+        messages = [*self._memory.context.messages(), ChatMessage.user(user_text)]
+        tools = HeldTools(self._tools, release) if self._tools is not None else None
+        if self._tools is not None:
+            self._tools.begin_turn(timer.turn)
+        reply = AgentReply(
+            output=output,
+            timer=timer,
+            llm=self._providers.llm,
+            messages=messages,
+            tools=tools,
+            max_tool_rounds=self._tools.max_rounds if self._tools is not None else 0,
+        )
+        task = asyncio.ensure_future(reply.run())
+        task.add_done_callback(_retrieved)
+        return PreparedReply(
+            reply=reply, output=output, release=release, messages=messages, task=task
+        )
+
+    def adopt(self, prepared: PreparedReply, *, user_text: str) -> None:
+        """The turn is committed and the prepared reply answers it: play it now, as a reply."""
+        reply = prepared.reply
+        segment = prepared.segment
+        reply.on_first_output = lambda _at: self._first_output(reply)
+        reply.on_chunk = lambda _chunk: self._caption(" ".join(reply.chunks), segment, final=False)
+        self._reply = reply
+        self._turns.reply_started(reply, at=time.monotonic())
+        self._host.set_state(AgentState.THINKING)
+        if reply.chunks:
+            self._caption(" ".join(reply.chunks), segment, final=False)
+        self._task = asyncio.ensure_future(
+            self._run(
+                reply,
+                prepared.output,
+                kind=TurnKind.REPLY,
+                user_text=user_text,
+                segment=segment,
+                running=prepared.task,
+            )
+        )
+        prepared.release.set()
+
+    def discard(self, prepared: PreparedReply) -> None:
+        """Cancel a prepared reply no turn will use; only its cost is kept (in the usage)."""
+        prepared.task.cancel()
+        prepared.task.add_done_callback(
+            lambda _task: self._count_usage(prepared.reply, prepared.output)
+        )
+
     async def settle(self) -> None:
         """Until the running reply (if any) has ended and recorded itself."""
         if self._task is not None and not self._task.done():
@@ -177,7 +271,9 @@ class AgentVoice:
     def interrupt(self) -> None:
         """Stop the agent's sound now and cancel the running reply (a confirmed interruption)."""
         self.speaker.stop()
-        if self._task is not None:
+        # Once: a second cancel would cut the cancelled reply's own recording (its final caption
+        # and turn summary), e.g. when a judged interruption's known words are answered at once.
+        if self._task is not None and not self._task.cancelling():
             self._task.cancel()
         self._log.info("call.interrupted")
         self._memory.journal.add_event("interrupted")
@@ -204,9 +300,12 @@ class AgentVoice:
         kind: TurnKind,
         user_text: str,
         segment: str,
+        running: asyncio.Future[ReplyOutcome] | None = None,
     ) -> None:
         try:
-            await self._say_reply(reply, output, kind=kind, user_text=user_text, segment=segment)
+            await self._say_reply(
+                reply, output, kind=kind, user_text=user_text, segment=segment, running=running
+            )
         finally:
             self._turns.reply_finished(reply, at=time.monotonic())
 
@@ -218,12 +317,14 @@ class AgentVoice:
         kind: TurnKind,
         user_text: str,
         segment: str,
+        running: asyncio.Future[ReplyOutcome] | None = None,
     ) -> None:
         started = time.time()
         interrupted = False
         failed: Stage | None = None
         try:
-            heard = (await reply.run()).heard
+            # A prepared reply is already running; cancelling this task cancels it too.
+            heard = (await (running if running is not None else reply.run())).heard
             self._failures = 0
         except asyncio.CancelledError:  # interrupted: the cancellation ends here, the turn is kept
             interrupted = True
@@ -360,3 +461,9 @@ class AgentVoice:
         """Send a turn summary to the app (topic `agent_turns`); a failure to send is no error."""
         with contextlib.suppress(Exception):  # the app misses one summary; the call goes on
             await self._room.publish_data(message.model_dump_json(), topic=TOPIC_AGENT_TURNS)
+
+
+def _retrieved(task: asyncio.Task[ReplyOutcome]) -> None:
+    """Mark a prepared reply's outcome seen: a discarded one's failure is nobody's error."""
+    if not task.cancelled():
+        task.exception()

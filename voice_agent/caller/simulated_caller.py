@@ -66,6 +66,10 @@ class CallerOptions:
     url: str = "http://127.0.0.1:8080"
     utterances: tuple[Utterance, ...] = ()
     interrupt_after_ms: int | None = None
+    interruption: Utterance | None = None
+    """What the caller says `interrupt_after_ms` into the answer (None: the utterance again)."""
+    interruption_answered: bool = True
+    """Whether the agent answers what was said over it (False: a backchannel it talks over)."""
     hang_up_after_ms: int | None = None
     """After the last utterance, hang up this long into the agent's answer (leaving mid-reply)."""
     record: Path | None = None
@@ -270,8 +274,12 @@ class SimulatedCaller:
         expected = 1
         if self._opts.interrupt_after_ms is not None:
             await asyncio.sleep(self._opts.interrupt_after_ms / 1000)  # scripted barge-in point
-            v2v.append(await self._say(utterance))
-            expected = 2
+            over = self._opts.interruption or utterance
+            if self._opts.interruption_answered:
+                v2v.append(await self._say(over))
+                expected = 2
+            else:  # the agent carries on: no new audio to time, no second turn
+                await self._say_only(over)
         turns = []
         for i in range(expected):
             turn = await self._next_turn(TurnKind.REPLY)
@@ -289,6 +297,13 @@ class SimulatedCaller:
         )
         log.info("caller.typed", chars=len(text))
         return [await self._next_turn(TurnKind.REPLY)]
+
+    async def _say_only(self, utterance: Utterance) -> None:
+        """Speak one utterance over the agent, waiting only until it is sent."""
+        self._speech_done.clear()
+        for frame in utterance.frames():
+            self._speech.append((frame, None))
+        await self._speech_done.wait()
 
     async def _say(self, utterance: Utterance) -> float | None:
         """Speak one utterance; ms from the end of its speech to the agent's first audible audio.

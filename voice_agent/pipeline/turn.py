@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from voice_agent.pipeline.vad import VadEvent
 
-__all__ = ["SilenceTurnDetector", "TurnDecision", "TurnDetector", "TurnEvidence"]
+__all__ = [
+    "SilenceTurnDetector",
+    "TurnDecision",
+    "TurnDetector",
+    "TurnEvidence",
+    "reads_transcript",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +69,12 @@ class TurnDetector(Protocol):
     async def decide(self, evidence: TurnEvidence) -> TurnDecision:
         """End of turn, or wait; must not block the event loop."""
         ...
+
+
+def reads_transcript(detector: TurnDetector) -> bool:
+    """Whether `detector` judges the words (a `reads_transcript = True` attribute): the session
+    then asks it once the speculative transcript of the turn so far is known."""
+    return bool(getattr(detector, "reads_transcript", False))
 
 
 class SilenceTurnDetector:

@@ -486,6 +486,7 @@ function usageSection(record) {
     ["Text to speech", `${number(u.tts_audio_s, 1)} s of audio`],
     ["LLM requests", number(u.llm_requests)],
     ["LLM tokens", `${number(u.llm_prompt_tokens)} prompt · ${number(u.llm_completion_tokens)} completion`],
+    ["Speculative replies", `${number(u.speculations ?? 0)} (${number(u.speculations_wasted ?? 0)} wasted)`],
   ]));
 }
 

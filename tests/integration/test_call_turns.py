@@ -1,0 +1,153 @@
+"""Turn taking end to end: speculation at the caller's pause and backchannels over the agent,
+through the real LiveKit server, our worker and the scripted OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.stack import speech, voice_stack
+from voice_agent.caller.audio import ROOM_RATE, Utterance
+from voice_agent.devstack.livekit_server import LiveKitEndpoint
+from voice_agent.testing.openai_script import ChatReply, ChatScript, TranscriptionReply
+from voice_agent.testing.scripted_openai import ScriptedOpenAI
+
+pytestmark = pytest.mark.integration
+
+QUESTION = "What are your opening hours?"
+ANSWER = "We are open from nine to five, Monday to Friday."
+LONG_ANSWER = " ".join(
+    f"Point number {n} is that our support team is glad to help with any question you have."
+    for n in range(1, 4)
+)
+STT = "/v1/audio/transcriptions"
+CHAT = "/v1/chat/completions"
+
+
+async def _idle(worker: Any, timeout_s: float = 15) -> None:
+    """Until the worker runs no call (the job ends a moment after the caller hangs up)."""
+    async with asyncio.timeout(timeout_s):
+        while worker.active_jobs:  # noqa: ASYNC110 - polled state of another component
+            await asyncio.sleep(0.05)
+
+
+def _answer_by_last_words(answers: Mapping[str, str]) -> Any:
+    """A chat router: the reply named by the last user message (so no request pops another's)."""
+
+    def route(body: Mapping[str, Any]) -> ChatScript | None:
+        last = [m["content"] for m in body["messages"] if m["role"] == "user"][-1]
+        return ChatReply(text=answers.get(last, "I did not follow."))
+
+    return route
+
+
+def _user_caption_finals(result: dict[str, Any]) -> list[str]:
+    return [c["text"] for c in result["captions"] if c["final"] and c["speaker"] == "user"]
+
+
+async def test_a_question_is_answered_by_its_speculative_reply_with_one_transcription(
+    livekit_server: LiveKitEndpoint, tmp_path: Path
+) -> None:
+    """A complete question: transcribed once at the pause, its prepared reply played at the
+    commit; one STT request, one LLM request, nothing wasted."""
+    models = ScriptedOpenAI(
+        chat=[ChatReply(text=ANSWER)], transcriptions=[TranscriptionReply(text=QUESTION)]
+    )
+    async with models, voice_stack(livekit_server, tmp_path, models=models) as stack:
+        result = await stack.call(await speech(QUESTION))
+        await _idle(stack.worker)
+    assert result["ok"], result
+    [turn] = result["turns"]
+    assert (turn["user_text"], turn["agent_text"]) == (QUESTION, ANSWER)
+    assert len(models.requests_to(STT)) == 1
+    assert len(models.requests_to(CHAT)) == 1
+    [record] = stack.sink.records.values()
+    assert (record.usage.speculations, record.usage.speculations_wasted) == (1, 0)
+    assert _user_caption_finals(result) == [QUESTION]
+
+
+async def test_the_caller_going_on_after_a_pause_discards_the_speculation(
+    livekit_server: LiveKitEndpoint, tmp_path: Path
+) -> None:
+    """ "My account number is ... four five six": the first pause's speculation is wasted and
+    leaves no trace; the whole sentence is the one turn, transcribed by its own speculation."""
+    first, whole = "My account number is", "My account number is four five six, thanks."
+    models = ScriptedOpenAI(
+        transcriptions=[TranscriptionReply(text=first), TranscriptionReply(text=whole)],
+        chat_router=_answer_by_last_words({first: "Go on.", whole: "Thanks, I found it."}),
+    )
+    head, tail = await speech("My account number is"), await speech("four five six")
+    pause = b"\0\0" * int(ROOM_RATE * 0.4)
+    utterance = Utterance(label="number with a pause", pcm=head.pcm + pause + tail.pcm)
+    async with models, voice_stack(livekit_server, tmp_path, models=models) as stack:
+        result = await stack.call(utterance)
+        await _idle(stack.worker)
+    assert result["ok"], result
+    [turn] = result["turns"]
+    assert (turn["user_text"], turn["agent_text"]) == (whole, "Thanks, I found it.")
+    assert len(models.requests_to(STT)) == 2  # one per pause; the commit reused the second
+    [record] = stack.sink.records.values()
+    assert (record.usage.speculations, record.usage.speculations_wasted) == (2, 1)
+    assert [t.text for t in record.transcript if t.speaker == "user"] == [whole]
+    assert [t.text for t in record.transcript if t.speaker == "agent"][1:] == [
+        "Thanks, I found it."
+    ]
+    assert _user_caption_finals(result) == [whole]
+    last_prompt = models.requests_to(CHAT)[-1].json["messages"]
+    assert [m["content"] for m in last_prompt if m["role"] == "user"] == [whole]
+
+
+async def test_a_backchannel_over_the_agent_does_not_interrupt_it(
+    livekit_server: LiveKitEndpoint, tmp_path: Path
+) -> None:
+    """ "Okay" said over a long answer pauses it, is judged a backchannel, and the agent resumes
+    and finishes: the answer is not interrupted and the "okay" is no turn."""
+    models = ScriptedOpenAI(
+        chat=[ChatReply(text=LONG_ANSWER)],
+        transcriptions=[TranscriptionReply(text=QUESTION), TranscriptionReply(text="Okay.")],
+    )
+    async with models, voice_stack(livekit_server, tmp_path, models=models) as stack:
+        result = await stack.call(
+            await speech(QUESTION),
+            interrupt_after_ms=1500,
+            interruption=await speech("okay"),
+            interruption_answered=False,
+        )
+        await _idle(stack.worker)
+    assert result["ok"], result
+    [turn] = result["turns"]
+    assert turn["interrupted"] is False
+    assert turn["agent_text"] == LONG_ANSWER
+    [record] = stack.sink.records.values()
+    events = [e.event for e in record.events]
+    assert "barge_in" in events
+    assert "barge_in_resumed" in events
+    assert "interrupted" not in events
+    assert [t.text for t in record.transcript if t.speaker == "user"] == [QUESTION]
+    assert len(models.requests_to(CHAT)) == 1
+
+
+async def test_short_words_over_the_agent_that_are_no_backchannel_interrupt_it(
+    livekit_server: LiveKitEndpoint, tmp_path: Path
+) -> None:
+    """ "Wait" over the agent is judged no backchannel: the answer is cut and "Wait." answered,
+    its transcript from the judgement (no third transcription)."""
+    models = ScriptedOpenAI(
+        chat=[ChatReply(text=LONG_ANSWER), ChatReply(text="Sure, go ahead.")],
+        transcriptions=[TranscriptionReply(text=QUESTION), TranscriptionReply(text="Wait.")],
+    )
+    async with models, voice_stack(livekit_server, tmp_path, models=models) as stack:
+        result = await stack.call(
+            await speech(QUESTION), interrupt_after_ms=1500, interruption=await speech("wait")
+        )
+        await _idle(stack.worker)
+    assert result["ok"], result
+    first, second = result["turns"]
+    assert first["interrupted"] is True
+    assert LONG_ANSWER.startswith(first["agent_text"])
+    assert (second["user_text"], second["agent_text"]) == ("Wait.", "Sure, go ahead.")
+    assert len(models.requests_to(STT)) == 2

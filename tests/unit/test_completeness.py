@@ -1,0 +1,80 @@
+"""The transcript turn detector: complete utterances end the turn, unfinished ones wait."""
+
+from __future__ import annotations
+
+import pytest
+
+from voice_agent.pipeline.completeness import TranscriptTurnDetector, utterance_complete
+from voice_agent.pipeline.turn import TurnEvidence
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "What are your opening hours?",
+        "I'd like to book a table for two.",
+        "Thanks",
+        "My number is 555 0134 6789, thanks.",
+        "Four five six?",
+    ],
+)
+def test_finished_sentences_are_complete(text: str) -> None:
+    """Questions, statements and a number closed by more words read as finished."""
+    assert utterance_complete(text) is True
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "My account number is",
+        "I'd like eggs, milk,",
+        "I want to um",
+        "Can you tell me about the",
+        "My phone number is four five six.",
+        "and then...",
+        "The code is 4 5 6",
+    ],
+)
+def test_unfinished_sentences_are_incomplete(text: str) -> None:
+    """Trailing function words, fillers, commas and numbers being read out wait for more."""
+    assert utterance_complete(text) is False
+
+
+def test_no_words_are_neither() -> None:
+    """An empty transcript says nothing about completeness."""
+    assert utterance_complete("  ") is None
+
+
+async def test_a_complete_utterance_ends_the_turn_at_the_pause() -> None:
+    """A finished question after a 0.2 s pause: end of turn, no more waiting."""
+    detector = TranscriptTurnDetector(silence_ms=500, incomplete_silence_ms=1500)
+    decision = await detector.decide(
+        TurnEvidence(transcript="What time is it?", trailing_silence_s=0.2)
+    )
+    assert (decision.end_of_turn, decision.reason) == (True, "complete")
+
+
+async def test_an_unfinished_utterance_waits_for_the_longer_silence() -> None:
+    """Unfinished words after a 0.2 s pause: wait, and recheck when the long silence is due."""
+    detector = TranscriptTurnDetector(silence_ms=500, incomplete_silence_ms=1500)
+    decision = await detector.decide(
+        TurnEvidence(transcript="My account number is", trailing_silence_s=0.2)
+    )
+    assert decision.end_of_turn is False
+    assert decision.recheck_after_s == pytest.approx(1.3)
+
+
+async def test_without_words_the_silence_rule_decides() -> None:
+    """No transcript: the silence-only rule (silence_ms) is the fallback."""
+    detector = TranscriptTurnDetector(silence_ms=500, incomplete_silence_ms=1500)
+    early = await detector.decide(TurnEvidence(trailing_silence_s=0.2))
+    late = await detector.decide(TurnEvidence(trailing_silence_s=0.5))
+    assert early.recheck_after_s == pytest.approx(0.3)
+    assert late.end_of_turn is True
+
+
+async def test_an_unfinished_utterance_ends_once_its_silence_has_passed() -> None:
+    """The recheck after the long silence ends the turn even though the words were unfinished."""
+    detector = TranscriptTurnDetector(silence_ms=500, incomplete_silence_ms=1500)
+    decision = await detector.decide(TurnEvidence(transcript="and", trailing_silence_s=1.5))
+    assert decision.end_of_turn is True

@@ -1,0 +1,303 @@
+"""Turn taking in virtual time: speculation at the pause, and backchannels over the agent."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.unit.test_turn_taking import END, Call, Reply, asked
+from voice_agent.agent.turn_taking import (
+    Action,
+    AnswerTurn,
+    CommitTurn,
+    DecideTurn,
+    DiscardSpeculation,
+    Floor,
+    IgnoreTurn,
+    InterruptAgent,
+    JudgeBackchannel,
+    PauseAgent,
+    ResumeAgent,
+    Speculate,
+    Speculation,
+    SpeechContinues,
+    SpeechEnded,
+    SpeechStarted,
+    TurnTaking,
+    is_backchannel,
+)
+from voice_agent.pipeline.turn import TurnDecision, TurnEvidence
+
+WAIT = TurnDecision(end_of_turn=False, recheck_after_s=0.3, reason="silence_short")
+
+
+def speculating(*, per_turn: int = 2, wasted: int = 10) -> Call:
+    """A call whose machine speculates."""
+    limits = Speculation(max_per_turn=per_turn, max_wasted_per_call=wasted)
+    return Call(machine=TurnTaking(min_interruption_ms=400, speculation=limits))
+
+
+def backchannelling(*, resume_after_ms: int = 300) -> Call:
+    """A call whose machine judges backchannels (up to 800 ms) over the agent."""
+    machine: TurnTaking[Reply] = TurnTaking(
+        min_interruption_ms=400, resume_after_ms=resume_after_ms, backchannel_max_ms=800
+    )
+    return Call(machine=machine)
+
+
+def speculated(actions: list[Action[Reply]]) -> Speculate:
+    """The one Speculate among `actions`."""
+    [speculate] = [a for a in actions if isinstance(a, Speculate)]
+    return speculate
+
+
+def utterance(
+    call: Call, seconds: float, *, audio: bytes = b"x", agent_audible: bool
+) -> list[Action[Reply]]:
+    """The caller speaks `seconds` and the VAD ends it at a 0.2 s pause."""
+    onset = call.now
+    actions = call.machine.hear(
+        SpeechStarted(at=call.now, onset_at=onset, agent_audible=agent_audible)
+    )
+    while call.now - onset < seconds:
+        call.wait(0.064)
+        actions += call.machine.hear(SpeechContinues(at=call.now, speech_s=call.now - onset))
+    ended = call.now
+    call.wait(0.2)
+    actions += call.machine.hear(
+        SpeechEnded(
+            at=call.now,
+            started_at=onset,
+            ended_at=ended,
+            speech_s=ended - onset,
+            audio=audio,
+            evidence=TurnEvidence(trailing_silence_s=0.2),
+        )
+    )
+    return actions
+
+
+def test_a_pause_speculates_on_the_turn_so_far() -> None:
+    """The VAD's pause: DecideTurn and Speculate on the same held audio, keyed by the question."""
+    call = speculating()
+    actions = utterance(call, 0.8, audio=b"what time", agent_audible=False)
+    speculate = speculated(actions)
+    assert speculate.key == asked(actions).ask
+    assert speculate.turn.audio == b"what time"
+
+
+def test_the_commit_of_the_same_audio_carries_the_speculation() -> None:
+    """The detector ends the turn with no new speech: the commit names the speculation."""
+    call = speculating()
+    actions = utterance(call, 0.8, agent_audible=False)
+    [commit] = call.machine.turn_decided(END, ask=asked(actions).ask, at=call.now)
+    assert isinstance(commit, CommitTurn)
+    assert commit.speculation == speculated(actions).key
+    assert call.machine.wasted == 0
+
+
+def test_speaking_again_discards_the_speculation_as_wasted() -> None:
+    """The caller resumes after the pause: DiscardSpeculation at the onset, counted wasted."""
+    call = speculating()
+    first = speculated(utterance(call, 0.8, agent_audible=False))
+    call.wait(0.2)
+    onset = call.machine.hear(SpeechStarted(at=call.now, onset_at=call.now, agent_audible=False))
+    assert onset == [DiscardSpeculation(key=first.key, wasted=True)]
+    assert call.machine.wasted == 1
+
+
+def test_the_next_pause_speculates_on_both_utterances() -> None:
+    """After a discarded speculation, the next pause speculates on the whole turn so far."""
+    call = speculating()
+    utterance(call, 0.8, audio=b"my number is ", agent_audible=False)
+    call.wait(0.3)
+    second = utterance(call, 0.8, audio=b"four five six", agent_audible=False)
+    assert speculated(second).turn.audio == b"my number is four five six"
+    [commit] = call.machine.turn_decided(END, ask=asked(second).ask, at=call.now)
+    assert isinstance(commit, CommitTurn)
+    assert commit.speculation == speculated(second).key
+
+
+def test_a_recheck_commit_carries_the_speculation() -> None:
+    """The silence detector's recheck commits the speculated audio: the speculation goes with it."""
+    call = speculating()
+    actions = utterance(call, 0.8, agent_audible=False)
+    call.machine.turn_decided(WAIT, ask=asked(actions).ask, at=call.now)
+    [commit] = call.machine.tick(at=call.now + 0.3)
+    assert isinstance(commit, CommitTurn)
+    assert commit.speculation == speculated(actions).key
+
+
+def test_a_late_end_of_turn_while_the_caller_speaks_again_is_moot() -> None:
+    """The detector answers (after waiting for words) once the caller has resumed: no commit;
+    the utterance they are saying decides."""
+    call = speculating()
+    actions = utterance(call, 0.8, agent_audible=False)
+    call.wait(0.4)
+    call.machine.hear(SpeechStarted(at=call.now, onset_at=call.now, agent_audible=False))
+    assert call.machine.turn_decided(END, ask=asked(actions).ask, at=call.now) == []
+    assert call.machine.holding
+
+
+def test_no_speculation_while_a_reply_runs() -> None:
+    """A reply still running (thinking): the pause asks the detector but speculates nothing."""
+    call = speculating()
+    call.start_reply("answer", audible=False)
+    actions = utterance(call, 0.8, agent_audible=False)
+    assert [type(a) for a in actions] == [DecideTurn]
+
+
+def test_speculation_stops_at_the_per_turn_cap() -> None:
+    """At most max_per_turn speculations in one turn; the cap starts again at the next turn."""
+    call = speculating(per_turn=1)
+    utterance(call, 0.5, agent_audible=False)
+    call.wait(0.3)
+    second = utterance(call, 0.5, agent_audible=False)
+    assert not any(isinstance(a, Speculate) for a in second)
+    call.machine.turn_decided(END, ask=asked(second).ask, at=call.now)
+    call.wait(1.0)
+    assert any(isinstance(a, Speculate) for a in utterance(call, 0.5, agent_audible=False))
+
+
+def test_speculation_stops_once_the_call_has_wasted_its_cap() -> None:
+    """After max_wasted_per_call wasted speculations, no more in this call."""
+    call = speculating(per_turn=5, wasted=1)
+    utterance(call, 0.5, agent_audible=False)
+    call.wait(0.3)
+    later = utterance(call, 0.5, agent_audible=False)  # its onset wasted the first
+    assert call.machine.wasted == 1
+    assert not any(isinstance(a, Speculate) for a in later)
+
+
+def test_the_answer_carries_the_speculation_it_may_use() -> None:
+    """Words and no reply running: AnswerTurn names the commit's speculation."""
+    call = speculating()
+    turn = call.decide(utterance(call, 0.8, agent_audible=False))
+    actions = call.machine.transcribed(turn, "Hello?", at=call.now, speculation=3)
+    assert actions == [AnswerTurn(turn=turn, text="Hello?", speculation=3)]
+
+
+def test_an_empty_transcript_discards_the_speculation_unwasted() -> None:
+    """No words: the speculation is discarded (nothing was prepared), and not counted wasted."""
+    call = speculating()
+    turn = call.decide(utterance(call, 0.8, agent_audible=False))
+    actions = call.machine.transcribed(turn, "", at=call.now, speculation=3)
+    assert actions == [DiscardSpeculation(key=3, wasted=False), IgnoreTurn(turn)]
+    assert call.machine.wasted == 0
+
+
+def test_a_reply_started_since_the_speculation_makes_it_stale() -> None:
+    """A reply runs when the words arrive: the speculation is wasted, the answer starts anew."""
+    call = speculating()
+    turn = call.decide(utterance(call, 0.8, agent_audible=False))
+    reply = call.start_reply("greeting", audible=True)
+    actions = call.machine.transcribed(turn, "Hi", at=call.now, speculation=4)
+    assert actions == [
+        DiscardSpeculation(key=4),
+        InterruptAgent(reply=reply),
+        AnswerTurn(turn=turn, text="Hi", speculation=None),
+    ]
+    assert call.machine.wasted == 1
+
+
+# Backchannels
+
+
+def test_speech_past_the_threshold_over_the_agent_is_judged_not_interrupted() -> None:
+    """0.6 s over the agent (past min_interruption_ms, short of backchannel_max_ms): no
+    interruption; its end asks for a judgement with the audio."""
+    call = backchannelling()
+    call.start_reply("answer")
+    actions = utterance(call, 0.6, audio=b"okay", agent_audible=True)
+    assert isinstance(actions[0], PauseAgent)
+    assert not any(isinstance(a, InterruptAgent) for a in actions)
+    judge = actions[-1]
+    assert isinstance(judge, JudgeBackchannel)
+    assert judge.audio == b"okay"
+    assert call.machine.floor is Floor.PAUSED
+
+
+def test_an_acknowledgement_resumes_the_agent() -> None:
+    """The judged words are a backchannel: ResumeAgent, no turn held."""
+    call = backchannelling()
+    call.start_reply("answer")
+    judge = utterance(call, 0.6, agent_audible=True)[-1]
+    assert isinstance(judge, JudgeBackchannel)
+    [resume] = call.machine.backchannel_heard("Mm-hm.", ask=judge.ask, at=call.now)
+    assert isinstance(resume, ResumeAgent)
+    assert not call.machine.holding
+    assert call.machine.floor is Floor.AGENT_SPEAKING
+
+
+def test_other_words_interrupt_and_become_the_turn_with_their_transcript() -> None:
+    """Judged words that are no backchannel: InterruptAgent, then the turn is held and its
+    commit carries the transcript (no second transcription)."""
+    call = backchannelling()
+    reply = call.start_reply("answer")
+    judge = utterance(call, 0.6, audio=b"wait", agent_audible=True)[-1]
+    assert isinstance(judge, JudgeBackchannel)
+    actions = call.machine.backchannel_heard("Wait.", ask=judge.ask, at=call.now)
+    assert actions[0] == InterruptAgent(reply=reply)
+    decide = asked(actions)
+    assert decide.evidence.transcript == "Wait."
+    [commit] = call.machine.turn_decided(END, ask=decide.ask, at=call.now)
+    assert isinstance(commit, CommitTurn)
+    assert (commit.turn.audio, commit.transcript) == (b"wait", "Wait.")
+
+
+def test_speech_as_long_as_backchannel_max_interrupts_at_once() -> None:
+    """Speech over the agent reaching backchannel_max_ms is an interruption, without waiting."""
+    call = backchannelling()
+    reply = call.start_reply("answer")
+    call.machine.hear(SpeechStarted(at=call.now, onset_at=call.now, agent_audible=True))
+    before = call.machine.hear(SpeechContinues(at=call.now, speech_s=0.79))
+    at = call.machine.hear(SpeechContinues(at=call.now, speech_s=0.80))
+    assert (before, at) == ([], [InterruptAgent(reply=reply)])
+
+
+def test_a_cough_resumes_only_after_resume_after_ms() -> None:
+    """Short sound over the agent: ResumeAgent once resume_after_ms more silence has passed."""
+    call = backchannelling(resume_after_ms=300)
+    call.start_reply("answer")
+    actions = utterance(call, 0.2, agent_audible=True)
+    assert not any(isinstance(a, ResumeAgent) for a in actions)
+    assert call.machine.next_deadline == pytest.approx(call.now + 0.3)
+    assert call.machine.tick(at=call.now + 0.29) == []
+    [resume] = call.machine.tick(at=call.now + 0.3)
+    assert isinstance(resume, ResumeAgent)
+
+
+def test_speech_during_the_wait_adds_up_to_an_interruption() -> None:
+    """Two bursts over the agent split by a short pause count together toward the threshold."""
+    call = backchannelling()
+    reply = call.start_reply("answer")
+    utterance(call, 0.3, agent_audible=True)
+    call.wait(0.1)
+    actions = utterance(call, 0.6, agent_audible=True)  # 0.32 + 0.64 > 0.8
+    assert InterruptAgent(reply=reply) in actions
+
+
+def test_a_judgement_overtaken_by_more_speech_is_moot() -> None:
+    """The caller spoke again while the backchannel was judged: that verdict changes nothing."""
+    call = backchannelling()
+    call.start_reply("answer")
+    judge = utterance(call, 0.5, agent_audible=True)[-1]
+    assert isinstance(judge, JudgeBackchannel)
+    call.machine.hear(SpeechStarted(at=call.now, onset_at=call.now, agent_audible=False))
+    assert call.machine.backchannel_heard("yeah", ask=judge.ask, at=call.now) == []
+    assert call.machine.floor is Floor.PAUSED
+
+
+@pytest.mark.parametrize(
+    "text", ["Mm-hm.", "yeah", "Okay.", "Right.", "uh-huh", "I see.", "Okay, right."]
+)
+def test_acknowledgements_are_backchannels(text: str) -> None:
+    """The usual acknowledgements count as backchannels."""
+    assert is_backchannel(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["Wait.", "No, stop.", "Okay, but what about Saturday?", "", "I", "Right now please"]
+)
+def test_requests_are_not_backchannels(text: str) -> None:
+    """Words asking for something, and nothing at all, are no backchannel."""
+    assert not is_backchannel(text)
