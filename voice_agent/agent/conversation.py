@@ -261,6 +261,12 @@ class Conversation:
         speculation.task = self._host.spawn(self._run_speculation(speculation, action))
 
     async def _run_speculation(self, speculation: _Speculation, action: Speculate) -> None:
+        """`_speculate_turn` in a span of its own: the turn is not committed yet, so its STT and
+        the prepared reply's stages (LLM, held tools, TTS) are the speculation's children."""
+        with tracing.span("speculation", start=action.turn.ended_at, key=action.key):
+            await self._speculate_turn(speculation, action)
+
+    async def _speculate_turn(self, speculation: _Speculation, action: Speculate) -> None:
         """Transcribe the turn so far (unless known) and prepare the reply to its words."""
         timer = speculation.timer
         text = action.transcript
@@ -269,7 +275,8 @@ class Conversation:
             # Interim captions of the turn so far; only the commit publishes the final version.
             self._segment = self._segment or new_segment_id()
             audio = PcmAudio(action.turn.audio, SAMPLE_RATE)
-            text = await self._transcribe(audio, self._segment)
+            with tracing.span("stt", audio_s=round(audio.duration_s, 3)):
+                text = await self._transcribe(audio, self._segment)
             timer.stt_done = time.monotonic()
         speculation.transcript.set_result(text)
         if text and not self._voice.busy and not self._host.ending:
