@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 
 from tests.fake_room import FakeMicrophone, webm_opus
-from tests.unit.test_call_session import CALLER, Starter, _kinds, speech
+from tests.unit.test_call_session import CALLER, Starter, kinds, speech
 from tests.unit.test_call_session import start_call as start_call
 from tests.unit.test_call_session import vad_models as vad_models
 from voice_agent.agent.listener import SAMPLE_RATE
@@ -43,7 +43,7 @@ async def test_a_caption_left_interim_by_a_failed_transcription_ends_final_and_e
     )
     microphone = await call.join()
     microphone.say(await speech("What are your hours?"))
-    await call.room.wait_for(lambda: _kinds(call.room) == ["greeting", "reply"])
+    await call.room.wait_for(lambda: kinds(call.room) == ["greeting", "reply"])
     mine = [c for c in call.room.captions if c.sender == CALLER]
     assert [(c.text, c.final) for c in mine] == [("What are", False), ("", True)]
 
@@ -74,7 +74,7 @@ async def test_captions_also_go_out_as_legacy_transcription_packets(start_call: 
     )
     microphone = await call.join()
     microphone.say(await speech("What are your hours?"))
-    await call.room.wait_for(lambda: _kinds(call.room) == ["greeting", "reply"])
+    await call.room.wait_for(lambda: kinds(call.room) == ["greeting", "reply"])
     legacy = {
         (c.sender, c.text, c.attributes["track_sid"]) for c in call.room.legacy_captions if c.final
     }
@@ -91,7 +91,7 @@ async def test_hanging_up_sets_the_reason_and_closes_the_room_before_leaving(
     await call.room.left.wait()
     assert call.room.attributes["end_reason"] == "max_duration"
     assert call.room.hung_up  # the fake room asserts it came before the agent left
-    assert _kinds(call.room)[-1] == "goodbye"
+    assert kinds(call.room)[-1] == "goodbye"
 
 
 async def test_a_caller_leaving_ends_the_call_without_disconnecting_anyone(
@@ -123,7 +123,7 @@ async def test_words_said_before_the_agent_joined_are_answered(start_call: Start
         CALLER, webm_opus(question, sample_rate=SAMPLE_RATE), attributes=attributes
     )
     call.room.caller_joins(CALLER)  # the live microphone stays silent
-    await call.room.wait_for(lambda: "reply" in _kinds(call.room))
+    await call.room.wait_for(lambda: "reply" in kinds(call.room))
     reply = next(t for t in call.room.turns if t["kind"] == "reply")
     assert (reply["user_text"], reply["agent_text"]) == ("What are your hours?", "We open at nine.")
     [heard] = call.stt.calls

@@ -71,7 +71,7 @@ class Call:
         """The caller joins with a microphone and hears the greeting through."""
         await self.room.wait_for(lambda: self.room.events is not None)
         microphone = self.room.caller_joins(CALLER)
-        await self.room.wait_for(lambda: _kinds(self.room) == ["greeting"])
+        await self.room.wait_for(lambda: kinds(self.room) == ["greeting"])
         return microphone
 
     async def record(self) -> CallRecord:
@@ -84,7 +84,7 @@ class Call:
         return record
 
 
-def _kinds(room: FakeRoom) -> list[str]:
+def kinds(room: FakeRoom) -> list[str]:
     return [t["kind"] for t in room.turns]
 
 
@@ -180,7 +180,7 @@ async def test_the_caller_is_greeted_and_a_question_answered(start_call: Starter
     )
     microphone = await call.join()
     microphone.say(await speech("What are your hours?"))
-    await call.room.wait_for(lambda: _kinds(call.room) == ["greeting", "reply"])
+    await call.room.wait_for(lambda: kinds(call.room) == ["greeting", "reply"])
     reply = call.room.turns[1]
     assert (reply["user_text"], reply["agent_text"]) == ("What are your hours?", "We open at nine.")
     assert reply["metrics"]["voice_to_voice_ms"] > 0
@@ -212,7 +212,7 @@ async def test_speaking_over_the_answer_interrupts_it_and_keeps_only_what_was_he
     )
     await until(lambda: call.session.voice.speaker.played_seconds(0) > 1.0)  # well into it
     microphone.say(await speech("Stop please, I have another question."))
-    await call.room.wait_for(lambda: _kinds(call.room) == ["greeting", "reply", "reply"])
+    await call.room.wait_for(lambda: kinds(call.room) == ["greeting", "reply", "reply"])
     cut, second = call.room.turns[1:]
     assert cut["interrupted"] is True
     assert cut["agent_text"]
@@ -243,7 +243,7 @@ async def test_a_short_sound_over_the_agent_pauses_it_and_it_resumes(start_call:
     )
     await until(lambda: call.session.voice.speaker.played_seconds(0) > 0.5)
     microphone.say(await burst(0.25))
-    await call.room.wait_for(lambda: _kinds(call.room) == ["greeting", "reply"])
+    await call.room.wait_for(lambda: kinds(call.room) == ["greeting", "reply"])
     reply = call.room.turns[1]
     assert (reply["agent_text"], reply["interrupted"]) == (answer, False)
     record = await call.record()

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_room import FakeMicrophone, FakeRoom
+from tests.fake_room import FakeRoom
 from tests.unit.test_background_tools import Export, export_call, kit_for, profile_for
-from tests.unit.test_call_session import speech, until
+from tests.unit.test_call_session import Call, Sink, kinds, speech, until
 from voice_agent.agent.call_tools import CallTools
 from voice_agent.agent.client_channel import ClientChannel
 from voice_agent.agent.job import JobContext
@@ -24,7 +24,7 @@ from voice_agent.agent.options import SessionOptions
 from voice_agent.agent.session import CallSession
 from voice_agent.agent.turn_taking import Floor
 from voice_agent.agent.typed_chat import MAX_TYPED_CHARS, MAX_TYPED_PER_WINDOW, TypedChat
-from voice_agent.call_record import CallJournal, CallRecord
+from voice_agent.call_record import CallJournal
 from voice_agent.logging import get_logger
 from voice_agent.pipeline.vad_model import SileroModelPool
 from voice_agent.protocol import TOPIC_LEGACY_CHAT
@@ -125,43 +125,6 @@ def test_legacy_chat_alone_is_answered_once_per_id(chat: Chat) -> None:
 # Whole sessions
 
 
-@dataclass
-class Sink:
-    records: list[CallRecord] = field(default_factory=list)
-    stored: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def submit(self, record: CallRecord) -> None:
-        self.records.append(record)
-        self.stored.set()
-
-
-@dataclass
-class Call:
-    room: FakeRoom
-    sink: Sink
-    llm: FakeLLM
-    session: CallSession
-    task: asyncio.Task[None]
-
-    async def join(self) -> FakeMicrophone:
-        await self.room.wait_for(lambda: self.room.events is not None)
-        microphone = self.room.caller_joins(CALLER)
-        await self.room.wait_for(lambda: kinds(self.room) == ["greeting"])
-        return microphone
-
-    async def record(self) -> CallRecord:
-        self.room.caller_leaves(CALLER)
-        async with asyncio.timeout(10):
-            await self.sink.stored.wait()
-            await self.task
-        [record] = self.sink.records
-        return record
-
-
-def kinds(room: FakeRoom) -> list[str]:
-    return [t["kind"] for t in room.turns]
-
-
 Starter = Callable[..., Call]
 
 
@@ -177,9 +140,9 @@ async def start_call(tmp_path: Path) -> AsyncIterator[Starter]:
         export: Export | None = None,
         transcripts: tuple[FakeTranscription, ...] = (),
     ) -> Call:
-        room, sink, llm = FakeRoom(), Sink(), FakeLLM(answers)
+        room, sink, llm, stt = FakeRoom(), Sink(), FakeLLM(answers), FakeSTT(transcripts)
         providers = Providers(
-            stt=RetryingSTT(FakeSTT(transcripts), silence_timeout_s=5),
+            stt=RetryingSTT(stt, silence_timeout_s=5),
             llm=RetryingLLM(llm, silence_timeout_s=5),
             tts=RetryingTTS(FakeTTS(default=FakeSpeech()), silence_timeout_s=5),
         )
@@ -222,7 +185,7 @@ async def start_call(tmp_path: Path) -> AsyncIterator[Starter]:
             tools=tools,
             vad_models=pool,
         )
-        call = Call(room, sink, llm, session, asyncio.ensure_future(session.run()))
+        call = Call(room, sink, llm, stt, session, asyncio.ensure_future(session.run()))
         calls.append(call)
         return call
 
