@@ -38,9 +38,9 @@ def _env(server: ScriptedOpenAI, data_dir: Path) -> dict[str, str]:
     }
 
 
-async def _chat(server: ScriptedOpenAI, data_dir: Path, typed: str) -> tuple[int, str]:
-    """Run `voice-agent chat` with `typed` as its input; exit code and output."""
-    process = await asyncio.create_subprocess_exec(
+async def _start_chat(server: ScriptedOpenAI, data_dir: Path) -> asyncio.subprocess.Process:
+    """`voice-agent chat` as a subprocess, its three streams piped."""
+    return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "voice_agent",
@@ -51,6 +51,11 @@ async def _chat(server: ScriptedOpenAI, data_dir: Path, typed: str) -> tuple[int
         env=_env(server, data_dir),
         cwd=ROOT,
     )
+
+
+async def _chat(server: ScriptedOpenAI, data_dir: Path, typed: str) -> tuple[int, str]:
+    """Run `voice-agent chat` with `typed` as its input; exit code and output."""
+    process = await _start_chat(server, data_dir)
     out, err = await asyncio.wait_for(process.communicate(typed.encode()), 60)
     assert process.returncode is not None
     return process.returncode, out.decode() + err.decode()
@@ -114,17 +119,7 @@ async def test_chat_answer_no_declines_the_tool(tmp_path: Path) -> None:
 async def test_ctrl_c_ends_the_chat_and_still_records_the_call(tmp_path: Path) -> None:
     """SIGINT while waiting for input: exit 130, and the record says "interrupted"."""
     async with ScriptedOpenAI() as server:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "voice_agent",
-            "chat",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=_env(server, tmp_path),
-            cwd=ROOT,
-        )
+        process = await _start_chat(server, tmp_path)
         assert process.stdout is not None
         async with asyncio.timeout(60):
             while b"agent: Hi, this is" not in await process.stdout.readline():
