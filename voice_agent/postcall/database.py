@@ -4,11 +4,15 @@ SQLite gets WAL (readers never wait for the writer), a busy timeout (writers que
 failing), foreign keys, and its transactions from us rather than from the driver: a write
 transaction starts with `BEGIN IMMEDIATE`, taking the write lock up front so two writers never
 deadlock upgrading a read lock; a connection with the `sqlite_begin="DEFERRED"` execution option
-(the store's readers) starts a plain deferred `BEGIN` and reads a WAL snapshot.
+(the store's readers) starts a plain deferred `BEGIN` and reads a WAL snapshot. A new file is
+switched to WAL once by `prepare`, before the pool's first connection, since processes opening it
+together race for that switch (`voice_agent/sqlite_wal.py`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from voice_agent.database_url import normalise_url
 from voice_agent.datadir import private_file
 from voice_agent.exceptions import ConfigError
+from voice_agent.sqlite_wal import enable_wal
 
 DEFAULT_TIMEOUT_S = 10.0
 
@@ -66,3 +71,20 @@ def create_engine(url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> AsyncEng
         max_overflow=5,
         connect_args={"timeout": timeout_s, "command_timeout": timeout_s},
     )
+
+
+async def prepare(engine: AsyncEngine, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    """Ready the database file before first use: a SQLite file is put in WAL mode (off the event
+    loop, waiting up to `timeout_s` for other openers); other backends need nothing."""
+    if engine.dialect.name != "sqlite" or not engine.url.database:
+        return
+    path = engine.url.database
+
+    def switch() -> None:
+        db = sqlite3.connect(path, timeout=timeout_s, isolation_level=None)
+        try:
+            enable_wal(db, timeout_s=timeout_s)
+        finally:
+            db.close()
+
+    await asyncio.to_thread(switch)

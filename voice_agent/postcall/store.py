@@ -136,6 +136,7 @@ class ReportStore:
         engine = database.create_engine(url, timeout_s=timeout_s)
         store = cls(engine=engine)
         try:
+            await database.prepare(engine, timeout_s=timeout_s)
             version = await migrations.migrate(engine)
         except BaseException:
             await engine.dispose()

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from voice_agent.sqlite_wal import enable_wal
 from voice_agent.tooling.ledger import ClaimOutcome, LedgerBusy, LedgerClaim, LedgerDone
 
 T = TypeVar("T")
@@ -72,7 +73,7 @@ class SQLiteLedger:
         if self._db is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
+            enable_wal(db, timeout_s=10.0)
             db.execute(_SCHEMA)
             self._db = db
         return self._db

@@ -17,6 +17,8 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from voice_agent.sqlite_wal import enable_wal
+
 TICKETS_FILE = "tickets.sqlite3"
 
 Priority = Literal["low", "normal", "high", "urgent"]
@@ -119,7 +121,7 @@ class TicketStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
+            enable_wal(db, timeout_s=10.0)
             db.execute(_SCHEMA)
             yield db
         finally:
