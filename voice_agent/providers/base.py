@@ -16,12 +16,13 @@ from __future__ import annotations
 import io
 import wave
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
 from voice_agent.chat import ChatMessage, ToolCall
+from voice_agent.exceptions import ProviderError
 
 SAMPLE_WIDTH = 2  # bytes per sample: 16-bit PCM throughout
 
@@ -120,6 +121,17 @@ class TranscriptEvent:
     def final(cls, transcript: Transcript) -> TranscriptEvent:
         """The segment's final transcript."""
         return cls(text=transcript.text, transcript=transcript)
+
+
+async def final_transcript(
+    events: AsyncIterable[TranscriptEvent], *, provider: str, missing: str
+) -> Transcript:
+    """The final transcript of a stream of events; a `ProviderError` saying `missing` when the
+    stream ends without one (wrappers that work on streams answer `transcribe` with this)."""
+    async for event in events:
+        if event.transcript is not None:
+            return event.transcript
+    raise ProviderError(missing, provider=provider)
 
 
 class STT(Provider, ABC):

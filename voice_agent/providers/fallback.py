@@ -28,6 +28,7 @@ from voice_agent.providers.base import (
     Provider,
     Transcript,
     TranscriptEvent,
+    final_transcript,
 )
 
 log = get_logger("providers.fallback")
@@ -93,10 +94,11 @@ class FallbackSTT(_Chain, STT):
 
     async def transcribe(self, audio: PcmAudio, *, language: str | None = None) -> Transcript:
         """The primary's transcript, or the secondary's when the primary fails."""
-        async for event in self.transcribe_stream(audio, language=language):
-            if event.transcript is not None:
-                return event.transcript
-        raise ProviderError("no transcript from either provider", provider="fallback.stt")
+        return await final_transcript(
+            self.transcribe_stream(audio, language=language),
+            provider="fallback.stt",
+            missing="no transcript from either provider",
+        )
 
     def transcribe_stream(
         self, audio: PcmAudio, *, language: str | None = None

@@ -33,6 +33,7 @@ from voice_agent.providers.base import (
     Provider,
     Transcript,
     TranscriptEvent,
+    final_transcript,
 )
 
 log = get_logger("providers.retry")
@@ -112,10 +113,11 @@ class RetryingSTT(_Retrying, STT):
 
     async def transcribe(self, audio: PcmAudio, *, language: str | None = None) -> Transcript:
         """The segment's transcript."""
-        async for event in self.transcribe_stream(audio, language=language):
-            if event.transcript is not None:
-                return event.transcript
-        raise ProviderError("the stream ended without a transcript", provider="stt")
+        return await final_transcript(
+            self.transcribe_stream(audio, language=language),
+            provider="stt",
+            missing="the stream ended without a transcript",
+        )
 
     def transcribe_stream(
         self, audio: PcmAudio, *, language: str | None = None
