@@ -9,8 +9,9 @@ from dataclasses import dataclass
 
 # A level holds when its voice-to-voice p95 stays within this factor of a lone call's.
 DENSITY_TOLERANCE = 1.2
-# A level's p95 is judged on at least this many turns (2 calls of 2 turns make a p95 of 4 samples).
-MIN_LEVEL_TURNS = 12
+# A level's p95 is judged on at least this many turns: with 24, the p95 is the second slowest turn,
+# so one stray slow model reply on the shared machine does not decide a level alone.
+MIN_LEVEL_TURNS = 24
 
 
 def percentile(values: Sequence[float], q: float) -> float:
