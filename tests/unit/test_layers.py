@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "voice_agent"
 # Imported by anything: configuration, logging, errors, the room contract, shared plumbing.
 FOUNDATION = frozenset(
     {"voice_agent", "settings", "logging", "exceptions", "protocol", "backoff", "metrics"}
-    | {"chat", "profile", "datadir", "database_url", "tracing"}
+    | {"chat", "profile", "datadir", "database_url", "tracing", "closing", "sqlite_wal"}
 )
 MAY_IMPORT: dict[str, frozenset[str]] = {
     **{part: FOUNDATION for part in FOUNDATION},

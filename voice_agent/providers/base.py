@@ -18,10 +18,10 @@ import wave
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterable, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from voice_agent.chat import ChatMessage, ToolCall
+from voice_agent.closing import AsyncClosing
 from voice_agent.exceptions import ProviderError
 
 SAMPLE_WIDTH = 2  # bytes per sample: 16-bit PCM throughout
@@ -61,22 +61,11 @@ class PcmAudio:
         return buffer.getvalue()
 
 
-class Provider:
+class Provider(AsyncClosing):
     """A provider may hold connections: close it with `aclose()` or use `async with`."""
 
     async def aclose(self) -> None:
         """Release connections; safe to call more than once."""
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 # Speech to text

@@ -20,8 +20,6 @@ import asyncio
 import math
 import time
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Self
 
 from limits import RateLimitItem
 from limits.aio.storage import MemoryStorage, RedisStorage
@@ -30,6 +28,7 @@ from limits.errors import StorageError
 from redis.asyncio import ConnectionPool
 from redis.exceptions import RedisError
 
+from voice_agent.closing import AsyncClosing
 from voice_agent.logging import get_logger
 from voice_agent.server import metrics
 
@@ -55,7 +54,7 @@ def _limits_uri(redis_url: str) -> str:
     return "async+" + redis_url
 
 
-class TokenRateLimiter:
+class TokenRateLimiter(AsyncClosing):
     """Limits token requests per client IP and per authenticated identity.
 
     Shared in Redis when `redis_url` is given (close it with `aclose`), else in memory.
@@ -140,14 +139,3 @@ class TokenRateLimiter:
         """Close the Redis connections, if any."""
         if self._pool is not None:
             await self._pool.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()

@@ -20,13 +20,13 @@ import json
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic_core import to_jsonable_python
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from voice_agent.closing import AsyncClosing
 from voice_agent.database_url import normalise_url
 from voice_agent.exceptions import ConfigError
 
@@ -80,7 +80,7 @@ class LedgerBackend(Protocol):
     async def aclose(self) -> None: ...
 
 
-class IdempotencyLedger:
+class IdempotencyLedger(AsyncClosing):
     """Claims, results and releases of idempotency keys (SQLite file or PostgreSQL)."""
 
     def __init__(
@@ -156,17 +156,6 @@ class IdempotencyLedger:
     async def aclose(self) -> None:
         """Finish pending operations and close the database."""
         await self._backend.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 def is_postgres_url(url: str) -> bool:

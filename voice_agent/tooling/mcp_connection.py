@@ -25,7 +25,6 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Protocol, Self, cast
 from urllib.parse import urlsplit
 
@@ -47,6 +46,7 @@ from mcp_types import (
 
 from voice_agent import __version__
 from voice_agent.backoff import ReconnectPolicy
+from voice_agent.closing import AsyncClosing
 from voice_agent.exceptions import ToolLoadError, ToolSourceError
 
 _CLIENT = Implementation(name="voice-agent", version=__version__)
@@ -149,7 +149,7 @@ class HttpTransport:
             yield streams
 
 
-class _EndWatch:
+class _EndWatch(AsyncClosing):
     """A transport's read stream that reports when it ends (the server exited or hung up)."""
 
     def __init__(self, stream: Any, on_end: Callable[[], None]) -> None:
@@ -180,17 +180,6 @@ class _EndWatch:
     async def aclose(self) -> None:
         self._on_end()
         await self._stream.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 @dataclass(eq=False)

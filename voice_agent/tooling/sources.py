@@ -12,16 +12,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
+from voice_agent.closing import AsyncClosing
 from voice_agent.profile import AgentProfile, McpServerConfig
 from voice_agent.settings import Settings, environment_value
 from voice_agent.tooling.mcp import McpToolSource, server_headers
 from voice_agent.tooling.registry import ToolRegistry
 
 
-class ToolSources:
+class ToolSources(AsyncClosing):
     """The tools of one process and the sources that hold them open."""
 
     def __init__(
@@ -113,14 +113,3 @@ class ToolSources:
     async def aclose(self) -> None:
         """Stop every MCP server."""
         await asyncio.gather(*(s.aclose() for s in self._mcp), return_exceptions=True)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()

@@ -14,10 +14,11 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType, TracebackType
-from typing import Any, Self
+from types import MappingProxyType
+from typing import Any
 
 from voice_agent.chat import ToolCall
+from voice_agent.closing import AsyncClosing
 from voice_agent.logging import get_logger
 from voice_agent.tooling.audit import ToolAuditEntry
 from voice_agent.tooling.breakers import BreakerBoard
@@ -74,7 +75,7 @@ def tool_context(
 
 
 @dataclass(kw_only=True)
-class ToolBench:
+class ToolBench(AsyncClosing):
     """A real `ToolRuntime` around some specs, with its audit records collected."""
 
     runtime: ToolRuntime
@@ -141,14 +142,3 @@ class ToolBench:
     async def aclose(self) -> None:
         """Close the ledger."""
         await self.ledger.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
