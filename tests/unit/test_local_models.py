@@ -20,6 +20,7 @@ from voice_agent.providers.local_stt import (
     LocalWhisperSTT,
     WhisperBaseParts,
     prepare_model_dir,
+    threads_for,
     window_for,
 )
 from voice_agent.providers.local_tts import PiperTTS, packaged_voice
@@ -182,6 +183,22 @@ def test_window_is_the_short_one_only_when_the_turn_fits_it(
     assert window_for(duration_s, window_s) == expected
 
 
+@pytest.mark.parametrize(
+    ("setting", "cpus", "expected"),
+    [
+        (None, 1, 1),  # a worker pinned to one core: two threads would share it
+        (None, 2, 2),
+        (None, 64, 4),  # a big machine: one call's STT takes a few cores, not all
+        (3, 1, 3),  # set explicitly: as set
+    ],
+)
+def test_threads_follow_the_cpus_the_worker_may_use_unless_set(
+    setting: int | None, cpus: int, expected: int
+) -> None:
+    """Unset, Whisper gets one thread per CPU of the worker's affinity, at most four."""
+    assert threads_for(setting, cpus) == expected
+
+
 def test_shipped_window_is_ten_seconds() -> None:
     """The default setting is the window the benchmark measured as fast and as accurate."""
     assert _settings(Path("unused")).local_stt_window_s == 10
@@ -214,7 +231,8 @@ async def test_short_turn_is_encoded_in_the_short_window_only(
     stt: LocalWhisperSTT, tts: PiperTTS, encoded_frames: list[int]
 ) -> None:
     """A 2 s request is encoded in 10 s of frames (100 a second), not 30 s, and heard right."""
-    transcript = await stt.transcribe(await _speak(tts, "Please cancel my subscription."), language="en")
+    audio = await _speak(tts, "Please cancel my subscription.")
+    transcript = await stt.transcribe(audio, language="en")
     assert encoded_frames == [stt.window_s * 100]
     assert _words(transcript.text) == ["please", "cancel", "my", "subscription"]
 

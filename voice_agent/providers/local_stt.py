@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import shutil
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +39,7 @@ from voice_agent.settings import Settings
 PROVIDER = "local.stt"
 SAMPLE_RATE = 16_000  # what Whisper listens at
 CPU_THREADS = 2
+MAX_AUTO_THREADS = 4  # one call's STT does not take every core of a big machine
 FULL_WINDOW_S = 30  # the window Whisper was trained on
 WINDOW_MARGIN_S = 1.0  # silence a short window keeps after the speech
 MODEL_DIR_NAME = "whisper-base-ct2"
@@ -153,7 +155,7 @@ class LocalWhisperSTT(STT):
         parts = parts or WhisperBaseParts.installed()
         return cls(
             model_dir=prepare_model_dir(parts, settings.data_dir / "models"),
-            cpu_threads=settings.local_stt_threads,
+            cpu_threads=threads_for(settings.local_stt_threads, len(os.sched_getaffinity(0))),
             window_s=settings.local_stt_window_s,
         )
 
@@ -188,6 +190,15 @@ class LocalWhisperSTT(STT):
         # `segments` is lazy: decoding happens here, on the inference thread.
         text = " ".join(segment.text.strip() for segment in segments)
         return text.strip(), str(info.language)
+
+
+def threads_for(setting: int | None, cpus: int) -> int:
+    """Whisper's CPU threads: `setting`, or one per CPU this process may run on (`cpus`), at most
+    `MAX_AUTO_THREADS`. Two threads sharing one core measured slower than one there
+    (docs/benchmarks.md, "Local STT window"), so a worker pinned to a core gets one."""
+    if setting is not None:
+        return setting
+    return max(1, min(cpus, MAX_AUTO_THREADS))
 
 
 def window_for(duration_s: float, window_s: int) -> int:
