@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from voice_agent.devstack import local_llm
@@ -19,7 +21,7 @@ def test_server_threads_follow_the_affinity_it_inherits(
     monkeypatch: pytest.MonkeyPatch, affinity: set[int], expected: str
 ) -> None:
     """The command line asks llama.cpp for as many threads as the CPUs it will run on."""
-    monkeypatch.setattr(local_llm.os, "sched_getaffinity", lambda _pid: affinity)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: affinity)
     monkeypatch.setattr(local_llm, "demo_model_path", lambda: "model.gguf")
     argv = local_llm_process(port=8000).argv
     assert argv[argv.index("--n_threads") + 1] == expected
