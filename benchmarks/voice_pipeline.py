@@ -425,8 +425,8 @@ def _write_local(results: list[dict[str, Any]]) -> None:
     write_section(
         "Voice pipeline, all local",
         "`benchmarks/voice_pipeline.py --local`: one call on this 2-core machine with Whisper base "
-        "(STT, `VOICE_AGENT_STT_LANGUAGE=en`, the shipped 10 s encoder window and one thread, the "
-        "worker's one CPU), the SmolLM2-135M demo LLM on llama.cpp (CPU 1) "
+        "(STT, `VOICE_AGENT_STT_LANGUAGE=en`, the shipped 10 s encoder window and one thread), "
+        "the SmolLM2-135M demo LLM on llama.cpp (CPU 1, one thread) "
         "and Piper (TTS); worker on CPU 0; "
         "the caller asks the same 1.7 s espeak-ng question each turn. Voice-to-voice is end of "
         "the caller's speech to the agent's first audio frame, measured by the agent.",

@@ -126,7 +126,7 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "VOICE_AGENT_TTS": ("local", TTSProviderKind.LOCAL),
     "VOICE_AGENT_STT_LANGUAGE": ("de", "de"),
     "VOICE_AGENT_LOCAL_STT_WINDOW_S": ("15", 15),
-    "VOICE_AGENT_LOCAL_STT_THREADS": ("1", 1),
+    "VOICE_AGENT_LOCAL_STT_THREADS": ("2", 2),
     "VOICE_AGENT_STT_FALLBACK": ("local", STTProviderKind.LOCAL),
     "VOICE_AGENT_LLM_FALLBACK": ("openai", "openai"),
     "VOICE_AGENT_TTS_FALLBACK": ("local", TTSProviderKind.LOCAL),

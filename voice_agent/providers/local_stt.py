@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import shutil
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -38,8 +37,7 @@ from voice_agent.settings import Settings
 
 PROVIDER = "local.stt"
 SAMPLE_RATE = 16_000  # what Whisper listens at
-CPU_THREADS = 2
-MAX_AUTO_THREADS = 4  # one call's STT does not take every core of a big machine
+CPU_THREADS = 1  # two measured slower for a turn, on one core and on two (docs/benchmarks.md)
 FULL_WINDOW_S = 30  # the window Whisper was trained on
 WINDOW_MARGIN_S = 1.0  # silence a short window keeps after the speech
 MODEL_DIR_NAME = "whisper-base-ct2"
@@ -155,7 +153,7 @@ class LocalWhisperSTT(STT):
         parts = parts or WhisperBaseParts.installed()
         return cls(
             model_dir=prepare_model_dir(parts, settings.data_dir / "models"),
-            cpu_threads=threads_for(settings.local_stt_threads, len(os.sched_getaffinity(0))),
+            cpu_threads=settings.local_stt_threads,
             window_s=settings.local_stt_window_s,
         )
 
@@ -190,15 +188,6 @@ class LocalWhisperSTT(STT):
         # `segments` is lazy: decoding happens here, on the inference thread.
         text = " ".join(segment.text.strip() for segment in segments)
         return text.strip(), str(info.language)
-
-
-def threads_for(setting: int | None, cpus: int) -> int:
-    """Whisper's CPU threads: `setting`, or one per CPU this process may run on (`cpus`), at most
-    `MAX_AUTO_THREADS`. Two threads sharing one core measured slower than one there
-    (docs/benchmarks.md, "Local STT window"), so a worker pinned to a core gets one."""
-    if setting is not None:
-        return setting
-    return max(1, min(cpus, MAX_AUTO_THREADS))
 
 
 def window_for(duration_s: float, window_s: int) -> int:
