@@ -89,7 +89,8 @@ async def main() -> int:
     tts_table += [f"| {r[0]} | {r[1]:.2f} | {r[2] * 1000:.0f} | {r[3]:.3f} |" for r in tts_rows]
     write_section(
         "Local speech models",
-        "`benchmarks/local_models.py`: Whisper base through faster-whisper (int8, 2 threads, "
+        "`benchmarks/local_models.py`: Whisper base through faster-whisper (int8, shipped "
+        "settings: one thread, the 10 s window for turns that fit it, "
         "language given) and Piper (joe medium voice, 22.05 kHz) on this 2-core machine; the "
         f"speech Whisper hears is Piper's; median of {RUNS} runs. Model start-up: Whisper "
         f"{stt_load:.2f} s (assembly and hash checks included), Piper {tts_load:.2f} s.",

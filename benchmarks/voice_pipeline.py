@@ -419,13 +419,14 @@ def _write_local(results: list[dict[str, Any]]) -> None:
     turns = [t["metrics"] for r in results for t in r["turns"] if not t["interrupted"]]
     medians = {k: statistics.median(m[k] for m in turns if m.get(k) is not None) for k in keys}
     line = ", ".join(f"{k.removesuffix('_ms')} {v:.0f} ms" for k, v in medians.items())
-    print(f"all local, {len(turns)} turns, medians: {line}")
+    print(f"all local, {len(turns)} turns, medians: {line}; load average {os.getloadavg()}")
     table = ["| stage | median ms |", "|---|---|"]
     table += [f"| {k.removesuffix('_ms')} | {v:.0f} |" for k, v in medians.items()]
     write_section(
         "Voice pipeline, all local",
         "`benchmarks/voice_pipeline.py --local`: one call on this 2-core machine with Whisper base "
-        "(STT, `VOICE_AGENT_STT_LANGUAGE=en`), the SmolLM2-135M demo LLM on llama.cpp (CPU 1) "
+        "(STT, `VOICE_AGENT_STT_LANGUAGE=en`, the shipped 10 s encoder window and one thread), "
+        "the SmolLM2-135M demo LLM on llama.cpp (CPU 1, one thread) "
         "and Piper (TTS); worker on CPU 0; "
         "the caller asks the same 1.7 s espeak-ng question each turn. Voice-to-voice is end of "
         "the caller's speech to the agent's first audio frame, measured by the agent.",

@@ -116,6 +116,11 @@ class Settings(BaseSettings):
     tts_voice: str = Field("alloy", min_length=1)
     # The callers' language (ISO 639-1, e.g. "en"); empty: the STT detects it on every turn.
     stt_language: str | None = Field(None, pattern=r"^[a-z]{2,3}$")
+    # The local STT (Whisper base): the encoder window for turns that fit it with 1 s to spare
+    # (30: always Whisper's full window; longer turns always get it), and its CPU threads (one
+    # measured faster than two for a turn, pinned to one core or not: docs/benchmarks.md).
+    local_stt_window_s: int = Field(10, ge=4, le=30)
+    local_stt_threads: int = Field(1, ge=1, le=64)
     # Fallback chains: the provider that takes over when the primary fails before answering.
     stt_fallback: STTProviderKind | None = None
     llm_fallback: LLMProviderKind | None = None

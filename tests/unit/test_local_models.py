@@ -8,16 +8,19 @@ import shutil
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from voice_agent.exceptions import ConfigError
 from voice_agent.providers.base import PcmAudio
 from voice_agent.providers.local_stt import (
+    FULL_WINDOW_S,
     MODEL_DIR_NAME,
     LocalWhisperSTT,
     WhisperBaseParts,
     prepare_model_dir,
+    window_for,
 )
 from voice_agent.providers.local_tts import PiperTTS, packaged_voice
 from voice_agent.settings import Settings
@@ -155,6 +158,98 @@ async def test_event_loop_stays_free_while_a_segment_is_transcribed(
         ticker.cancel()
     assert len(gaps) > 10
     assert max(gaps) < elapsed / 4
+
+
+# The encoder window
+
+
+@pytest.mark.parametrize(
+    ("duration_s", "window_s", "expected"),
+    [
+        (1.7, 10, 10),  # a question: the short window
+        (9.0, 10, 10),  # fits with exactly the margin to spare
+        (9.01, 10, FULL_WINDOW_S),  # too little silence left after the speech
+        (25.0, 10, FULL_WINDOW_S),  # a long turn: Whisper's own windows
+        (45.0, 15, FULL_WINDOW_S),
+        (1.0, FULL_WINDOW_S, FULL_WINDOW_S),  # short windows off
+        (0.0, 4, 4),
+    ],
+)
+def test_window_is_the_short_one_only_when_the_turn_fits_it(
+    duration_s: float, window_s: int, expected: int
+) -> None:
+    """A turn is encoded in the configured window when it fits with 1 s to spare, else in 30 s."""
+    assert window_for(duration_s, window_s) == expected
+
+
+def test_shipped_window_is_ten_seconds_on_one_thread() -> None:
+    """The defaults are what the benchmark measured fastest at the same word error."""
+    settings = _settings(Path("unused"))
+    assert (settings.local_stt_window_s, settings.local_stt_threads) == (10, 1)
+
+
+@pytest.mark.parametrize("window_s", [0, FULL_WINDOW_S + 1])
+def test_window_outside_whispers_is_a_config_error(window_s: int) -> None:
+    """The provider refuses a window Whisper's encoder cannot take (before loading anything)."""
+    with pytest.raises(ConfigError, match="window"):
+        LocalWhisperSTT(model_dir=Path("unused"), window_s=window_s)
+
+
+@pytest.fixture
+def encoded_frames(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of feature frames each encoder call is given."""
+    from faster_whisper import WhisperModel
+
+    frames: list[int] = []
+    original = WhisperModel.encode
+
+    def spy(self: WhisperModel, features: Any) -> Any:
+        frames.append(features.shape[-1])
+        return original(self, features)
+
+    monkeypatch.setattr(WhisperModel, "encode", spy)
+    return frames
+
+
+async def test_short_turn_is_encoded_in_the_short_window_only(
+    stt: LocalWhisperSTT, tts: PiperTTS, encoded_frames: list[int]
+) -> None:
+    """A 2 s request is encoded in 10 s of frames (100 a second), not 30 s, and heard right."""
+    audio = await _speak(tts, "Please cancel my subscription.")
+    transcript = await stt.transcribe(audio, language="en")
+    assert encoded_frames == [stt.window_s * 100]
+    assert _words(transcript.text) == ["please", "cancel", "my", "subscription"]
+
+
+async def test_turn_longer_than_the_window_is_transcribed_whole(
+    stt: LocalWhisperSTT, tts: PiperTTS, encoded_frames: list[int]
+) -> None:
+    """Speech past the short window goes through Whisper's 30 s windows, every word of it."""
+    text = " ".join(SENTENCES[:5])
+    audio = await _speak(tts, text)
+    assert audio.duration_s > stt.window_s
+    transcript = await stt.transcribe(audio, language="en")
+    assert encoded_frames
+    assert set(encoded_frames) == {FULL_WINDOW_S * 100}
+    reference, hypothesis = _words(text), _words(transcript.text)
+    assert _edit_distance(reference, hypothesis) / len(reference) <= 0.10, transcript.text
+    assert hypothesis[:2] == reference[:2]
+    assert hypothesis[-2:] == reference[-2:]
+
+
+async def test_turn_longer_than_thirty_seconds_is_transcribed_whole(
+    stt: LocalWhisperSTT, tts: PiperTTS, encoded_frames: list[int]
+) -> None:
+    """Past 30 s the turn spans several full windows, and none of its words is lost."""
+    text = " ".join(SENTENCES)
+    audio = await _speak(tts, text)
+    assert audio.duration_s > FULL_WINDOW_S
+    transcript = await stt.transcribe(audio, language="en")
+    assert len(encoded_frames) >= 2
+    assert set(encoded_frames) == {FULL_WINDOW_S * 100}
+    reference, hypothesis = _words(text), _words(transcript.text)
+    assert _edit_distance(reference, hypothesis) / len(reference) <= 0.10, transcript.text
+    assert hypothesis[-2:] == reference[-2:]
 
 
 # Whisper weights

@@ -65,6 +65,9 @@ def test_env_example_lists_every_setting_with_its_default() -> None:
         {"otel_resource_attributes": "deployment.environment"},
         {"otel_traces_sampler": "sometimes"},
         {"otel_traces_sampler_arg": 1.5},
+        {"local_stt_window_s": 3},
+        {"local_stt_window_s": 31},
+        {"local_stt_threads": 0},
     ],
 )
 def test_invalid_settings_are_refused(overrides: dict[str, Any]) -> None:
@@ -122,6 +125,8 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "VOICE_AGENT_LLM": ("anthropic", REFUSED),  # openai, the default, is its only value
     "VOICE_AGENT_TTS": ("local", TTSProviderKind.LOCAL),
     "VOICE_AGENT_STT_LANGUAGE": ("de", "de"),
+    "VOICE_AGENT_LOCAL_STT_WINDOW_S": ("15", 15),
+    "VOICE_AGENT_LOCAL_STT_THREADS": ("2", 2),
     "VOICE_AGENT_STT_FALLBACK": ("local", STTProviderKind.LOCAL),
     "VOICE_AGENT_LLM_FALLBACK": ("openai", "openai"),
     "VOICE_AGENT_TTS_FALLBACK": ("local", TTSProviderKind.LOCAL),

