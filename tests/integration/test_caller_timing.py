@@ -46,10 +46,13 @@ async def test_caller_voice_to_voice_follows_a_known_model_delay(
     # its VAD heard it, which may end a few tens of ms apart from the caller's own reckoning).
     for heard, sent in zip(caller, agent, strict=True):
         assert heard >= sent - 100, (caller, agent)
-    # The added delay shows up whole on the caller's side.
-    assert abs((caller[1] - caller[0]) - EXTRA_DELAY_S * 1000) <= 300, caller
+    # The added delay shows up whole on the caller's side, and the caller's figure moves with the
+    # agent's own from turn to turn (a loaded machine slows both alike; the transport does not
+    # change between turns).
+    assert caller[1] - caller[0] >= EXTRA_DELAY_S * 1000 - 300, caller
+    assert abs((caller[1] - caller[0]) - (agent[1] - agent[0])) <= 300, (caller, agent)
     # A silent tail is not the agent's time (the old figure lost the whole tail: ~1 s here).
-    assert abs(caller[2] - caller[0]) <= 300, caller
+    assert abs((caller[2] - caller[0]) - (agent[2] - agent[0])) <= 300, (caller, agent)
 
 
 async def test_caller_with_a_minted_token_hears_turns_in_the_audio(
