@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from pathlib import Path
 
 from voice_agent.logging import get_logger
@@ -21,8 +22,21 @@ UMASK = 0o077
 
 
 def private_dir(path: Path) -> Path:
-    """Make `path` (and missing parents) a directory only its owner can enter; `path`."""
+    """Make `path` (and missing parents) a directory only its owner can enter; `path`.
+
+    A shared directory is left as it is, with a warning: one with the sticky bit (`/tmp`,
+    `/var/tmp`) or owned by another user. Closing `/tmp` to everyone else because a log or
+    data directory was pointed straight at it would break every other program on the host.
+    """
     path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    info = path.stat()
+    if info.st_mode & stat.S_ISVTX or info.st_uid != os.geteuid():
+        log.warning(
+            "datadir.shared_directory",
+            path=str(path),
+            hint="give the data and log files a directory of their own",
+        )
+        return path
     _tighten(path, DIR_MODE)
     return path
 

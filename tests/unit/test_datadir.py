@@ -88,3 +88,13 @@ def test_an_existing_open_data_dir_is_tightened(tmp_path: Path) -> None:
     os.chmod(data, 0o755)  # noqa: S103 - the permissive state under test
     private_dir(data)
     assert _mode(data) == 0o700
+
+
+def test_a_shared_sticky_directory_is_left_open(tmp_path: Path) -> None:
+    """Pointing a log or data directory straight at a `/tmp`-like directory does not close it
+    to the other users of the host."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)  # noqa: S103 - a /tmp-like directory
+    private_dir(shared)
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
