@@ -147,7 +147,7 @@ class Settings(BaseSettings):
     # detector then commits it. "transcript" ends a complete utterance at once, waits
     # eou_incomplete_ms for an unfinished one and eou_silence_ms when it has no words;
     # "silence" ends every turn after eou_silence_ms.
-    speech_pause_ms: int = Field(120, ge=100, le=5000)
+    speech_pause_ms: int = Field(200, ge=100, le=5000)
     turn_detector: Literal["transcript", "silence"] = "transcript"
     eou_incomplete_ms: int = Field(1500, ge=100, le=10_000)
     speculation_max_per_turn: int = Field(3, ge=0, le=20)
