@@ -19,7 +19,6 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
 from typing import Any
 
 import sqlalchemy as sa
@@ -27,6 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from voice_agent.call_record import CallRecord
+from voice_agent.closing import AsyncClosing
 from voice_agent.database_url import safe_url
 from voice_agent.exceptions import InvalidCursorError, UnknownCallError
 from voice_agent.logging import get_logger
@@ -111,7 +111,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     return at, call_id
 
 
-class ReportStore:
+class ReportStore(AsyncClosing):
     """Calls and their post-call reports, on SQLite or PostgreSQL."""
 
     def __init__(self, *, engine: AsyncEngine) -> None:
@@ -153,15 +153,8 @@ class ReportStore:
         """Close every pooled connection."""
         await self._engine.dispose()
 
-    async def __aenter__(self) -> ReportStore:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def aclose(self) -> None:
+        """`close()`, under the name `async with` uses."""
         await self.close()
 
     async def ping(self) -> None:
