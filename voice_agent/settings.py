@@ -144,10 +144,11 @@ class Settings(BaseSettings):
     eou_silence_ms: int = Field(500, ge=100, le=5000)
     # End of turn (docs/architecture.md, "A turn"): the VAD ends an utterance at a short pause,
     # where the turn so far is transcribed and answered speculatively (unplayed); the turn
-    # detector then commits it. "transcript" ends a complete utterance at once, waits
-    # eou_incomplete_ms for an unfinished one and eou_silence_ms when it has no words;
-    # "silence" ends every turn after eou_silence_ms.
-    speech_pause_ms: int = Field(200, ge=100, le=5000)
+    # detector then commits it. "transcript" ends a complete utterance once eou_complete_ms of
+    # silence has passed, waits eou_incomplete_ms for an unfinished one and eou_silence_ms when
+    # it has no words; "silence" ends every turn after eou_silence_ms.
+    speech_pause_ms: int = Field(120, ge=60, le=5000)
+    eou_complete_ms: int = Field(200, ge=0, le=5000)
     turn_detector: Literal["transcript", "silence"] = "transcript"
     eou_incomplete_ms: int = Field(1500, ge=100, le=10_000)
     speculation_max_per_turn: int = Field(3, ge=0, le=20)

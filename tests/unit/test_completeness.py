@@ -78,3 +78,30 @@ async def test_an_unfinished_utterance_ends_once_its_silence_has_passed() -> Non
     detector = TranscriptTurnDetector(silence_ms=500, incomplete_silence_ms=1500)
     decision = await detector.decide(TurnEvidence(transcript="and", trailing_silence_s=1.5))
     assert decision.end_of_turn is True
+
+
+async def test_a_complete_utterance_waits_for_the_commit_silence() -> None:
+    """Finished words after a pause shorter than the commit silence: wait the remainder, so a
+    comma pause that a fast STT transcribes as a whole sentence does not end the turn."""
+    detector = TranscriptTurnDetector(
+        silence_ms=500, incomplete_silence_ms=1500, complete_silence_ms=200
+    )
+    early = await detector.decide(TurnEvidence(transcript="Yes, please.", trailing_silence_s=0.12))
+    due = await detector.decide(TurnEvidence(transcript="Yes, please.", trailing_silence_s=0.2))
+    assert (early.end_of_turn, early.reason) == (False, "complete_short")
+    assert early.recheck_after_s == pytest.approx(0.08)
+    assert (due.end_of_turn, due.reason) == (True, "complete")
+
+
+async def test_the_commit_silence_never_exceeds_the_silence_rule() -> None:
+    """A commit silence above eou_silence_ms is capped there: finished words never wait longer
+    than words that are unknown."""
+    detector = TranscriptTurnDetector(silence_ms=300, complete_silence_ms=900)
+    decision = await detector.decide(TurnEvidence(transcript="Thanks.", trailing_silence_s=0.3))
+    assert decision.end_of_turn is True
+
+
+def test_a_negative_commit_silence_is_rejected() -> None:
+    """Configuration errors are loud."""
+    with pytest.raises(ValueError, match="negative"):
+        TranscriptTurnDetector(complete_silence_ms=-1)

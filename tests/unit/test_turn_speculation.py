@@ -25,6 +25,7 @@ from voice_agent.agent.turn_taking import (
     TurnTaking,
     is_backchannel,
 )
+from voice_agent.pipeline.completeness import TranscriptTurnDetector
 from voice_agent.pipeline.turn import TurnDecision, TurnEvidence
 
 WAIT = TurnDecision(end_of_turn=False, recheck_after_s=0.3, reason="silence_short")
@@ -301,3 +302,24 @@ def test_acknowledgements_are_backchannels(text: str) -> None:
 def test_requests_are_not_backchannels(text: str) -> None:
     """Words asking for something, and nothing at all, are no backchannel."""
     assert not is_backchannel(text)
+
+
+async def test_a_comma_pause_shorter_than_the_commit_silence_does_not_end_the_turn() -> None:
+    """A 120 ms pause whose speculative words already read complete ("Yes, please."): the
+    transcript detector waits out the commit silence, the caller goes on within it, and nothing
+    is committed; the speculation is wasted and the next pause decides."""
+    detector = TranscriptTurnDetector(complete_silence_ms=200)
+    call = speculating()
+    actions = utterance(call, 0.6, audio=b"yes ", agent_audible=False)
+    decision = await detector.decide(
+        TurnEvidence(transcript="Yes, please.", trailing_silence_s=0.12)
+    )
+    assert call.machine.turn_decided(decision, ask=asked(actions).ask, at=call.now) == []
+    deadline = call.machine.next_deadline
+    assert deadline is not None
+    assert deadline == pytest.approx(call.now + 0.08)
+    call.wait(0.05)  # the caller goes on before the commit silence is over
+    onset = call.machine.hear(SpeechStarted(at=call.now, onset_at=call.now, agent_audible=False))
+    assert onset == [DiscardSpeculation(key=speculated(actions).key, wasted=True)]
+    assert call.machine.tick(at=deadline + 0.01) == []
+    assert call.machine.holding

@@ -26,6 +26,8 @@ class SessionOptions:
     The default (equal to eou_silence_ms) keeps the silence-only timing of old."""
     turn_detector: str = "silence"
     eou_incomplete_ms: int = 1500
+    eou_complete_ms: int = 0
+    """The least silence before a complete utterance commits (transcript detector)."""
     speculation_max_per_turn: int = 0
     speculation_max_wasted: int = 0
     min_interruption_ms: int = 400
@@ -49,6 +51,7 @@ def session_options(settings: Settings, profile: AgentProfile | None = None) -> 
         speech_pause_ms=min(settings.speech_pause_ms, settings.eou_silence_ms),
         turn_detector=settings.turn_detector,
         eou_incomplete_ms=settings.eou_incomplete_ms,
+        eou_complete_ms=settings.eou_complete_ms,
         speculation_max_per_turn=settings.speculation_max_per_turn,
         speculation_max_wasted=settings.speculation_max_wasted,
         min_interruption_ms=settings.min_interruption_ms,

@@ -78,7 +78,9 @@ def _turn_detector(options: SessionOptions) -> TurnDetector:
     """The end-of-turn detector the options name."""
     if options.turn_detector == "transcript":
         return TranscriptTurnDetector(
-            silence_ms=options.eou_silence_ms, incomplete_silence_ms=options.eou_incomplete_ms
+            silence_ms=options.eou_silence_ms,
+            incomplete_silence_ms=options.eou_incomplete_ms,
+            complete_silence_ms=options.eou_complete_ms,
         )
     return SilenceTurnDetector(min_silence_ms=options.eou_silence_ms)
 

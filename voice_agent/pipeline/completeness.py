@@ -6,7 +6,9 @@ one at the caller's first short pause) and judges whether the caller has finishe
 - unfinished: the words end on a conjunction, preposition, article, auxiliary, filler or a comma
   ("my account number is", "eggs, milk,", "I want to um"), or on a number while the turn is about
   a number ("my number is four five six" may go on): wait for `incomplete_silence_ms` of silence;
-- finished otherwise: end the turn now;
+- finished otherwise: end the turn once the caller has been silent for `complete_silence_ms`
+  (a floor under every commit: a fast STT returning a whole sentence from a comma pause must
+  not end the turn there; the speculation still starts at the shorter pause);
 - no words known (no transcript, or STT failed): fall back to `silence_ms`, the silence-only rule.
 
 Rules rather than a model: they cost microseconds, run offline, and measured on synthetic speech
@@ -214,11 +216,18 @@ class TranscriptTurnDetector:
     reads_transcript = True
     """The session asks this detector with the speculative transcript of the turn so far."""
 
-    def __init__(self, *, silence_ms: int = 500, incomplete_silence_ms: int = 1500) -> None:
-        if min(silence_ms, incomplete_silence_ms) < 0:
+    def __init__(
+        self,
+        *,
+        silence_ms: int = 500,
+        incomplete_silence_ms: int = 1500,
+        complete_silence_ms: int = 0,
+    ) -> None:
+        if min(silence_ms, incomplete_silence_ms, complete_silence_ms) < 0:
             raise ValueError("silences must not be negative")
         self._silence_s = silence_ms / 1000
         self._incomplete_s = max(incomplete_silence_ms, silence_ms) / 1000
+        self._complete_s = min(complete_silence_ms, silence_ms) / 1000
 
     async def decide(self, evidence: TurnEvidence) -> TurnDecision:
         """End of turn now, or how much more silence to wait for."""
@@ -226,13 +235,16 @@ class TranscriptTurnDetector:
             return TurnDecision(end_of_turn=False, reason="speaking")
         complete = utterance_complete(evidence.transcript)
         if complete:
-            return TurnDecision(end_of_turn=True, reason="complete")
-        wait_s, reason = (
-            (self._silence_s, "no_words")
-            if complete is None
-            else (self._incomplete_s, "incomplete")
-        )
+            wait_s, reason = self._complete_s, "complete"
+        elif complete is None:
+            wait_s, reason = self._silence_s, "no_words"
+        else:
+            wait_s, reason = self._incomplete_s, "incomplete"
         remaining = wait_s - evidence.trailing_silence_s
         if remaining <= 1e-9:
-            return TurnDecision(end_of_turn=True, reason=f"{reason}_silence")
+            return TurnDecision(
+                end_of_turn=True, reason=reason if complete else f"{reason}_silence"
+            )
+        if complete:
+            reason = "complete_short"  # finished words, but the commit silence is not over yet
         return TurnDecision(end_of_turn=False, recheck_after_s=remaining, reason=reason)
