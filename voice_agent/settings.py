@@ -148,7 +148,7 @@ class Settings(BaseSettings):
     # silence has passed, waits eou_incomplete_ms for an unfinished one and eou_silence_ms when
     # it has no words; "silence" ends every turn after eou_silence_ms.
     speech_pause_ms: int = Field(120, ge=60, le=5000)
-    eou_complete_ms: int = Field(200, ge=0, le=5000)
+    eou_complete_ms: int = Field(250, ge=0, le=5000)
     turn_detector: Literal["transcript", "silence"] = "transcript"
     eou_incomplete_ms: int = Field(1500, ge=100, le=10_000)
     speculation_max_per_turn: int = Field(3, ge=0, le=20)

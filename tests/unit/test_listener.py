@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from voice_agent.agent.listener import FRAME_MS, SAMPLE_RATE, Listener
-from voice_agent.agent.turn_taking import Heard, SpeechContinues, SpeechEnded, SpeechStarted
+from voice_agent.agent.turn_taking import (
+    Heard,
+    OnsetPending,
+    SpeechContinues,
+    SpeechEnded,
+    SpeechStarted,
+)
 from voice_agent.caller.audio import ROOM_RATE, resample, synthesize
 from voice_agent.pipeline.vad_model import SileroVadModel
 
@@ -80,3 +86,21 @@ def test_silence_is_heard_as_nothing() -> None:
     """Seconds of digital silence produce no speech event."""
     listener = Listener(model=SileroVadModel(), pause_ms=500, agent_audible=lambda: False)
     assert _feed(listener, bytes(SAMPLE_RATE * 2 * 3)) == []
+
+
+async def test_a_resumption_is_heard_as_pending_voice_before_it_is_speech() -> None:
+    """A comma pause longer than the listener's pause: the utterance ends, then the resumed voice
+    is reported pending (before the VAD confirms it as speech) and cleared once it is speech."""
+    silence = bytes(SAMPLE_RATE)
+    pcm = silence + await _speech("My VPN keeps dropping, what can I do?") + silence * 2
+    listener = Listener(model=SileroVadModel(), pause_ms=120, agent_audible=lambda: False)
+    heard = _feed(listener, pcm)
+    kinds = [
+        type(e).__name__ + (f"({e.pending})" if isinstance(e, OnsetPending) else "")
+        for e in heard
+        if not isinstance(e, SpeechContinues)
+    ]
+    ends = [i for i, k in enumerate(kinds) if k == "SpeechEnded"]
+    assert len(ends) == 2, kinds  # split at the comma
+    resumed = kinds[ends[0] + 1 :]
+    assert resumed[:3] == ["OnsetPending(True)", "SpeechStarted", "OnsetPending(False)"], kinds

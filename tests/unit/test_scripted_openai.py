@@ -401,3 +401,53 @@ async def test_default_pacing_delays_transcription(client: openai.AsyncOpenAI) -
         await c.close()
     assert result.text == "ok"
     assert loop.time() - started >= 0.2
+
+
+async def test_the_same_chat_request_gets_the_same_scripted_reply(
+    client: openai.AsyncOpenAI, server: ScriptedOpenAI
+) -> None:
+    """A request identical to an earlier one (a speculation asked again) replays its reply; a
+    different request takes the next one."""
+    server.chat.extend([ChatReply(text="first"), ChatReply(text="second")])
+    same = [{"role": "user", "content": "my VPN drops"}]
+
+    async def ask(messages: list[dict[str, str]]) -> str | None:
+        completion = await client.chat.completions.create(model="m", messages=messages)  # type: ignore[arg-type]
+        return completion.choices[0].message.content
+
+    assert [await ask(same), await ask(same)] == ["first", "first"]
+    assert await ask([*same, {"role": "user", "content": "and now?"}]) == "second"
+
+
+async def test_an_error_reply_is_not_replayed(
+    client: openai.AsyncOpenAI, server: ScriptedOpenAI
+) -> None:
+    """A retry of a failed request takes the next scripted reply."""
+    server.chat.extend([ErrorReply(500, "boom"), ChatReply(text="recovered")])
+    messages: Any = [{"role": "user", "content": "hi"}]
+    with pytest.raises(openai.InternalServerError):
+        await client.chat.completions.create(model="m", messages=messages)
+    completion = await client.chat.completions.create(model="m", messages=messages)
+    assert completion.choices[0].message.content == "recovered"
+
+
+async def test_longer_audio_of_the_same_turn_gets_the_same_transcript(
+    client: openai.AsyncOpenAI, server: ScriptedOpenAI
+) -> None:
+    """Audio that begins with the previous request's audio is that turn heard for longer: the
+    same scripted text; other audio takes the next reply."""
+    server.transcriptions.extend(
+        [TranscriptionReply(text="turn one"), TranscriptionReply(text="turn two")]
+    )
+    part = tone(0.3, sample_rate=16_000)
+    longer = part + tone(0.4, sample_rate=16_000, frequency_hz=300.0)
+
+    async def hear(pcm: bytes) -> str:
+        wav = PcmAudio(data=pcm, sample_rate=16_000).to_wav()
+        result = await client.audio.transcriptions.create(
+            file=("a.wav", wav, "audio/wav"), model="w"
+        )
+        return result.text
+
+    assert [await hear(part), await hear(longer)] == ["turn one", "turn one"]
+    assert await hear(tone(0.5, sample_rate=16_000, frequency_hz=500.0)) == "turn two"

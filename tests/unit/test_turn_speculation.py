@@ -15,6 +15,7 @@ from voice_agent.agent.turn_taking import (
     IgnoreTurn,
     InterruptAgent,
     JudgeBackchannel,
+    OnsetPending,
     PauseAgent,
     ResumeAgent,
     Speculate,
@@ -323,3 +324,54 @@ async def test_a_comma_pause_shorter_than_the_commit_silence_does_not_end_the_tu
     assert onset == [DiscardSpeculation(key=speculated(actions).key, wasted=True)]
     assert call.machine.tick(at=deadline + 0.01) == []
     assert call.machine.holding
+
+
+def test_a_recheck_due_while_an_onset_is_pending_waits_for_the_onset() -> None:
+    """The caller resumes after a pause: their voice is heard before the VAD confirms it as speech.
+    A recheck falling due in between commits nothing; the confirmed onset then discards the
+    speculation and the turn goes on."""
+    call = speculating()
+    actions = utterance(call, 0.8, agent_audible=False)
+    call.machine.turn_decided(WAIT, ask=asked(actions).ask, at=call.now)
+    deadline = call.machine.next_deadline
+    assert deadline is not None
+    call.wait(0.2)
+    assert call.machine.hear(OnsetPending(at=call.now, pending=True)) == []
+    assert call.machine.next_deadline is None  # the onset decides, not the clock
+    assert call.machine.tick(at=deadline + 0.05) == []
+    onset = call.machine.hear(SpeechStarted(at=call.now, onset_at=call.now, agent_audible=False))
+    assert onset == [DiscardSpeculation(key=speculated(actions).key, wasted=True)]
+    assert call.machine.holding
+
+
+def test_voice_that_fades_without_becoming_speech_lets_the_due_commit_happen() -> None:
+    """A breath or a click (voice, never speech): once it fades, the recheck that fell due while
+    it lasted commits the turn at once, with its speculation."""
+    call = speculating()
+    actions = utterance(call, 0.8, agent_audible=False)
+    call.machine.turn_decided(WAIT, ask=asked(actions).ask, at=call.now)
+    deadline = call.machine.next_deadline
+    assert deadline is not None
+    call.machine.hear(OnsetPending(at=call.now, pending=True))
+    assert call.machine.tick(at=deadline + 0.05) == []
+    [commit] = call.machine.hear(OnsetPending(at=deadline + 0.1, pending=False))
+    assert isinstance(commit, CommitTurn)
+    assert commit.speculation == speculated(actions).key
+
+
+def test_an_end_of_turn_answered_while_an_onset_is_pending_is_held_until_it_fades() -> None:
+    """The detector says "end of turn" while voice is pending: no commit yet; speech confirmed
+    from it makes the answer moot, and voice that fades commits."""
+    for becomes_speech in (True, False):
+        call = speculating()
+        actions = utterance(call, 0.8, agent_audible=False)
+        call.machine.hear(OnsetPending(at=call.now, pending=True))
+        assert call.machine.turn_decided(END, ask=asked(actions).ask, at=call.now) == []
+        call.wait(0.1)
+        if becomes_speech:
+            call.machine.hear(SpeechStarted(at=call.now, onset_at=call.now, agent_audible=False))
+            assert call.machine.hear(OnsetPending(at=call.now, pending=False)) == []
+            assert call.machine.holding
+        else:
+            [commit] = call.machine.hear(OnsetPending(at=call.now, pending=False))
+            assert isinstance(commit, CommitTurn)

@@ -46,7 +46,7 @@ from voice_agent.agent.turn_taking import (
     ResumeAgent,
     SayRest,
     Speculate,
-    SpeechContinues,
+    SpeechEnded,
     SpeechStarted,
     TurnTaking,
 )
@@ -181,7 +181,7 @@ class Conversation:
     def _hear(self, heard: Sequence[Heard]) -> None:
         """Hand the listener's events to the turn-taking machine; do what it says."""
         for event in heard:
-            if not isinstance(event, SpeechContinues):  # a start or an end: the caller is there
+            if isinstance(event, SpeechStarted | SpeechEnded):  # the caller is there
                 self.last_heard = time.monotonic()
             if isinstance(event, SpeechStarted):
                 self._log.debug("vad.speech_start", agent_audible=event.agent_audible)

@@ -14,7 +14,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from voice_agent.agent.arrival_clock import ArrivalClock
-from voice_agent.agent.turn_taking import Heard, SpeechContinues, SpeechEnded, SpeechStarted
+from voice_agent.agent.turn_taking import (
+    Heard,
+    OnsetPending,
+    SpeechContinues,
+    SpeechEnded,
+    SpeechStarted,
+)
 from voice_agent.pipeline.turn import TurnEvidence
 from voice_agent.pipeline.vad import SAMPLE_RATE as VAD_RATE
 from voice_agent.pipeline.vad import (
@@ -53,12 +59,16 @@ class Listener:
         self._clock = ArrivalClock(sample_rate=SAMPLE_RATE)
         self._agent_audible = agent_audible
         self._received = 0  # samples pushed so far
+        self._pending = False  # the VAD hears voice it has not confirmed as speech
 
     def push(self, pcm: bytes, *, at: float) -> list[Heard]:
         """Feed the PCM that arrived at `at`; the speech events it completes, in order."""
         self._received += len(pcm) // 2
         self._clock.mark(self._received, at)
         heard = [self._convert(event, at) for event in self._vad.push(pcm)]
+        if self._vad.pending != self._pending:
+            self._pending = self._vad.pending
+            heard.append(OnsetPending(at=at, pending=self._pending))
         if self._vad.speaking:
             heard.append(SpeechContinues(at=at, speech_s=self._vad.voiced_s))
         return heard

@@ -17,6 +17,8 @@ The rules:
 - Otherwise the caller's speech is held and the turn detector asked (`DecideTurn`). Its end of turn
   commits the held speech (`CommitTurn`); a wait holds it for more, with a recheck after the
   silence it asked for unless the caller speaks again first (only the latest question counts).
+  While voice is heard that the VAD has not yet confirmed as speech (`OnsetPending`), nothing
+  commits: the caller may be resuming, and the commit waits until that voice fades.
 - The committed turn's transcript decides what follows: words are answered (`AnswerTurn`, after
   `InterruptAgent` when a reply is still running); no words after an interruption say what the
   caller did not hear of the cut reply (`SayRest`); no words otherwise are nothing (`IgnoreTurn`);
@@ -94,7 +96,18 @@ class SpeechEnded:
     evidence: TurnEvidence
 
 
-Heard: TypeAlias = SpeechStarted | SpeechContinues | SpeechEnded
+@dataclass(frozen=True, slots=True)
+class OnsetPending:
+    """Voice is heard that may become speech (`pending`), or it faded without becoming speech.
+
+    The VAD confirms an onset only after `PAUSE_ONSET_MS` of voice, so a caller resuming after a
+    pause is heard as speaking that much late; until then no deadline commits the held turn."""
+
+    at: float
+    pending: bool
+
+
+Heard: TypeAlias = SpeechStarted | SpeechContinues | SpeechEnded | OnsetPending
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +307,8 @@ class TurnTaking(Generic[R]):
         self._resume_at: float | None = None
         self._judging = 0  # the latest JudgeBackchannel
         self._caller_speaking = False
+        self._onset_pending = False  # voice heard, not yet confirmed as speech
+        self._commit_due = False  # an end of turn came while an onset was pending
         self._paused = False
         self._interrupted: R | None = None  # the reply an interruption cut, until its transcript
         self._reply: R | None = None  # the reply running now
@@ -328,7 +343,8 @@ class TurnTaking(Generic[R]):
     @property
     def next_deadline(self) -> float | None:
         """When `tick` has something to do (a recheck of held speech), if ever."""
-        deadlines = [d for d in (self._recheck_at, self._resume_at) if d is not None]
+        recheck = None if self._onset_pending else self._recheck_at  # the onset decides first
+        deadlines = [d for d in (recheck, self._resume_at) if d is not None]
         return min(deadlines) if deadlines else None
 
     # The listener
@@ -339,10 +355,23 @@ class TurnTaking(Generic[R]):
             return self._speech_started(event)
         if isinstance(event, SpeechContinues):
             return self._speech_continues(event)
+        if isinstance(event, OnsetPending):
+            return self._onset(event)
         return self._speech_ended(event)
+
+    def _onset(self, event: OnsetPending) -> list[Action[R]]:
+        self._onset_pending = event.pending
+        if event.pending or self._caller_speaking:
+            return []
+        # The voice faded without becoming speech: a commit it held back is due now.
+        if self._commit_due:
+            self._commit_due = False
+            return self._commit(event.at)
+        return self.tick(at=event.at)
 
     def _speech_started(self, event: SpeechStarted) -> list[Action[R]]:
         self._caller_speaking = True
+        self._onset_pending = self._commit_due = False
         self._recheck_at = None  # the caller spoke again: their next utterance decides
         actions = self._discard(wasted=True)
         if self._paused:  # more speech over the paused agent: it adds up
@@ -460,6 +489,9 @@ class TurnTaking(Generic[R]):
         if ask != self._ask or self._held is None or self._caller_speaking:
             return []
         if decision.end_of_turn:
+            if self._onset_pending:  # the caller may be resuming: the onset decides
+                self._commit_due = True
+                return []
             return self._commit(at)
         if decision.recheck_after_s is not None and not self._caller_speaking:
             self._recheck_at = at + decision.recheck_after_s
@@ -468,12 +500,13 @@ class TurnTaking(Generic[R]):
     def tick(self, *, at: float) -> list[Action[R]]:
         """Time has passed: resume a pause or commit held speech whose deadline is due."""
         actions = self._resume_if_due(at)
-        if self._recheck_at is None or at < self._recheck_at:
+        if self._recheck_at is None or at < self._recheck_at or self._onset_pending:
             return actions
         return actions + self._commit(at)
 
     def _commit(self, at: float) -> list[Action[R]]:
         held, self._held, self._recheck_at = self._held, None, None
+        self._commit_due = False
         if held is None:
             return []
         turn = CallerTurn(

@@ -190,6 +190,11 @@ class VoiceActivityDetector:
         return (self._position - self._onset) / SAMPLE_RATE
 
     @property
+    def pending(self) -> bool:
+        """Whether voice was heard that is not speech yet (an onset still being confirmed)."""
+        return self._state is _State.PENDING
+
+    @property
     def voiced_s(self) -> float:
         """Seconds from the onset of the ongoing speech to its last voiced window: how long the
         caller has spoken so far, without the silence since (0.0 when not speaking)."""

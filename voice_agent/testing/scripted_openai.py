@@ -16,6 +16,12 @@ client times out). A `Timeline` paces a reply: a delay before the first chunk, a
 chunks, a stall after some chunks (until an `asyncio.Event` is set, or for good), or an abrupt
 disconnect. Every request is recorded, hangs and errors included, before it is answered. The
 reply types and their wire form live in `openai_script`.
+
+Speculation makes a call ask again about the same turn, so two rules keep a script one reply per
+turn, as a deterministic model and STT would answer: a chat request identical to an earlier one
+(same messages and tools) gets the same scripted reply again, without taking the next; and a
+transcription of audio that begins with the previous transcription's audio (the same turn, heard
+for longer) gets the previous reply again. Errors and hangs are never replayed.
 """
 
 from __future__ import annotations
@@ -104,6 +110,8 @@ class ScriptedOpenAI:
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
         self._ids = itertools.count(1)
+        self._answered: dict[str, ChatReply] = {}  # a scripted chat reply by its request
+        self._last_heard: tuple[bytes, TranscriptionReply] | None = None  # audio and its reply
 
     @property
     def base_url(self) -> str:
@@ -165,9 +173,12 @@ class ScriptedOpenAI:
         body = await request.json()
         self._record(request, json_body=body)
         routed = self.chat_router(body) if self.chat_router is not None else None
-        reply = routed or (
-            self.chat.popleft() if self.chat else _echo(body, self.default_pacing.chat)
-        )
+        key = json.dumps([body.get("messages"), body.get("tools")], sort_keys=True)
+        reply = routed or self._answered.get(key)
+        if reply is None:
+            reply = self.chat.popleft() if self.chat else _echo(body, self.default_pacing.chat)
+            if isinstance(reply, ChatReply):
+                self._answered[key] = reply
         if not isinstance(reply, ChatReply):
             return await self._fail(reply)
         model = str(body.get("model", "scripted"))
@@ -185,18 +196,24 @@ class ScriptedOpenAI:
     async def _handle_transcription(self, request: web.Request) -> web.StreamResponse:
         form, files = await _read_multipart(request)
         self._record(request, form=form, files=files)
-        reply = self.transcriptions.popleft() if self.transcriptions else None
-        if isinstance(reply, ErrorReply | Hang):
-            return await self._fail(reply)
-        reply = reply or TranscriptionReply(
-            text=self.default_transcript, timeline=self.default_pacing.transcription
-        )
         try:
-            duration_s = _wav_duration_s(files["file"])
+            pcm, duration_s = _wav_frames(files["file"])
         except (KeyError, wave.Error, EOFError, struct.error):
             return await self._fail(
                 ErrorReply(400, "Invalid file format.", "invalid_request_error")
             )
+        heard = self._last_heard
+        if heard is not None and heard[0] and pcm.startswith(heard[0]):
+            reply: TranscriptionScript | None = heard[1]  # the same turn, heard for longer
+        else:
+            reply = self.transcriptions.popleft() if self.transcriptions else None
+        if isinstance(reply, ErrorReply | Hang):
+            self._last_heard = None
+            return await self._fail(reply)
+        reply = reply or TranscriptionReply(
+            text=self.default_transcript, timeline=self.default_pacing.transcription
+        )
+        self._last_heard = (pcm, reply)
         if form.get("stream", "").lower() == "true":
             events = [
                 _sse({"type": "transcript.text.delta", "delta": word})
@@ -365,9 +382,10 @@ def _audio_usage(duration_s: float) -> dict[str, Any]:
     return {"type": "duration", "seconds": round(duration_s, 3)}
 
 
-def _wav_duration_s(data: bytes) -> float:
+def _wav_frames(data: bytes) -> tuple[bytes, float]:
+    """A WAV file's sample data and its duration in seconds."""
     with wave.open(io.BytesIO(data), "rb") as wav:
-        return wav.getnframes() / wav.getframerate()
+        return wav.readframes(wav.getnframes()), wav.getnframes() / wav.getframerate()
 
 
 async def _read_multipart(request: web.Request) -> tuple[dict[str, str], dict[str, bytes]]:
