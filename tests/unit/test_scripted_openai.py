@@ -431,11 +431,11 @@ async def test_an_error_reply_is_not_replayed(
     assert completion.choices[0].message.content == "recovered"
 
 
-async def test_longer_audio_of_the_same_turn_gets_the_same_transcript(
+async def test_longer_audio_of_the_last_scripted_turn_gets_its_transcript_again(
     client: openai.AsyncOpenAI, server: ScriptedOpenAI
 ) -> None:
-    """Audio that begins with the previous request's audio is that turn heard for longer: the
-    same scripted text; other audio takes the next reply."""
+    """Scripted replies answer in order; once they are over, audio that begins with the previous
+    request's audio is that turn heard for longer (its text again), other audio the default."""
     server.transcriptions.extend(
         [TranscriptionReply(text="turn one"), TranscriptionReply(text="turn two")]
     )
@@ -449,5 +449,29 @@ async def test_longer_audio_of_the_same_turn_gets_the_same_transcript(
         )
         return result.text
 
-    assert [await hear(part), await hear(longer)] == ["turn one", "turn one"]
-    assert await hear(tone(0.5, sample_rate=16_000, frequency_hz=500.0)) == "turn two"
+    assert [await hear(part), await hear(longer)] == ["turn one", "turn two"]
+    longest = longer + tone(0.2, sample_rate=16_000, frequency_hz=600.0)
+    assert await hear(longest) == "turn two"
+    assert await hear(tone(0.5, sample_rate=16_000, frequency_hz=500.0)) == "hello"
+
+
+async def test_transcripts_per_turn_give_a_longer_hearing_its_turn_text() -> None:
+    """With one scripted transcript per turn, a turn heard again for longer keeps its text and
+    the next turn's audio takes the next one."""
+    turns = [TranscriptionReply(text="turn one"), TranscriptionReply(text="turn two")]
+    async with ScriptedOpenAI(transcriptions=turns, transcripts_per_turn=True) as server:
+        c = openai.AsyncOpenAI(api_key="test", base_url=server.base_url, max_retries=0)
+        part = tone(0.3, sample_rate=16_000)
+        heard = []
+        for pcm in (
+            part,
+            part + tone(0.4, sample_rate=16_000, frequency_hz=300.0),
+            tone(0.5, sample_rate=16_000, frequency_hz=500.0),
+        ):
+            wav = PcmAudio(data=pcm, sample_rate=16_000).to_wav()
+            result = await c.audio.transcriptions.create(
+                file=("a.wav", wav, "audio/wav"), model="w"
+            )
+            heard.append(result.text)
+        await c.close()
+    assert heard == ["turn one", "turn one", "turn two"]

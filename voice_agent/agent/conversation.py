@@ -60,6 +60,9 @@ from voice_agent.pipeline.vad_model import SileroModelPool
 from voice_agent.protocol import AgentState, TurnKind
 from voice_agent.providers.base import STT, PcmAudio
 
+_AUDIO_LAG_MAX_S = 0.5
+"""How long a due recheck waits for audio the clock says has arrived (a loaded loop's lag)."""
+
 
 @dataclass(eq=False)
 class _Speculation:
@@ -104,6 +107,11 @@ class Conversation:
         self._typing = asyncio.Lock()  # typed messages are answered one after the other
         self._turn_tasks: set[asyncio.Task[Any]] = set()  # committed turns not yet answered
         self._recheck: asyncio.TimerHandle | None = None
+        # Audio time, not only the clock, decides a recheck: a loaded loop may hold frames
+        # (the caller resuming) that arrived before the timer fired.
+        self._ended_at: float | None = None  # when the latest utterance ended (SpeechEnded.at)
+        self._heard_since_end = 0.0  # seconds of audio heard since then
+        self._audio_wait: float | None = None  # a due recheck waits until this much is heard
         self._speculations: dict[int, _Speculation] = {}
         self._segment: str | None = None  # the caption segment of the turn being spoken
         self.answered = 0
@@ -179,13 +187,20 @@ class Conversation:
             self._recheck = None
 
     def _hear(self, heard: Sequence[Heard]) -> None:
-        """Hand the listener's events to the turn-taking machine; do what it says."""
+        """Hand the listener's events (of one frame) to the turn-taking machine; do what it
+        says, and a recheck that waited for this frame's audio."""
+        self._heard_since_end += FRAME_MS / 1000
         for event in heard:
+            if isinstance(event, SpeechEnded):
+                self._ended_at, self._heard_since_end = event.at, 0.0
             if isinstance(event, SpeechStarted | SpeechEnded):  # the caller is there
                 self.last_heard = time.monotonic()
             if isinstance(event, SpeechStarted):
                 self._log.debug("vad.speech_start", agent_audible=event.agent_audible)
             self._act(self._turns.hear(event))
+        if self._audio_wait is not None and self._heard_since_end >= self._audio_wait:
+            self._audio_wait = None
+            self._on_recheck()
 
     def _act(self, actions: Sequence[Action[AgentReply]]) -> None:
         """Carry out what the machine said while hearing (nothing here waits)."""
@@ -248,7 +263,18 @@ class Conversation:
 
     def _on_recheck(self) -> None:
         self._recheck = None
-        self._act(self._turns.tick(at=time.monotonic()))
+        now, deadline = time.monotonic(), self._turns.next_deadline
+        if deadline is not None and self._ended_at is not None:
+            needed = deadline - self._ended_at
+            if self._heard_since_end + 1e-3 < needed and now - deadline < _AUDIO_LAG_MAX_S:
+                # The clock says due, the audio is not heard yet: wait for it (bounded, in
+                # case the track stopped sending).
+                self._audio_wait = needed
+                loop = asyncio.get_running_loop()
+                self._recheck = loop.call_later(_AUDIO_LAG_MAX_S, self._on_recheck)
+                return
+        self._audio_wait = None
+        self._act(self._turns.tick(at=now))
 
     # Speculation and backchannels
 

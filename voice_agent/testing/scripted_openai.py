@@ -19,9 +19,10 @@ reply types and their wire form live in `openai_script`.
 
 Speculation makes a call ask again about the same turn, so two rules keep a script one reply per
 turn, as a deterministic model and STT would answer: a chat request identical to an earlier one
-(same messages and tools) gets the same scripted reply again, without taking the next; and a
-transcription of audio that begins with the previous transcription's audio (the same turn, heard
-for longer) gets the previous reply again. Errors and hangs are never replayed.
+(same messages and tools) gets the same scripted reply again, without taking the next; and audio
+that begins with the previous transcription's audio (its turn, heard for longer) gets the previous
+reply again once the script is over, or always with `transcripts_per_turn` (one scripted
+transcript per turn, as conversation files give them). Errors and hangs are never replayed.
 """
 
 from __future__ import annotations
@@ -96,7 +97,10 @@ class ScriptedOpenAI:
         default_transcript: str = "hello",
         chat_router: ChatRouter | None = None,
         default_pacing: DefaultPacing | None = None,
+        transcripts_per_turn: bool = False,
     ) -> None:
+        """`transcripts_per_turn`: each scripted transcription is one turn, however often it is
+        heard (audio extending the previous request's takes its reply again, before the queue)."""
         self.chat: deque[ChatScript] = deque(chat)
         self.chat_router = chat_router
         self.transcriptions: deque[TranscriptionScript] = deque(transcriptions)
@@ -104,6 +108,7 @@ class ScriptedOpenAI:
         self.models = tuple(models)
         self.default_transcript = default_transcript
         self.default_pacing = default_pacing or DefaultPacing()
+        self.transcripts_per_turn = transcripts_per_turn
         self.requests: list[RecordedRequest] = []
         self._closing = asyncio.Event()
         self._recorded = asyncio.Event()  # set, then replaced, on every request
@@ -203,7 +208,8 @@ class ScriptedOpenAI:
                 ErrorReply(400, "Invalid file format.", "invalid_request_error")
             )
         heard = self._last_heard
-        if heard is not None and heard[0] and pcm.startswith(heard[0]):
+        longer = heard is not None and bool(heard[0]) and pcm.startswith(heard[0])
+        if heard is not None and longer and (self.transcripts_per_turn or not self.transcriptions):
             reply: TranscriptionScript | None = heard[1]  # the same turn, heard for longer
         else:
             reply = self.transcriptions.popleft() if self.transcriptions else None

@@ -157,7 +157,9 @@ async def _models(
         return
     transcripts = [TranscriptionReply(text=t.user) for t in conversation.turns]
     server = ScriptedOpenAI(
-        chat=conversation.chat_replies(), transcriptions=transcripts if mode == "voice" else ()
+        chat=conversation.chat_replies(),
+        transcriptions=transcripts if mode == "voice" else (),
+        transcripts_per_turn=True,  # a turn heard at a pause and again at its end is one turn
     )
     async with server:
         yield settings.model_copy(
