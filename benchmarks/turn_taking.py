@@ -92,8 +92,33 @@ NUMBERS = [  # parts read with pauses
     (["I need eggs,", "milk,", "bread and butter."], 0.8),
     (["My order number is", "one two three", "four five six."], 0.9),
 ]
-BACKCHANNELS = ["Mm-hm.", "Yeah.", "Okay.", "Right."]
-INTERRUPTIONS = ["Wait, stop please.", "No, that is not what I asked."]
+BACKCHANNELS = [
+    "Mm-hm.",
+    "Yeah.",
+    "Okay.",
+    "Right.",
+    "Uh-huh.",
+    "Yeah, yeah.",
+    "Okay, got it.",
+    "I see.",
+    "Sure.",
+    "Mm.",
+    "Right, right.",
+    "Oh, okay.",
+    "Yeah yeah yeah.",
+    "Okay, right.",
+]
+INTERRUPTIONS = [
+    "Wait, stop please.",
+    "No, that is not what I asked.",
+    "Wait, stop.",
+    "Hold on a second.",
+    "No, that's wrong.",
+    "Actually, I have a question.",
+    "Sorry, can you repeat that?",
+    "Stop.",
+]
+SPEECH_START_S = 0.3  # each case's speech starts after this much silence
 TAIL_S = 2.5  # silence after the last words, so every turn ends
 FRAME_BYTES = SAMPLE_RATE * FRAME_MS // 1000 * 2
 
@@ -154,6 +179,7 @@ CONFIGS = [
 class Outcome:
     commits: list[float] = field(default_factory=list)
     interrupted: bool = False
+    interrupted_at: float | None = None  # virtual time of the first InterruptAgent
     resumed: bool = False
     speculations: int = 0
     wasted: int = 0
@@ -212,8 +238,9 @@ async def build_cases(voices: Voices) -> list[Case]:
                     resumes.append(len(pcm) / 2 / SAMPLE_RATE)
                 pcm += await voices.say(voice, text)
                 ends.append(len(pcm) / 2 / SAMPLE_RATE)
-            return Case(kind, voice, label, silence(0.3) + pcm + silence(TAIL_S),
-                        [e + 0.3 for e in ends], [r + 0.3 for r in resumes])  # fmt: skip
+            start = SPEECH_START_S
+            return Case(kind, voice, label, silence(start) + pcm + silence(TAIL_S),
+                        [e + start for e in ends], [r + start for r in resumes])  # fmt: skip
 
         for text in COMPLETE:
             cases.append(await joined("complete", text, [text], 0))
@@ -281,6 +308,8 @@ class Simulation:
                 spent, text = await self.transcribe(action.audio)
                 self.at(self.now + spent, self._heard_back(text, action.ask))
             elif isinstance(action, InterruptAgent):
+                if not self.outcome.interrupted:
+                    self.outcome.interrupted_at = self.now
                 self.outcome.interrupted = True
             elif isinstance(action, ResumeAgent):
                 self.outcome.resumed = True
@@ -338,6 +367,7 @@ class Figures:
     false_interruptions: int = 0
     interruptions: int = 0
     missed_interruptions: int = 0
+    interruption_delays: list[float] = field(default_factory=list)  # onset to InterruptAgent
     speculations: int = 0
     wasted: int = 0
     stt_audio_s: float = 0.0
@@ -356,6 +386,8 @@ def judge(case: Case, outcome: Outcome, figures: Figures) -> None:
     if case.kind == "interruption":
         figures.interruptions += 1
         figures.missed_interruptions += not outcome.interrupted
+        if outcome.interrupted_at is not None:
+            figures.interruption_delays.append(outcome.interrupted_at - SPEECH_START_S)
         return
     figures.turns += 1
     end = case.speech_ends[-1]
@@ -370,6 +402,10 @@ def judge(case: Case, outcome: Outcome, figures: Figures) -> None:
 
 def median_ms(values: list[float]) -> str:
     return f"{statistics.median(values) * 1000:.0f}" if values else "-"
+
+
+def max_ms(values: list[float]) -> str:
+    return f"{max(values) * 1000:.0f}" if values else "-"
 
 
 async def main() -> int:
@@ -399,6 +435,7 @@ async def main() -> int:
             f"| {f.false_interruptions}/{f.backchannels} "
             f"({100 * f.false_interruptions / max(f.backchannels, 1):.0f} %) "
             f"| {f.missed_interruptions}/{f.interruptions} "
+            f"| {median_ms(f.interruption_delays)} / {max_ms(f.interruption_delays)} "
             f"| {f.speculations / turns:.2f} | {f.wasted / turns:.2f} "
             f"| {f.stt_audio_s / turns:.2f} | {median_ms(f.stt_wall_s)} |"
         )
@@ -406,8 +443,9 @@ async def main() -> int:
         [
             "| detector | turns | false cut-offs | median EOU delay, complete ms "
             "| median EOU delay, all ms | backchannels that interrupted | real interruptions "
-            "missed | speculations / turn | wasted / turn | STT audio s / turn | STT wall ms |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "missed | interruption onset to cancel ms, median / max "
+            "| speculations / turn | wasted / turn | STT audio s / turn | STT wall ms |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
             *rows,
         ]
     )

@@ -32,15 +32,30 @@ until `max_wasted_per_call` have been wasted.
 
 Backchannels (when `backchannel_max_ms` is set): paused speech past `min_interruption_ms` is not
 yet an interruption. Speech lasting `backchannel_max_ms` is; shorter speech is transcribed when it
-ends (`JudgeBackchannel`): an acknowledgement ("mm-hm", "yeah", "okay", "right") resumes the agent,
-other words interrupt it and become the caller's turn (their transcript reused at the commit).
+ends (`JudgeBackchannel`), and its words decide, in this order:
+
+1. An interrupting word (`INTERRUPTING`: "stop", "wait", "no", "sorry", "hold on", "actually",
+   "excuse me", a question word, ...) or a question that is no acknowledgement interrupts the
+   agent, however short the speech: "stop" lasts less than `min_interruption_ms`, so a short
+   sound is judged too (it resumes only once its words are known, and not before
+   `resume_after_ms` of silence).
+2. Otherwise a short sound (under `min_interruption_ms`: a cough, a breath) resumes the agent.
+3. An acknowledgement (`is_backchannel`: "mm-hm", "yeah yeah", "oh okay", "okay, got it", up to
+   four once spellings are normalised and repeats folded) resumes it, and so does speech with no
+   words or whose transcription failed.
+4. Words that are neither, short and few (`sounds_like_hum`: under 900 ms, at most three
+   words), are Whisper mishearing a hum ("mm-hm" → "and the macen"): the agent goes on.
+5. Any other words interrupt it and become the caller's turn (their transcript reused at the
+   commit).
+
 The agent stays paused, silent, while this is decided, so a real interruption is still heard at
-once. With `resume_after_ms`, a cough resumes the agent only after that much more silence (the
-VAD's pause is shorter than the silence that used to end an utterance).
+once.
 """
 
 from __future__ import annotations
 
+import itertools
+import re
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Generic, TypeAlias, TypeVar
@@ -232,23 +247,131 @@ class Speculation:
 
 BACKCHANNELS = frozenset(
     {
-        "mm", "mmm", "hm", "hmm", "mhm", "mmhm", "mm-hm", "mm-hmm", "uh-huh", "uh", "huh", "aha",
-        "ah", "oh", "yeah", "yes", "yep", "yup", "ok", "okay", "right", "sure", "alright",
-        "got", "it", "i", "see", "cool", "great", "fine", "good", "exactly", "true",
+        "mm", "hm", "uh-huh", "uh", "huh", "ah", "aha", "oh", "um", "er", "yeah", "yes", "yep",
+        "yup", "okay", "right", "sure", "alright", "cool", "great", "fine", "good", "nice",
+        "perfect", "exactly", "true", "correct", "absolutely", "definitely", "indeed", "totally",
+        "gotcha", "understood", "noted", "wow", "thanks", "got-it", "i-see", "all-right",
+        "sounds-good", "makes-sense", "of-course", "fair-enough", "that's-right", "that's-true",
+        "thank-you", "i-know", "go-on", "go-ahead", "i-understand",
     }
 )  # fmt: skip
-"""Words that, alone, only acknowledge the speaker ("got it", "I see", "okay, right")."""
+"""Acknowledgements, in their normal spelling (`normalise_words`); a phrase is hyphenated."""
 
-_BACKCHANNEL_MAX_WORDS = 3
+INTERRUPTING = frozenset(
+    {
+        "stop", "wait", "no", "nope", "nah", "not", "don't", "dont", "isn't", "can't", "won't",
+        "sorry", "pardon", "excuse", "hold", "hang", "actually", "but", "hello", "question",
+        "repeat", "again", "moment", "minute", "second", "sec", "listen", "cancel", "wrong",
+        "enough", "what", "why", "how", "who", "where", "when", "which", "help",
+    }
+)  # fmt: skip
+"""Words that always mean the caller wants the floor, however short the speech."""
+
+_CANONICAL = [  # (spelling, normal form): Whisper writes the same sound many ways
+    (re.compile(r"m+|h+m+|m+-?h+m+|u*m+-?h+u*m+"), "mm"),  # mm, hmm, mhm, mm-hmm, mmhm
+    (re.compile(r"u+h+-?h+u+h+|u+h+-u+h+"), "uh-huh"),  # uh-huh, uhhuh, uh-uh (a mishearing)
+    (re.compile(r"u+h+"), "uh"),
+    (re.compile(r"u+m+"), "um"),
+    (re.compile(r"a+h+"), "ah"),
+    (re.compile(r"a+h+a+"), "aha"),
+    (re.compile(r"o+h+"), "oh"),
+    (re.compile(r"h+u+h+"), "huh"),
+    (re.compile(r"e+r+m*"), "er"),
+    (
+        re.compile(r"o+k+(a+y+|e+y+|ie|ey)?(-?d+o+k+(e+y+|ie|a+y+))?|k+a+y+|k|d+o+k+(e+y+|ie)"),
+        "okay",
+    ),
+    (re.compile(r"y+e+a+h*|y+a+h*|y+e+h+|y+e+s+|y+e+p+|y+u+p+"), "yeah"),
+    (re.compile(r"right-?o+|rite"), "right"),
+    (re.compile(r"alright|aight"), "all-right"),
+    (re.compile(r"gotcha|gotchya"), "gotcha"),
+]
+_PHRASES = {
+    tuple(phrase.split("-")): phrase
+    for phrase in BACKCHANNELS
+    if "-" in phrase and phrase != "uh-huh"
+}
+_PHRASES[("uh", "huh")] = "uh-huh"
+_CONJUNCTIONS = frozenset({"and", "so", "then", "well"})
+"""Ignored before and after an acknowledgement ("and yeah", "oh okay", "so right")."""
+
+_BACKCHANNEL_MAX_WORDS = 4  # after repeats are folded: "okay, right, got it, thanks"
+_HUM_MAX_MS = 900
+_HUM_MAX_WORDS = 3
+
+
+def _normal(word: str) -> str:
+    for spelling, normal in _CANONICAL:
+        if spelling.fullmatch(word):
+            return normal
+    return word
+
+
+def normalise_words(text: str) -> list[str]:
+    """`text`'s words in their normal spelling: lower case; a run of single letters joined
+    ("M.M." → "mm", "O.K." → "okay"); variants folded ("mhm", "mm-hmm" → "mm"; "okey" →
+    "okay"); acknowledging phrases hyphenated ("got it" → "got-it"); immediate repeats folded
+    ("yeah yeah yeah" → "yeah")."""
+    raw = re.findall(r"[a-z']+(?:-[a-z']+)*", text.lower().replace("\u2019", "'"))
+    tokens = [t.strip("'") for t in raw if t.strip("'")]
+    words: list[str] = []
+    for letter, group in itertools.groupby(tokens, lambda t: len(t) == 1 and t != "i"):
+        run = list(group)  # a spelled-out sound: "m.m.a.c.m" is one word, not five
+        words += ["".join(run)] if letter else run
+    words = [_normal(w) for w in words]
+    merged: list[str] = []
+    for word in words:
+        phrase = _PHRASES.get((merged[-1], word)) if merged else None
+        if phrase is not None:
+            merged[-1] = phrase
+        elif not merged or merged[-1] != word:
+            merged.append(word)
+    return merged
+
+
+def _core(words: list[str]) -> list[str]:
+    """`words` without the conjunctions around them."""
+    start, end = 0, len(words)
+    while start < end and words[start] in _CONJUNCTIONS:
+        start += 1
+    while end > start and words[end - 1] in _CONJUNCTIONS:
+        end -= 1
+    return words[start:end]
 
 
 def is_backchannel(text: str) -> bool:
-    """Whether `text` only acknowledges the agent ("mm-hm", "yeah", "okay", "right")."""
-    words = ["".join(c for c in w if c.isalpha() or c == "-").strip("-") for w in text.split()]
-    words = [w.lower() for w in words if w]
-    if not words or len(words) > _BACKCHANNEL_MAX_WORDS:
-        return False
-    return all(w in BACKCHANNELS for w in words) and words not in (["i"], ["it"], ["got"])
+    """Whether `text` only acknowledges the agent: at most four acknowledgements once spellings
+    are normalised and repeats folded ("mm-hm", "yeah yeah", "oh okay", "okay, got it"),
+    conjunctions around them ignored, no interrupting word."""
+    words = _core(normalise_words(text))
+    return (
+        0 < len(words) <= _BACKCHANNEL_MAX_WORDS
+        and all(w in BACKCHANNELS for w in words)
+        and not any(w in INTERRUPTING for w in words)
+    )
+
+
+def interrupts(text: str) -> bool:
+    """Whether `text` asks for the floor whatever its length: an interrupting word ("stop",
+    "wait", "no", "sorry", "hold on", "actually", "excuse me", a question word), or a
+    question that is not an acknowledgement ("really?"; "hmm?" is none)."""
+    words = normalise_words(text)
+    if any(w in INTERRUPTING for w in words):
+        return True
+    return "?" in text and not is_backchannel(text)
+
+
+def sounds_like_hum(text: str, speech_ms: float) -> bool:
+    """Whether words that are neither acknowledgement nor interruption are Whisper mishearing
+    a hum: speech shorter than 900 ms held at most three words (conjunctions aside).
+
+    Measured (benchmarks/turn_taking.py): hums and short acknowledgements over the agent that
+    Whisper misheard took 700-870 ms ("mm-hm" → "and the macen", "M.M.A.C.M."; "okay, got it"
+    → "okay, cut it"); every real interruption there names an interrupting word (checked
+    first, so this rule never sees it) or takes longer or more words. A real interruption of
+    under 900 ms and three words without one is the risk this rule takes."""
+    words = _core(normalise_words(text))
+    return speech_ms < _HUM_MAX_MS and len(words) <= _HUM_MAX_WORDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +416,7 @@ class TurnTaking(Generic[R]):
         self._paused_started_at = 0.0
         self._resume_at: float | None = None
         self._judging = 0  # the latest JudgeBackchannel
+        self._awaiting = False  # a short sound's words are being judged: no resume before
         self._caller_speaking = False
         self._paused = False
         self._interrupted: R | None = None  # the reply an interruption cut, until its transcript
@@ -328,7 +452,8 @@ class TurnTaking(Generic[R]):
     @property
     def next_deadline(self) -> float | None:
         """When `tick` has something to do (a recheck of held speech), if ever."""
-        deadlines = [d for d in (self._recheck_at, self._resume_at) if d is not None]
+        resume_at = None if self._awaiting else self._resume_at
+        deadlines = [d for d in (self._recheck_at, resume_at) if d is not None]
         return min(deadlines) if deadlines else None
 
     # The listener
@@ -346,7 +471,7 @@ class TurnTaking(Generic[R]):
         self._recheck_at = None  # the caller spoke again: their next utterance decides
         actions = self._discard(wasted=True)
         if self._paused:  # more speech over the paused agent: it adds up
-            self._resume_at = None
+            self._resume_at, self._awaiting = None, False
             self._judging += 1  # a judgement still running is moot
             return actions
         if not event.agent_audible:
@@ -369,7 +494,7 @@ class TurnTaking(Generic[R]):
         return self._interrupt()
 
     def _interrupt(self) -> list[Action[R]]:
-        self._paused, self._resume_at = False, None
+        self._paused, self._resume_at, self._awaiting = False, None, False
         self._interrupted = self._reply
         return [InterruptAgent(reply=self._reply)]
 
@@ -379,10 +504,13 @@ class TurnTaking(Generic[R]):
             self._paused_s += event.speech_s
             self._paused_audio += event.audio
             short = self._paused_s < self._min_interruption_s
-            if short or self._backchannel_max_s is None:  # a cough: resume after the silence
+            if short:  # a cough: resume after the silence
                 self._resume_at = event.at + self._resume_after_s
+            if self._backchannel_max_s is None:
                 return self._resume_if_due(event.at)
-            self._judging += 1  # as long as a backchannel: is it one?
+            # As long as a backchannel: is it one? A short sound too: "stop" is short.
+            self._judging += 1
+            self._awaiting = True
             return [JudgeBackchannel(audio=self._paused_audio, ask=self._judging)]
         return self._hold(event.audio, event.started_at, event.ended_at, event.evidence)
 
@@ -432,7 +560,7 @@ class TurnTaking(Generic[R]):
         return [DiscardSpeculation(key=key, wasted=wasted)]
 
     def _resume_if_due(self, at: float) -> list[Action[R]]:
-        if self._resume_at is None or at < self._resume_at:
+        if self._resume_at is None or at < self._resume_at or self._awaiting:
             return []
         self._paused, self._resume_at = False, None
         return [ResumeAgent(speech_ms=round(self._paused_s * 1000))]
@@ -441,14 +569,20 @@ class TurnTaking(Generic[R]):
         """The transcript of speech over the paused agent (None: transcription failed)."""
         if ask != self._judging or not self._paused or self._caller_speaking:
             return []  # moot: the caller spoke again, or the pause already ended
-        if text is None or not text.strip() or is_backchannel(text):
-            # An acknowledgement, a sound without words, or unknown: the agent goes on.
-            self._paused, self._resume_at = False, None
-            return [ResumeAgent(speech_ms=round(self._paused_s * 1000))]
+        self._awaiting = False
+        words = (text or "").strip()
+        if not interrupts(words):
+            if self._resume_at is not None:  # a short sound: after its silence
+                return self._resume_if_due(at)
+            speech_ms = self._paused_s * 1000
+            if not words or is_backchannel(words) or sounds_like_hum(words, speech_ms):
+                # An acknowledgement, a hum, a sound without words, or unknown: go on.
+                self._paused = False
+                return [ResumeAgent(speech_ms=round(speech_ms))]
         actions = self._interrupt()
-        evidence = TurnEvidence(transcript=text.strip(), audio=self._paused_audio)
+        evidence = TurnEvidence(transcript=words, audio=self._paused_audio)
         return actions + self._hold(
-            self._paused_audio, self._paused_started_at, at, evidence, transcript=text.strip()
+            self._paused_audio, self._paused_started_at, at, evidence, transcript=words
         )
 
     # The turn detector and time
