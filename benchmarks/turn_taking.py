@@ -2,21 +2,24 @@
 
 Utterances spoken by Piper (the packaged voice) and espeak-ng, 16 kHz: complete questions;
 sentences with a 0.6-1.2 s pause in the middle; numbers and lists read with pauses; and
-backchannels ("mm-hm", "yeah", "okay", "right") said over the agent, with a few real
-interruptions beside them. Each plays through the call's own parts: the listener (Silero VAD in
-64 ms frames), the turn-taking machine and the turn detector, in virtual time. The speculative
-transcripts and the backchannel judgements are real: local Whisper (faster-whisper base, int8)
-transcribes them, and its measured wall time is added to the virtual clock, so a slow
-transcription delays the decision as it would on a call.
+backchannels said over the agent ("mm-hm", "uh-huh", "yeah yeah", "okay, got it", "oh okay"...)
+and real interruptions beside them ("wait, stop", "hold on a second", "stop"...). Each plays
+through the call's own parts: the listener (Silero VAD in 64 ms frames), the turn-taking
+machine and the turn detector, in virtual time. The speculative transcripts and the backchannel
+judgements are real: local Whisper (faster-whisper base, int8) transcribes them, and its
+measured wall time is added to the virtual clock, so a slow transcription delays the decision
+as it would on a call.
 
 Two configurations: "silence" is the detector of old (the VAD ends an utterance after
 500 ms of silence; no speculation; speech over the agent past 400 ms interrupts it); "shipped" is
 the default now (a 200 ms pause, speculation, the transcript detector with a 500 ms fallback and
-1.5 s for unfinished words, backchannels judged up to 800 ms).
+1.5 s for unfinished words, backchannels judged up to 1200 ms).
 
 Figures: false cut-off rate (a turn committed before the caller finished), the median end-of-turn
 delay on complete utterances (end of voiced speech to the commit), false interruptions
-(backchannels that stopped the agent), real interruptions missed, and wasted speculations per
+(backchannels that stopped the agent), real interruptions missed and how long one takes from
+its onset to the reply's cancellation (`InterruptAgent`; the agent is silent from the onset
+on, paused), and wasted speculations per
 turn with the extra STT audio they cost. Printed and written to docs/benchmarks.md.
 """
 
@@ -151,7 +154,7 @@ CONFIGS = [
         200,
         lambda: TranscriptTurnDetector(silence_ms=500, incomplete_silence_ms=1500),
         Speculation(max_per_turn=3, max_wasted_per_call=50),
-        800,
+        1200,
         300,
     ),
     Config(  # the same words, timed as the side-by-side's scripted STT (120 ms)
@@ -159,7 +162,7 @@ CONFIGS = [
         200,
         lambda: TranscriptTurnDetector(silence_ms=500, incomplete_silence_ms=1500),
         Speculation(max_per_turn=3, max_wasted_per_call=50),
-        800,
+        1200,
         300,
         stt_s=0.12,
     ),
@@ -168,7 +171,7 @@ CONFIGS = [
         120,
         lambda: TranscriptTurnDetector(silence_ms=500, incomplete_silence_ms=1500),
         Speculation(max_per_turn=3, max_wasted_per_call=50),
-        800,
+        1200,
         380,
         stt_s=0.12,
     ),

@@ -5,6 +5,12 @@ from __future__ import annotations
 import pytest
 
 from tests.unit.test_turn_taking import END, Call, Reply, asked
+from voice_agent.agent.backchannel import (
+    interrupts,
+    is_backchannel,
+    normalise_words,
+    sounds_like_hum,
+)
 from voice_agent.agent.turn_taking import (
     Action,
     AnswerTurn,
@@ -23,10 +29,6 @@ from voice_agent.agent.turn_taking import (
     SpeechEnded,
     SpeechStarted,
     TurnTaking,
-    interrupts,
-    is_backchannel,
-    normalise_words,
-    sounds_like_hum,
 )
 from voice_agent.pipeline.turn import TurnDecision, TurnEvidence
 
@@ -380,7 +382,8 @@ def test_a_judgement_overtaken_by_more_speech_is_moot() -> None:
         "And yeah.", "Oh, okay.", "So, right.", "Well, okay.", "Oh I see.",
         # other acknowledgements
         "Sure.", "Sounds good.", "Makes sense.", "Fair enough.", "That's right.", "Thank you.",
-        "Hmm?", "Okay?",
+        "Hmm?", "Okay?", "That's fine.", "Okay, it's right.", "Sounds great.", "Very good.",
+        "HMMHM",
     ],
 )  # fmt: skip
 def test_acknowledgements_are_backchannels(text: str) -> None:
@@ -440,3 +443,5 @@ def test_normalised_words_fold_spellings_phrases_and_repeats() -> None:
     assert normalise_words("Mm-hmm, yeah yeah, got it!") == ["mm", "yeah", "got-it"]
     assert normalise_words("M.M.A.C.M.") == ["mmacm"]
     assert normalise_words("Uh huh, okey.") == ["uh-huh", "okay"]
+    assert normalise_words("Okay, it's right.") == ["okay", "right"]
+    assert normalise_words("It's the blue one") == ["it's", "the", "blue", "one"]
