@@ -383,7 +383,8 @@ def test_a_judgement_overtaken_by_more_speech_is_moot() -> None:
         # other acknowledgements
         "Sure.", "Sounds good.", "Makes sense.", "Fair enough.", "That's right.", "Thank you.",
         "Hmm?", "Okay?", "That's fine.", "Okay, it's right.", "Sounds great.", "Very good.",
-        "HMMHM",
+        "HMMHM", "Mmkay.", "Hm-hmm.", "No problem.", "Sure thing.", "I got it.",
+        "Yeah, that makes sense.", "Uh-huh, uh-huh.",
     ],
 )  # fmt: skip
 def test_acknowledgements_are_backchannels(text: str) -> None:
@@ -414,6 +415,8 @@ def test_five_different_acknowledgements_are_too_many() -> None:
         "No, that's wrong.", "Yeah, but that's not it.", "Okay, wait.", "Yeah, no.",
         "What?", "Why?", "Really?", "Hello?", "One moment.", "That's not right.",
         "Okay, stop, stop.", "Mm, sorry, what?",
+        "Hey.", "Never mind.", "Slow down.", "Go back.", "Can I ask something",
+        "Could you speak up", "I don't understand.", "Right now please.",
     ],
 )  # fmt: skip
 def test_interrupting_words_interrupt_however_short(text: str) -> None:

@@ -19,7 +19,8 @@ BACKCHANNELS = frozenset(
         "perfect", "exactly", "true", "correct", "absolutely", "definitely", "indeed", "totally",
         "gotcha", "understood", "noted", "wow", "thanks", "got-it", "i-see", "all-right",
         "sounds-good", "makes-sense", "of-course", "fair-enough", "that's-right", "that's-true",
-        "thank-you", "i-know", "go-on", "go-ahead", "i-understand",
+        "thank-you", "i-know", "go-on", "go-ahead", "i-understand", "sure-thing", "no-problem",
+        "no-worries", "will-do", "oh-wow",
     }
 )  # fmt: skip
 """Acknowledgements, in their normal spelling (`normalise_words`); a phrase is hyphenated."""
@@ -29,7 +30,9 @@ INTERRUPTING = frozenset(
         "stop", "wait", "no", "nope", "nah", "not", "don't", "dont", "isn't", "can't", "won't",
         "sorry", "pardon", "excuse", "hold", "hang", "actually", "but", "hello", "question",
         "repeat", "again", "moment", "minute", "second", "sec", "listen", "cancel", "wrong",
-        "enough", "what", "why", "how", "who", "where", "when", "which", "help",
+        "enough", "what", "why", "how", "who", "where", "when", "which", "help", "hey", "can",
+        "could", "would", "never", "mind", "forget", "slow", "louder", "speak", "back", "skip",
+        "pause", "quiet", "disagree", "instead", "mean", "please",
     }
 )  # fmt: skip
 """Words that always mean the caller wants the floor, however short the speech."""
@@ -46,6 +49,7 @@ _CANONICAL = [  # (spelling, normal form): Whisper writes the same sound many wa
     (re.compile(r"e+r+m*"), "er"),
     (re.compile(r"o+k+(a+y+|e+y+|ie)?(-?d+o+k+(e+y+|ie|a+y+))?|k+a+y+|k"), "okay"),
     (re.compile(r"d+o+k+(e+y+|ie)"), "okay"),  # the rest of "okey dokey"
+    (re.compile(r"m+k+a+y+"), "okay"),  # mmkay
     (re.compile(r"y+e+a+h*|y+a+h*|y+e+h+|y+e+s+|y+e+p+|y+u+p+"), "yeah"),
     (re.compile(r"right-?o+|rite"), "right"),
     (re.compile(r"alright|aight"), "all-right"),
@@ -53,7 +57,9 @@ _CANONICAL = [  # (spelling, normal form): Whisper writes the same sound many wa
 ]
 _PHRASES = {tuple(phrase.split("-")): phrase for phrase in BACKCHANNELS if "-" in phrase}
 """Two words read as one acknowledgement ("got it" → "got-it", "uh huh" → "uh-huh")."""
-_LINKS = frozenset({"that's", "thats", "that", "it's", "its", "is", "sounds", "very", "really"})
+_LINKS = frozenset(
+    {"that's", "thats", "that", "it's", "its", "is", "sounds", "very", "really", "i"}
+)
 """Dropped before an acknowledgement ("that's fine", "it's right", "sounds great", "very good")."""
 _CONJUNCTIONS = frozenset({"and", "so", "then", "well"})
 """Ignored before and after an acknowledgement ("and yeah", "oh okay", "so right")."""
@@ -88,11 +94,11 @@ def normalise_words(text: str) -> list[str]:
         phrase = _PHRASES.get((merged[-1], word)) if merged else None
         if phrase is not None:
             merged[-1] = phrase
-        elif merged and merged[-1] in _LINKS and word in BACKCHANNELS:
-            merged[-1] = word
         elif not merged or merged[-1] != word:
             merged.append(word)
-    return merged
+    after = [*merged[1:], ""]
+    linked = [w for i, w in enumerate(merged) if not (w in _LINKS and after[i] in BACKCHANNELS)]
+    return [w for i, w in enumerate(linked) if not i or linked[i - 1] != w]
 
 
 def _core(words: list[str]) -> list[str]:
