@@ -2,21 +2,24 @@
 
 Utterances spoken by Piper (the packaged voice) and espeak-ng, 16 kHz: complete questions;
 sentences with a 0.6-1.2 s pause in the middle; numbers and lists read with pauses; and
-backchannels ("mm-hm", "yeah", "okay", "right") said over the agent, with a few real
-interruptions beside them. Each plays through the call's own parts: the listener (Silero VAD in
-64 ms frames), the turn-taking machine and the turn detector, in virtual time. The speculative
-transcripts and the backchannel judgements are real: local Whisper (faster-whisper base, int8)
-transcribes them, and its measured wall time is added to the virtual clock, so a slow
-transcription delays the decision as it would on a call.
+backchannels said over the agent ("mm-hm", "uh-huh", "yeah yeah", "okay, got it", "oh okay"...)
+and real interruptions beside them ("wait, stop", "hold on a second", "stop"...). Each plays
+through the call's own parts: the listener (Silero VAD in 64 ms frames), the turn-taking
+machine and the turn detector, in virtual time. The speculative transcripts and the backchannel
+judgements are real: local Whisper (faster-whisper base, int8) transcribes them, and its
+measured wall time is added to the virtual clock, so a slow transcription delays the decision
+as it would on a call.
 
 Two configurations: "silence" is the detector of old (the VAD ends an utterance after
 500 ms of silence; no speculation; speech over the agent past 400 ms interrupts it); "shipped" is
 the default now (a 200 ms pause, speculation, the transcript detector with a 500 ms fallback and
-1.5 s for unfinished words, backchannels judged up to 800 ms).
+1.5 s for unfinished words, backchannels judged up to 1200 ms).
 
 Figures: false cut-off rate (a turn committed before the caller finished), the median end-of-turn
 delay on complete utterances (end of voiced speech to the commit), false interruptions
-(backchannels that stopped the agent), real interruptions missed, and wasted speculations per
+(backchannels that stopped the agent), real interruptions missed and how long one takes from
+its onset to the reply's cancellation (`InterruptAgent`; the agent is silent from the onset
+on, paused), and wasted speculations per
 turn with the extra STT audio they cost. Printed and written to docs/benchmarks.md.
 """
 
@@ -92,8 +95,33 @@ NUMBERS = [  # parts read with pauses
     (["I need eggs,", "milk,", "bread and butter."], 0.8),
     (["My order number is", "one two three", "four five six."], 0.9),
 ]
-BACKCHANNELS = ["Mm-hm.", "Yeah.", "Okay.", "Right."]
-INTERRUPTIONS = ["Wait, stop please.", "No, that is not what I asked."]
+BACKCHANNELS = [
+    "Mm-hm.",
+    "Yeah.",
+    "Okay.",
+    "Right.",
+    "Uh-huh.",
+    "Yeah, yeah.",
+    "Okay, got it.",
+    "I see.",
+    "Sure.",
+    "Mm.",
+    "Right, right.",
+    "Oh, okay.",
+    "Yeah yeah yeah.",
+    "Okay, right.",
+]
+INTERRUPTIONS = [
+    "Wait, stop please.",
+    "No, that is not what I asked.",
+    "Wait, stop.",
+    "Hold on a second.",
+    "No, that's wrong.",
+    "Actually, I have a question.",
+    "Sorry, can you repeat that?",
+    "Stop.",
+]
+SPEECH_START_S = 0.3  # each case's speech starts after this much silence
 TAIL_S = 2.5  # silence after the last words, so every turn ends
 FRAME_BYTES = SAMPLE_RATE * FRAME_MS // 1000 * 2
 
@@ -126,7 +154,7 @@ CONFIGS = [
         200,
         lambda: TranscriptTurnDetector(silence_ms=500, incomplete_silence_ms=1500),
         Speculation(max_per_turn=3, max_wasted_per_call=50),
-        800,
+        1200,
         300,
     ),
     Config(  # the same words, timed as the side-by-side's scripted STT (120 ms)
@@ -134,7 +162,7 @@ CONFIGS = [
         200,
         lambda: TranscriptTurnDetector(silence_ms=500, incomplete_silence_ms=1500),
         Speculation(max_per_turn=3, max_wasted_per_call=50),
-        800,
+        1200,
         300,
         stt_s=0.12,
     ),
@@ -143,7 +171,7 @@ CONFIGS = [
         120,
         lambda: TranscriptTurnDetector(silence_ms=500, incomplete_silence_ms=1500),
         Speculation(max_per_turn=3, max_wasted_per_call=50),
-        800,
+        1200,
         380,
         stt_s=0.12,
     ),
@@ -154,6 +182,7 @@ CONFIGS = [
 class Outcome:
     commits: list[float] = field(default_factory=list)
     interrupted: bool = False
+    interrupted_at: float | None = None  # virtual time of the first InterruptAgent
     resumed: bool = False
     speculations: int = 0
     wasted: int = 0
@@ -212,8 +241,9 @@ async def build_cases(voices: Voices) -> list[Case]:
                     resumes.append(len(pcm) / 2 / SAMPLE_RATE)
                 pcm += await voices.say(voice, text)
                 ends.append(len(pcm) / 2 / SAMPLE_RATE)
-            return Case(kind, voice, label, silence(0.3) + pcm + silence(TAIL_S),
-                        [e + 0.3 for e in ends], [r + 0.3 for r in resumes])  # fmt: skip
+            start = SPEECH_START_S
+            return Case(kind, voice, label, silence(start) + pcm + silence(TAIL_S),
+                        [e + start for e in ends], [r + start for r in resumes])  # fmt: skip
 
         for text in COMPLETE:
             cases.append(await joined("complete", text, [text], 0))
@@ -281,6 +311,8 @@ class Simulation:
                 spent, text = await self.transcribe(action.audio)
                 self.at(self.now + spent, self._heard_back(text, action.ask))
             elif isinstance(action, InterruptAgent):
+                if not self.outcome.interrupted:
+                    self.outcome.interrupted_at = self.now
                 self.outcome.interrupted = True
             elif isinstance(action, ResumeAgent):
                 self.outcome.resumed = True
@@ -338,6 +370,7 @@ class Figures:
     false_interruptions: int = 0
     interruptions: int = 0
     missed_interruptions: int = 0
+    interruption_delays: list[float] = field(default_factory=list)  # onset to InterruptAgent
     speculations: int = 0
     wasted: int = 0
     stt_audio_s: float = 0.0
@@ -356,6 +389,8 @@ def judge(case: Case, outcome: Outcome, figures: Figures) -> None:
     if case.kind == "interruption":
         figures.interruptions += 1
         figures.missed_interruptions += not outcome.interrupted
+        if outcome.interrupted_at is not None:
+            figures.interruption_delays.append(outcome.interrupted_at - SPEECH_START_S)
         return
     figures.turns += 1
     end = case.speech_ends[-1]
@@ -370,6 +405,10 @@ def judge(case: Case, outcome: Outcome, figures: Figures) -> None:
 
 def median_ms(values: list[float]) -> str:
     return f"{statistics.median(values) * 1000:.0f}" if values else "-"
+
+
+def max_ms(values: list[float]) -> str:
+    return f"{max(values) * 1000:.0f}" if values else "-"
 
 
 async def main() -> int:
@@ -399,6 +438,7 @@ async def main() -> int:
             f"| {f.false_interruptions}/{f.backchannels} "
             f"({100 * f.false_interruptions / max(f.backchannels, 1):.0f} %) "
             f"| {f.missed_interruptions}/{f.interruptions} "
+            f"| {median_ms(f.interruption_delays)} / {max_ms(f.interruption_delays)} "
             f"| {f.speculations / turns:.2f} | {f.wasted / turns:.2f} "
             f"| {f.stt_audio_s / turns:.2f} | {median_ms(f.stt_wall_s)} |"
         )
@@ -406,8 +446,9 @@ async def main() -> int:
         [
             "| detector | turns | false cut-offs | median EOU delay, complete ms "
             "| median EOU delay, all ms | backchannels that interrupted | real interruptions "
-            "missed | speculations / turn | wasted / turn | STT audio s / turn | STT wall ms |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "missed | interruption onset to cancel ms, median / max "
+            "| speculations / turn | wasted / turn | STT audio s / turn | STT wall ms |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
             *rows,
         ]
     )

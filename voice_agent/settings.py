@@ -154,7 +154,7 @@ class Settings(BaseSettings):
     speculation_max_per_turn: int = Field(3, ge=0, le=20)
     speculation_max_wasted: int = Field(50, ge=0, le=100_000)
     min_interruption_ms: int = Field(400, ge=100, le=5000)
-    backchannel_max_ms: int = Field(800, ge=0, le=5000)
+    backchannel_max_ms: int = Field(1200, ge=0, le=5000)
     max_call_s: float = Field(1800.0, gt=0, le=86_400)
     user_silence_timeout_s: float = Field(60.0, gt=0, le=3600)
     max_consecutive_failures: int = Field(3, ge=1, le=20)

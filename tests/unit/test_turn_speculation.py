@@ -5,6 +5,12 @@ from __future__ import annotations
 import pytest
 
 from tests.unit.test_turn_taking import END, Call, Reply, asked
+from voice_agent.agent.backchannel import (
+    interrupts,
+    is_backchannel,
+    normalise_words,
+    sounds_like_hum,
+)
 from voice_agent.agent.turn_taking import (
     Action,
     AnswerTurn,
@@ -24,7 +30,6 @@ from voice_agent.agent.turn_taking import (
     SpeechEnded,
     SpeechStarted,
     TurnTaking,
-    is_backchannel,
 )
 from voice_agent.pipeline.completeness import TranscriptTurnDetector
 from voice_agent.pipeline.turn import TurnDecision, TurnEvidence
@@ -257,15 +262,91 @@ def test_speech_as_long_as_backchannel_max_interrupts_at_once() -> None:
 
 
 def test_a_cough_resumes_only_after_resume_after_ms() -> None:
-    """Short sound over the agent: ResumeAgent once resume_after_ms more silence has passed."""
+    """Short sound over the agent: judged (it could be "stop"); with no interrupting word,
+    ResumeAgent once resume_after_ms more silence has passed."""
     call = backchannelling(resume_after_ms=300)
     call.start_reply("answer")
     actions = utterance(call, 0.2, agent_audible=True)
     assert not any(isinstance(a, ResumeAgent) for a in actions)
+    judge = actions[-1]
+    assert isinstance(judge, JudgeBackchannel)
+    assert call.machine.next_deadline is None  # not before its words are known
+    assert call.machine.backchannel_heard("", ask=judge.ask, at=call.now + 0.1) == []
     assert call.machine.next_deadline == pytest.approx(call.now + 0.3)
     assert call.machine.tick(at=call.now + 0.29) == []
     [resume] = call.machine.tick(at=call.now + 0.3)
     assert isinstance(resume, ResumeAgent)
+
+
+def test_a_cough_judged_after_its_silence_resumes_at_once() -> None:
+    """The words of a short sound come after resume_after_ms: the agent resumes with them."""
+    call = backchannelling(resume_after_ms=300)
+    call.start_reply("answer")
+    judge = utterance(call, 0.2, agent_audible=True)[-1]
+    assert isinstance(judge, JudgeBackchannel)
+    assert call.machine.tick(at=call.now + 0.5) == []  # still judging: stays paused
+    assert call.machine.next_deadline is None
+    [resume] = call.machine.backchannel_heard("you", ask=judge.ask, at=call.now + 0.6)
+    assert isinstance(resume, ResumeAgent)
+    assert call.machine.floor is Floor.AGENT_SPEAKING
+
+
+@pytest.mark.parametrize("text", ["Stop.", "No.", "Wait!", "Sorry?", "Hold on."])
+def test_a_short_interrupting_word_interrupts(text: str) -> None:
+    """Under min_interruption_ms, an interrupting word still stops the agent and is the turn."""
+    call = backchannelling()
+    reply = call.start_reply("answer")
+    judge = utterance(call, 0.3, audio=b"stop", agent_audible=True)[-1]
+    assert isinstance(judge, JudgeBackchannel)
+    actions = call.machine.backchannel_heard(text, ask=judge.ask, at=call.now)
+    assert actions[0] == InterruptAgent(reply=reply)
+    assert asked(actions).evidence.transcript == text
+    assert call.machine.holding
+
+
+def test_short_words_that_do_not_interrupt_resume() -> None:
+    """Under min_interruption_ms, words without an interrupting one are no turn."""
+    call = backchannelling(resume_after_ms=0)
+    call.start_reply("answer")
+    judge = utterance(call, 0.3, agent_audible=True)[-1]
+    assert isinstance(judge, JudgeBackchannel)
+    [resume] = call.machine.backchannel_heard("Thank you.", ask=judge.ask, at=call.now)
+    assert isinstance(resume, ResumeAgent)
+    assert not call.machine.holding
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("and the macen.", 0.7), ("M.M.A.C.M.", 0.7)])
+def test_a_misheard_hum_resumes(text: str, seconds: float) -> None:
+    """Words neither acknowledging nor interrupting, short and few: a misheard hum resumes."""
+    call = backchannelling()
+    call.start_reply("answer")
+    judge = utterance(call, seconds, agent_audible=True)[-1]
+    assert isinstance(judge, JudgeBackchannel)
+    [resume] = call.machine.backchannel_heard(text, ask=judge.ask, at=call.now)
+    assert isinstance(resume, ResumeAgent)
+
+
+def test_the_same_words_spoken_longer_interrupt() -> None:
+    """The hum rule holds only for short speech: 0.9 s of unknown words is a turn."""
+    machine: TurnTaking[Reply] = TurnTaking(
+        min_interruption_ms=400, resume_after_ms=300, backchannel_max_ms=1200
+    )
+    call = Call(machine=machine)
+    reply = call.start_reply("answer")
+    judge = utterance(call, 0.95, agent_audible=True)[-1]
+    assert isinstance(judge, JudgeBackchannel)
+    actions = call.machine.backchannel_heard("the blue one", ask=judge.ask, at=call.now)
+    assert actions[0] == InterruptAgent(reply=reply)
+
+
+def test_more_than_three_unknown_words_interrupt_even_when_short() -> None:
+    """Four words that are neither acknowledgement nor interruption: no hum, a turn."""
+    call = backchannelling()
+    reply = call.start_reply("answer")
+    judge = utterance(call, 0.6, agent_audible=True)[-1]
+    assert isinstance(judge, JudgeBackchannel)
+    actions = call.machine.backchannel_heard("I like the blue", ask=judge.ask, at=call.now)
+    assert actions[0] == InterruptAgent(reply=reply)
 
 
 def test_speech_during_the_wait_adds_up_to_an_interruption() -> None:
@@ -290,11 +371,28 @@ def test_a_judgement_overtaken_by_more_speech_is_moot() -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["Mm-hm.", "yeah", "Okay.", "Right.", "uh-huh", "I see.", "Okay, right."]
-)
+    "text",
+    [
+        "Mm-hm.", "yeah", "Okay.", "Right.", "uh-huh", "I see.", "Okay, right.",
+        # spellings
+        "mhm", "Mm-hmm.", "mmhm", "Hmm.", "MM", "M.M.", "uh huh", "Uhhuh.", "okey", "O.K.",
+        "Ok.", "okey dokey", "yea", "Yep.", "alright", "All right.", "gotcha",
+        # repeats and up to four acknowledgements
+        "Yeah, yeah, yeah.", "yeah yeah yeah yeah yeah", "Right, right.", "okay okay",
+        "Okay, got it.", "Yeah, I see, sure, thanks.",
+        # a leading conjunction or interjection
+        "And yeah.", "Oh, okay.", "So, right.", "Well, okay.", "Oh I see.",
+        # other acknowledgements
+        "Sure.", "Sounds good.", "Makes sense.", "Fair enough.", "That's right.", "Thank you.",
+        "Hmm?", "Okay?", "That's fine.", "Okay, it's right.", "Sounds great.", "Very good.",
+        "HMMHM", "Mmkay.", "Hm-hmm.", "No problem.", "Sure thing.", "I got it.",
+        "Yeah, that makes sense.", "Uh-huh, uh-huh.",
+    ],
+)  # fmt: skip
 def test_acknowledgements_are_backchannels(text: str) -> None:
-    """The usual acknowledgements count as backchannels."""
+    """Acknowledgements, however Whisper spells them, count as backchannels."""
     assert is_backchannel(text)
+    assert not interrupts(text)
 
 
 @pytest.mark.parametrize(
@@ -375,3 +473,52 @@ def test_an_end_of_turn_answered_while_an_onset_is_pending_is_held_until_it_fade
         else:
             [commit] = call.machine.hear(OnsetPending(at=call.now, pending=False))
             assert isinstance(commit, CommitTurn)
+
+
+def test_five_different_acknowledgements_are_too_many() -> None:
+    """Past four acknowledgements (repeats folded) it is no longer a backchannel."""
+    assert is_backchannel("okay, yeah, right, sure")
+    assert not is_backchannel("okay, yeah, right, sure, great")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Stop.", "Wait.", "No.", "Nope.", "Sorry.", "Hold on.", "Hang on a second.",
+        "Actually, I have a question.", "Excuse me.", "Sorry, can you repeat that?",
+        "No, that's wrong.", "Yeah, but that's not it.", "Okay, wait.", "Yeah, no.",
+        "What?", "Why?", "Really?", "Hello?", "One moment.", "That's not right.",
+        "Okay, stop, stop.", "Mm, sorry, what?",
+        "Hey.", "Never mind.", "Slow down.", "Go back.", "Can I ask something",
+        "Could you speak up", "I don't understand.", "Right now please.",
+    ],
+)  # fmt: skip
+def test_interrupting_words_interrupt_however_short(text: str) -> None:
+    """These always ask for the floor, even alone or after an acknowledgement."""
+    assert interrupts(text)
+    assert not is_backchannel(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "speech_ms", "hum"),
+    [
+        ("and the macen.", 740, True),
+        ("M.M.A.C.M.", 860, True),
+        ("Okay, cut it", 700, True),
+        ("and the macen.", 950, False),  # as long as words: no hum
+        ("the blue jacket please", 700, False),  # four words: no hum
+        ("", 300, True),
+    ],
+)
+def test_a_hum_is_short_and_few_words(text: str, speech_ms: float, hum: bool) -> None:
+    """The misheard-hum rule: under 900 ms and at most three words (conjunctions aside)."""
+    assert sounds_like_hum(text, speech_ms) is hum
+
+
+def test_normalised_words_fold_spellings_phrases_and_repeats() -> None:
+    """The normal form the rules read."""
+    assert normalise_words("Mm-hmm, yeah yeah, got it!") == ["mm", "yeah", "got-it"]
+    assert normalise_words("M.M.A.C.M.") == ["mmacm"]
+    assert normalise_words("Uh huh, okey.") == ["uh-huh", "okay"]
+    assert normalise_words("Okay, it's right.") == ["okay", "right"]
+    assert normalise_words("It's the blue one") == ["it's", "the", "blue", "one"]

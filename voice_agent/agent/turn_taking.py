@@ -34,11 +34,24 @@ until `max_wasted_per_call` have been wasted.
 
 Backchannels (when `backchannel_max_ms` is set): paused speech past `min_interruption_ms` is not
 yet an interruption. Speech lasting `backchannel_max_ms` is; shorter speech is transcribed when it
-ends (`JudgeBackchannel`): an acknowledgement ("mm-hm", "yeah", "okay", "right") resumes the agent,
-other words interrupt it and become the caller's turn (their transcript reused at the commit).
+ends (`JudgeBackchannel`), and its words decide, in this order:
+
+1. An interrupting word (`INTERRUPTING`: "stop", "wait", "no", "sorry", "hold on", "actually",
+   "excuse me", a question word, ...) or a question that is no acknowledgement interrupts the
+   agent, however short the speech: "stop" lasts less than `min_interruption_ms`, so a short
+   sound is judged too (it resumes only once its words are known, and not before
+   `resume_after_ms` of silence).
+2. Otherwise a short sound (under `min_interruption_ms`: a cough, a breath) resumes the agent.
+3. An acknowledgement (`is_backchannel`: "mm-hm", "yeah yeah", "oh okay", "okay, got it", up to
+   four once spellings are normalised and repeats folded) resumes it, and so does speech with no
+   words or whose transcription failed.
+4. Words that are neither, short and few (`sounds_like_hum`: under 900 ms, at most three
+   words), are Whisper mishearing a hum ("mm-hm" → "and the macen"): the agent goes on.
+5. Any other words interrupt it and become the caller's turn (their transcript reused at the
+   commit).
+
 The agent stays paused, silent, while this is decided, so a real interruption is still heard at
-once. With `resume_after_ms`, a cough resumes the agent only after that much more silence (the
-VAD's pause is shorter than the silence that used to end an utterance).
+once.
 """
 
 from __future__ import annotations
@@ -47,6 +60,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Generic, TypeAlias, TypeVar
 
+from voice_agent.agent.backchannel import interrupts, is_backchannel, sounds_like_hum
 from voice_agent.pipeline.turn import TurnDecision, TurnEvidence
 
 R = TypeVar("R")
@@ -243,27 +257,6 @@ class Speculation:
     max_wasted_per_call: int = 0
 
 
-BACKCHANNELS = frozenset(
-    {
-        "mm", "mmm", "hm", "hmm", "mhm", "mmhm", "mm-hm", "mm-hmm", "uh-huh", "uh", "huh", "aha",
-        "ah", "oh", "yeah", "yes", "yep", "yup", "ok", "okay", "right", "sure", "alright",
-        "got", "it", "i", "see", "cool", "great", "fine", "good", "exactly", "true",
-    }
-)  # fmt: skip
-"""Words that, alone, only acknowledge the speaker ("got it", "I see", "okay, right")."""
-
-_BACKCHANNEL_MAX_WORDS = 3
-
-
-def is_backchannel(text: str) -> bool:
-    """Whether `text` only acknowledges the agent ("mm-hm", "yeah", "okay", "right")."""
-    words = ["".join(c for c in w if c.isalpha() or c == "-").strip("-") for w in text.split()]
-    words = [w.lower() for w in words if w]
-    if not words or len(words) > _BACKCHANNEL_MAX_WORDS:
-        return False
-    return all(w in BACKCHANNELS for w in words) and words not in (["i"], ["it"], ["got"])
-
-
 @dataclass(frozen=True, slots=True)
 class _Held:
     """The caller's speech since the last committed turn."""
@@ -306,6 +299,7 @@ class TurnTaking(Generic[R]):
         self._paused_started_at = 0.0
         self._resume_at: float | None = None
         self._judging = 0  # the latest JudgeBackchannel
+        self._awaiting = False  # a short sound's words are being judged: no resume before
         self._caller_speaking = False
         self._onset_pending = False  # voice heard, not yet confirmed as speech
         self._commit_due = False  # an end of turn came while an onset was pending
@@ -344,7 +338,8 @@ class TurnTaking(Generic[R]):
     def next_deadline(self) -> float | None:
         """When `tick` has something to do (a recheck of held speech), if ever."""
         recheck = None if self._onset_pending else self._recheck_at  # the onset decides first
-        deadlines = [d for d in (recheck, self._resume_at) if d is not None]
+        resume_at = None if self._awaiting else self._resume_at
+        deadlines = [d for d in (recheck, resume_at) if d is not None]
         return min(deadlines) if deadlines else None
 
     # The listener
@@ -375,7 +370,7 @@ class TurnTaking(Generic[R]):
         self._recheck_at = None  # the caller spoke again: their next utterance decides
         actions = self._discard(wasted=True)
         if self._paused:  # more speech over the paused agent: it adds up
-            self._resume_at = None
+            self._resume_at, self._awaiting = None, False
             self._judging += 1  # a judgement still running is moot
             return actions
         if not event.agent_audible:
@@ -398,7 +393,7 @@ class TurnTaking(Generic[R]):
         return self._interrupt()
 
     def _interrupt(self) -> list[Action[R]]:
-        self._paused, self._resume_at = False, None
+        self._paused, self._resume_at, self._awaiting = False, None, False
         self._interrupted = self._reply
         return [InterruptAgent(reply=self._reply)]
 
@@ -408,10 +403,13 @@ class TurnTaking(Generic[R]):
             self._paused_s += event.speech_s
             self._paused_audio += event.audio
             short = self._paused_s < self._min_interruption_s
-            if short or self._backchannel_max_s is None:  # a cough: resume after the silence
+            if short:  # a cough: resume after the silence
                 self._resume_at = event.at + self._resume_after_s
+            if self._backchannel_max_s is None:
                 return self._resume_if_due(event.at)
-            self._judging += 1  # as long as a backchannel: is it one?
+            # As long as a backchannel: is it one? A short sound too: "stop" is short.
+            self._judging += 1
+            self._awaiting = True
             return [JudgeBackchannel(audio=self._paused_audio, ask=self._judging)]
         return self._hold(event.audio, event.started_at, event.ended_at, event.evidence)
 
@@ -461,7 +459,7 @@ class TurnTaking(Generic[R]):
         return [DiscardSpeculation(key=key, wasted=wasted)]
 
     def _resume_if_due(self, at: float) -> list[Action[R]]:
-        if self._resume_at is None or at < self._resume_at:
+        if self._resume_at is None or at < self._resume_at or self._awaiting:
             return []
         self._paused, self._resume_at = False, None
         return [ResumeAgent(speech_ms=round(self._paused_s * 1000))]
@@ -470,14 +468,20 @@ class TurnTaking(Generic[R]):
         """The transcript of speech over the paused agent (None: transcription failed)."""
         if ask != self._judging or not self._paused or self._caller_speaking:
             return []  # moot: the caller spoke again, or the pause already ended
-        if text is None or not text.strip() or is_backchannel(text):
-            # An acknowledgement, a sound without words, or unknown: the agent goes on.
-            self._paused, self._resume_at = False, None
-            return [ResumeAgent(speech_ms=round(self._paused_s * 1000))]
+        self._awaiting = False
+        words = (text or "").strip()
+        if not interrupts(words):
+            if self._resume_at is not None:  # a short sound: after its silence
+                return self._resume_if_due(at)
+            speech_ms = self._paused_s * 1000
+            if not words or is_backchannel(words) or sounds_like_hum(words, speech_ms):
+                # An acknowledgement, a hum, a sound without words, or unknown: go on.
+                self._paused = False
+                return [ResumeAgent(speech_ms=round(speech_ms))]
         actions = self._interrupt()
-        evidence = TurnEvidence(transcript=text.strip(), audio=self._paused_audio)
+        evidence = TurnEvidence(transcript=words, audio=self._paused_audio)
         return actions + self._hold(
-            self._paused_audio, self._paused_started_at, at, evidence, transcript=text.strip()
+            self._paused_audio, self._paused_started_at, at, evidence, transcript=words
         )
 
     # The turn detector and time
