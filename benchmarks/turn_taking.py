@@ -14,6 +14,10 @@ Two configurations: "silence" is the detector of old (the VAD ends an utterance 
 the default now (a 200 ms pause, speculation, the transcript detector with a 500 ms fallback and
 1.5 s for unfinished words, backchannels judged up to 800 ms).
 
+With the Smart Turn model fetched (`voice-agent fetch-turn-model`), the acoustic candidates run
+too: "smart_turn" (the model alone) and "hybrid" (the words and the model; 700 ms, or 1.5 s,
+when they disagree); the model's wall time per decision is added to the clock and printed.
+
 Figures: false cut-off rate (a turn committed before the caller finished), the median end-of-turn
 delay on complete utterances (end of voiced speech to the commit), false interruptions
 (backchannels that stopped the agent), real interruptions missed, and wasted speculations per
@@ -171,7 +175,6 @@ class TimedModel:
 
 
 TURN_MODEL = TimedModel()
-ACOUSTIC = {"smart_turn", "hybrid", "hybrid, STT 120 ms"}
 CONFIGS += [
     Config(  # Smart Turn v3.2 alone: P(end) >= 0.5 ends the turn, else 1.5 s of silence
         "smart_turn",
@@ -212,7 +215,24 @@ CONFIGS += [
         300,
         stt_s=0.12,
     ),
+    Config(  # hybrid waiting as long on disagreement as on unfinished words (1.5 s)
+        "hybrid, unsure 1.5 s, STT 120 ms",
+        200,
+        lambda: HybridTurnDetector(
+            model=TURN_MODEL,
+            threshold=0.5,
+            silence_ms=500,
+            incomplete_silence_ms=1500,
+            unsure_silence_ms=1500,
+        ),
+        Speculation(max_per_turn=3, max_wasted_per_call=50),
+        800,
+        300,
+        stt_s=0.12,
+    ),
 ]
+ACOUSTIC = {c.name for c in CONFIGS if "smart_turn" in c.name or "hybrid" in c.name}
+"""The configurations that need the Smart Turn model."""
 
 
 @dataclass
