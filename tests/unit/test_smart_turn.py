@@ -21,7 +21,6 @@ from voice_agent.pipeline.completeness import TranscriptTurnDetector
 from voice_agent.pipeline.smart_turn import (
     HOP,
     SAMPLE_RATE,
-    SmartTurnModel,
     SmartTurnModels,
     log_mel,
     mel_filters,
@@ -261,6 +260,16 @@ async def test_loading_a_missing_or_broken_model_is_a_turn_model_error(tmp_path:
             await SmartTurnModels(tmp_path / "bad.onnx").load()
 
 
+async def test_prewarm_warns_and_reports_a_model_it_cannot_load(tmp_path: Path) -> None:
+    """At worker start a missing (or broken) model is a turn.model_unavailable warning, not a
+    crash; the calls then fall back to the rules."""
+    (tmp_path / "bad.onnx").write_bytes(b"not a model")
+    for path in (tmp_path / "absent.onnx", tmp_path / "bad.onnx"):
+        with capture_logs() as logs:
+            assert await SmartTurnModels(path).prewarm(get_logger("test")) is False
+        assert [e["event"] for e in logs] == ["turn.model_unavailable"]
+
+
 def test_the_model_path_is_under_the_user_cache_unless_set(tmp_path: Path) -> None:
     """$XDG_CACHE_HOME/voice-agent/models/ by default; VOICE_AGENT_SMART_TURN_MODEL wins."""
     cached = Settings(_env_file=None, xdg_cache_home=tmp_path)
@@ -361,7 +370,10 @@ async def test_the_real_model_hears_a_finished_question_and_an_unfinished_clause
         assert resampler is not None
         return b"".join([*parts, resampler.flush()])
 
-    model = SmartTurnModel.load(REAL_MODEL)
+    shared = SmartTurnModels(REAL_MODEL)
+    assert await shared.prewarm(get_logger("test")) is True
+    assert shared.load_ms is not None
+    model = await shared.load()
     assert (model.n_mels, model.frames) == (80, 800)
     finished = await model.end_probability(await speech("What are your opening hours?"))
     unfinished = await model.end_probability(await speech("I was wondering if"))

@@ -28,7 +28,6 @@ from voice_agent.agent.options import session_options, spoken_lines
 from voice_agent.agent.session import AGENT_HANG_UPS, CallSession, needed_turn_models
 from voice_agent.agent.worker import AgentWorker, WorkerOptions
 from voice_agent.call_record import CallJournal, CallRecordSink, FileRecordSink
-from voice_agent.exceptions import TurnModelError
 from voice_agent.logging import bind_context, get_logger
 from voice_agent.metrics import WORKER_REGISTRY, metrics_endpoint
 from voice_agent.pipeline.vad_model import SileroModelPool
@@ -94,16 +93,9 @@ class CallRunner:
 
     async def load_turn_model(self) -> None:
         """Load and warm up the Smart Turn model, if the detector needs it, before the first
-        call; a model that cannot be loaded is logged, and its calls fall back to the rules."""
-        models = self.turn_models
-        if models is None or not models.available:
-            return
-        try:
-            await models.load()
-        except TurnModelError as e:
-            log.warning("turn.model_unavailable", path=str(models.path), error=str(e))
-            return
-        log.info("turn.model_loaded", path=str(models.path), load_ms=round(models.load_ms or 0))
+        call; one that cannot be loaded is logged, and its calls fall back to the rules."""
+        if self.turn_models is not None:
+            await self.turn_models.prewarm(log)
 
     async def aclose(self) -> None:
         """Release the claims' Redis connection."""

@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from voice_agent.exceptions import TurnModelError
+from voice_agent.logging import Logger
 
 __all__ = [
     "EndOfTurnModel",
@@ -200,6 +201,20 @@ class SmartTurnModels:
             if self._model is None:
                 self._model = await asyncio.to_thread(self._load_blocking)
         return self._model
+
+    async def prewarm(self, log: Logger) -> bool:
+        """Load and warm up now (at worker start), so no caller's turn waits for it; False,
+        with a `turn.model_unavailable` warning, when the model cannot be loaded."""
+        if not self.available:
+            log.warning("turn.model_unavailable", path=str(self.path), error="no file or runtime")
+            return False
+        try:
+            await self.load()
+        except TurnModelError as e:
+            log.warning("turn.model_unavailable", path=str(self.path), error=str(e))
+            return False
+        log.info("turn.model_loaded", path=str(self.path), load_ms=round(self.load_ms or 0))
+        return True
 
     async def end_probability(self, pcm: bytes) -> float:
         """P(end of turn) from the shared model (loaded first if need be)."""
