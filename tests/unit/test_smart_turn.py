@@ -397,3 +397,31 @@ def test_options_carry_the_model_settings() -> None:
     assert (options.eou_unsure_ms, options.smart_turn_model) == (900, Path("/m.onnx"))
     assert needed_turn_models(options) is not None
     assert needed_turn_models(dataclasses.replace(options, turn_detector="transcript")) is None
+
+
+def test_the_fetch_command_reports_where_the_model_is_and_fails_clearly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`voice-agent fetch-turn-model` fetches into $XDG_CACHE_HOME and says where; a failed
+    fetch (no network, wrong checksum) is exit code 1 with the reason."""
+    from voice_agent import cli
+    from voice_agent.pipeline import smart_turn_weights
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    asked: list[Path] = []
+
+    def fetched(target: Path) -> bool:
+        asked.append(target)
+        return True
+
+    monkeypatch.setattr(smart_turn_weights, "fetch_turn_model", fetched)
+    assert cli.main(["fetch-turn-model"]) == 0
+    assert asked == [tmp_path / "voice-agent" / "models" / "smart-turn-v3.2-cpu.onnx"]
+    assert f"fetched to {asked[0]}" in capsys.readouterr().out
+
+    def offline(target: Path) -> bool:
+        raise TurnModelError("pip download of pipecat-ai 1.14.0 failed: no network")
+
+    monkeypatch.setattr(smart_turn_weights, "fetch_turn_model", offline)
+    assert cli.main(["fetch-turn-model"]) == 1
+    assert "cannot fetch the turn model: pip download" in capsys.readouterr().err
