@@ -10,10 +10,15 @@ judgements are real: local Whisper (faster-whisper base, int8) transcribes them,
 measured wall time is added to the virtual clock, so a slow transcription delays the decision
 as it would on a call.
 
-Two configurations: "silence" is the detector of old (the VAD ends an utterance after
-500 ms of silence; no speculation; speech over the agent past 400 ms interrupts it); "shipped" is
-the default now (a 200 ms pause, speculation, the transcript detector with a 500 ms fallback and
-1.5 s for unfinished words, backchannels judged up to 1200 ms).
+Configurations: "silence" is the detector of old (the VAD ends an utterance after 500 ms of
+silence; no speculation; speech over the agent past 400 ms interrupts it); "shipped" is the
+default now (a 120 ms pause, speculation, the transcript detector with a 250 ms commit silence
+under complete words, a 500 ms fallback and 1.5 s for unfinished words, backchannels judged up
+to 1200 ms).
+
+With the Smart Turn model fetched (`voice-agent fetch-turn-model`), the acoustic candidates run
+too: "smart_turn" (the model alone) and "hybrid" (the words and the model; 700 ms, or 1.5 s,
+when they disagree); the model's wall time per decision is added to the clock and printed.
 
 Figures: false cut-off rate (a turn committed before the caller finished), the median end-of-turn
 delay on complete utterances (end of voiced speech to the commit), false interruptions
@@ -57,8 +62,14 @@ from voice_agent.agent.turn_taking import (  # noqa: E402
 )
 from voice_agent.caller.audio import ROOM_RATE, synthesize  # noqa: E402
 from voice_agent.caller.audio import resample as resample_pcm  # noqa: E402
+from voice_agent.pipeline.acoustic_turn import (  # noqa: E402
+    HybridTurnDetector,
+    SmartTurnDetector,
+)
 from voice_agent.pipeline.completeness import TranscriptTurnDetector  # noqa: E402
 from voice_agent.pipeline.resample import StreamResampler  # noqa: E402
+from voice_agent.pipeline.smart_turn import SmartTurnModels  # noqa: E402
+from voice_agent.pipeline.smart_turn_weights import model_path  # noqa: E402
 from voice_agent.pipeline.turn import (  # noqa: E402
     SilenceTurnDetector,
     TurnDecision,
@@ -149,33 +160,112 @@ class Config:
 
 CONFIGS = [
     Config("silence", 500, lambda: SilenceTurnDetector(min_silence_ms=500), Speculation(), None, 0),
-    Config(
+    Config(  # the defaults: a 120 ms pause, a 250 ms commit silence under complete words
         "shipped",
-        200,
-        lambda: TranscriptTurnDetector(silence_ms=500, incomplete_silence_ms=1500),
+        120,
+        lambda: TranscriptTurnDetector(
+            silence_ms=500, incomplete_silence_ms=1500, complete_silence_ms=250
+        ),
         Speculation(max_per_turn=3, max_wasted_per_call=50),
         1200,
-        300,
+        380,
     ),
     Config(  # the same words, timed as the side-by-side's scripted STT (120 ms)
         "shipped, STT 120 ms",
-        200,
-        lambda: TranscriptTurnDetector(silence_ms=500, incomplete_silence_ms=1500),
-        Speculation(max_per_turn=3, max_wasted_per_call=50),
-        1200,
-        300,
-        stt_s=0.12,
-    ),
-    Config(  # a candidate: speculation earlier in the pause, at the cost of more of it wasted
-        "120 ms pause, STT 120 ms",
         120,
-        lambda: TranscriptTurnDetector(silence_ms=500, incomplete_silence_ms=1500),
+        lambda: TranscriptTurnDetector(
+            silence_ms=500, incomplete_silence_ms=1500, complete_silence_ms=250
+        ),
         Speculation(max_per_turn=3, max_wasted_per_call=50),
         1200,
         380,
         stt_s=0.12,
     ),
+    Config(  # the defaults before: a 200 ms pause, complete words end the turn at once
+        "200 ms pause, no commit silence, STT 120 ms",
+        200,
+        lambda: TranscriptTurnDetector(silence_ms=500, incomplete_silence_ms=1500),
+        Speculation(max_per_turn=3, max_wasted_per_call=50),
+        1200,
+        300,
+        stt_s=0.12,
+    ),
 ]
+
+
+class TimedModel:
+    """The Smart Turn model, timing each decision it is asked for (wall time, on this machine)."""
+
+    def __init__(self) -> None:
+        self.models = SmartTurnModels(model_path(Settings(_env_file=None)))
+        self.costs_s: list[float] = []
+
+    async def end_probability(self, pcm: bytes) -> float:
+        started = time.perf_counter()
+        p = await self.models.end_probability(pcm)
+        self.costs_s.append(time.perf_counter() - started)
+        return p
+
+
+TURN_MODEL = TimedModel()
+CONFIGS += [
+    Config(  # Smart Turn v3.2 alone: P(end) >= 0.5 ends the turn, else 1.5 s of silence
+        "smart_turn",
+        200,
+        lambda: SmartTurnDetector(
+            model=TURN_MODEL, threshold=0.5, silence_ms=500, incomplete_silence_ms=1500
+        ),
+        Speculation(max_per_turn=3, max_wasted_per_call=50),
+        1200,
+        300,
+    ),
+    Config(  # the transcript rules and Smart Turn: both complete ends now, disagreeing 700 ms
+        "hybrid",
+        200,
+        lambda: HybridTurnDetector(
+            model=TURN_MODEL,
+            threshold=0.5,
+            silence_ms=500,
+            incomplete_silence_ms=1500,
+            unsure_silence_ms=700,
+        ),
+        Speculation(max_per_turn=3, max_wasted_per_call=50),
+        1200,
+        300,
+    ),
+    Config(  # the same, timed as the side-by-side's scripted STT (120 ms)
+        "hybrid, STT 120 ms",
+        200,
+        lambda: HybridTurnDetector(
+            model=TURN_MODEL,
+            threshold=0.5,
+            silence_ms=500,
+            incomplete_silence_ms=1500,
+            unsure_silence_ms=700,
+        ),
+        Speculation(max_per_turn=3, max_wasted_per_call=50),
+        1200,
+        300,
+        stt_s=0.12,
+    ),
+    Config(  # hybrid waiting as long on disagreement as on unfinished words (1.5 s)
+        "hybrid, unsure 1.5 s, STT 120 ms",
+        200,
+        lambda: HybridTurnDetector(
+            model=TURN_MODEL,
+            threshold=0.5,
+            silence_ms=500,
+            incomplete_silence_ms=1500,
+            unsure_silence_ms=1500,
+        ),
+        Speculation(max_per_turn=3, max_wasted_per_call=50),
+        1200,
+        300,
+        stt_s=0.12,
+    ),
+]
+ACOUSTIC = {c.name for c in CONFIGS if "smart_turn" in c.name or "hybrid" in c.name}
+"""The configurations that need the Smart Turn model."""
 
 
 @dataclass
@@ -333,7 +423,9 @@ class Simulation:
                 trailing_silence_s=evidence.trailing_silence_s + when - self.now,
                 audio=evidence.audio,
             )
+        started = time.perf_counter()
         decision: TurnDecision = await self.detector.decide(evidence)
+        when += time.perf_counter() - started  # a model's time (the rules take microseconds)
         ask = action.ask
         self.at(when, lambda: self.machine.turn_decided(decision, ask=ask, at=self.now))
 
@@ -423,7 +515,13 @@ async def main() -> int:
     kinds = {k: sum(c.kind == k for c in cases) for k in dict.fromkeys(c.kind for c in cases)}
     print(f"{len(cases)} utterances: {kinds}")
     results: dict[str, Figures] = {}
-    for config in CONFIGS:
+    configs = CONFIGS
+    if not TURN_MODEL.models.available:
+        print(f"no Smart Turn model at {TURN_MODEL.models.path} (voice-agent fetch-turn-model)")
+        configs = [c for c in CONFIGS if c.name not in ACOUSTIC]
+    else:
+        await TURN_MODEL.models.load()  # and warm up, as the worker does at start
+    for config in configs:
         figures = results[config.name] = Figures()
         for case in cases:
             outcome = await Simulation(case, config, stt).run()
@@ -452,7 +550,16 @@ async def main() -> int:
             *rows,
         ]
     )
+    costs = sorted(TURN_MODEL.costs_s)
+    model_cost = (
+        f"Smart Turn v3.2 per decision (features and model, one onnxruntime thread, wall time): "
+        f"median {median_ms(costs)} ms, p95 {costs[int(0.95 * (len(costs) - 1))] * 1000:.0f} ms "
+        f"over {len(costs)} decisions; added to the virtual clock."
+        if costs
+        else ""
+    )
     print(table)
+    print(model_cost)
     if not args.no_docs:
         write_section(
             "Turn taking",
@@ -465,7 +572,7 @@ async def main() -> int:
             "false cut-offs at most 5 %, median EOU delay on complete utterances at most "
             "300 ms, backchannel interruptions at most 10 %. On a shared machine: Whisper's "
             "wall time, and so the shipped delays, grow with the load.",
-            table,
+            table + ("\n\n" + model_cost if model_cost else ""),
         )
     return 0
 

@@ -67,6 +67,12 @@ if [[ ! -f "$web_stamp" ]]; then
   touch "$web_stamp"
 fi
 
+# Smart Turn v3.2 (BSD-2-Clause), the acoustic end-of-turn model of the smart_turn and hybrid
+# turn detectors and its unit test: fetched once into the user's cache. Without network setup
+# carries on; those detectors then fall back to the transcript rules and the test is skipped.
+.venv/bin/voice-agent fetch-turn-model \
+  || echo "setup: warning: could not fetch the Smart Turn model; run 'voice-agent fetch-turn-model' later" >&2
+
 scripts/install-livekit-server.sh
 # Jaeger all-in-one for the trace test; built once (minutes), then kept in .cache/bin.
 scripts/install-jaeger.sh

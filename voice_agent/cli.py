@@ -112,6 +112,12 @@ def _parser() -> argparse.ArgumentParser:
         "configured model; settings: the configured model for every file",
     )
 
+    sub.add_parser(
+        "fetch-turn-model",
+        help="fetch the Smart Turn v3.2 end-of-turn model (BSD-2-Clause) from the pipecat-ai "
+        "wheel on PyPI, check its sha256 and keep it in the cache (VOICE_AGENT_SMART_TURN_MODEL)",
+    )
+
     tools = sub.add_parser("tools", help="list the registered tools and their policy")
     tools.add_argument("--json", action="store_true", help="print the list as JSON")
     return parser
@@ -191,6 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             os._exit(code)
         if args.command == "tools":
             return _tools(args, settings)
+        if args.command == "fetch-turn-model":
+            return _fetch_turn_model(settings)
         if args.command == "chat":
             try:
                 return asyncio.run(_chat(args, settings))
@@ -257,6 +265,20 @@ def _private_data(settings: Settings) -> None:
 
     os.umask(UMASK)
     private_dir(settings.data_dir)
+
+
+def _fetch_turn_model(settings: Settings) -> int:
+    from voice_agent.exceptions import TurnModelError
+    from voice_agent.pipeline.smart_turn_weights import fetch_turn_model, model_path
+
+    target = model_path(settings)
+    try:
+        fetched = fetch_turn_model(target)
+    except TurnModelError as e:
+        print(f"cannot fetch the turn model: {e}", file=sys.stderr)
+        return 1
+    print(f"turn model {'fetched to' if fetched else 'already at'} {target}")
+    return 0
 
 
 def _tools(args: argparse.Namespace, settings: Settings) -> int:

@@ -5,6 +5,8 @@ VoiceAgentError                 base; `retryable` says whether trying again may 
 ├── AuthError                   the caller could not be authenticated (HTTP 401)
 ├── DependencyUnavailableError  LiveKit, Redis or a provider did not answer (retryable)
 ├── DevStackError               a child of `voice-agent dev` failed to start or crashed
+├── TurnModelError              the end-of-turn model's weights are missing, fail their checksum
+│                               or do not load
 ├── ToolError                   a developer-registered tool (voice_agent.tooling)
 │   ├── ToolDefinitionError     a @tool function is malformed; found when its module is imported
 │   ├── ToolLoadError           a tools module failed to import, two tools share a name, or an
@@ -50,6 +52,10 @@ class DependencyUnavailableError(VoiceAgentError):
 
 class DevStackError(VoiceAgentError):
     """A component of the development stack failed to start or stopped unexpectedly."""
+
+
+class TurnModelError(VoiceAgentError):
+    """The end-of-turn model cannot be used: no weights, a wrong checksum, or a bad file."""
 
 
 class ToolError(VoiceAgentError):

@@ -146,11 +146,20 @@ class Settings(BaseSettings):
     # where the turn so far is transcribed and answered speculatively (unplayed); the turn
     # detector then commits it. "transcript" ends a complete utterance once eou_complete_ms of
     # silence has passed, waits eou_incomplete_ms for an unfinished one and eou_silence_ms when
-    # it has no words; "silence" ends every turn after eou_silence_ms.
+    # it has no words; "silence" ends every turn after eou_silence_ms. "smart_turn" asks the
+    # Smart Turn v3.2 acoustic model (P(end) >= smart_turn_threshold ends the turn, else
+    # eou_incomplete_ms); "hybrid" ends a turn at once only when the words and the model agree it
+    # is complete, waits eou_unsure_ms when they disagree. Both need `voice-agent
+    # fetch-turn-model` (the file at smart_turn_model, default
+    # $XDG_CACHE_HOME/voice-agent/models/); without it: "transcript".
     speech_pause_ms: int = Field(120, ge=60, le=5000)
     eou_complete_ms: int = Field(250, ge=0, le=5000)
-    turn_detector: Literal["transcript", "silence"] = "transcript"
+    turn_detector: Literal["transcript", "silence", "smart_turn", "hybrid"] = "transcript"
     eou_incomplete_ms: int = Field(1500, ge=100, le=10_000)
+    smart_turn_threshold: float = Field(0.5, ge=0, le=1)
+    eou_unsure_ms: int = Field(700, ge=100, le=10_000)
+    smart_turn_model: Path | None = None
+    xdg_cache_home: Path | None = Field(None, validation_alias="XDG_CACHE_HOME")
     speculation_max_per_turn: int = Field(3, ge=0, le=20)
     speculation_max_wasted: int = Field(50, ge=0, le=100_000)
     min_interruption_ms: int = Field(400, ge=100, le=5000)

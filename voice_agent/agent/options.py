@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from voice_agent.agent.lines import LineName, SpokenLines
+from voice_agent.pipeline.smart_turn_weights import model_path
 from voice_agent.profile import AgentProfile
 from voice_agent.settings import Settings
 
@@ -28,6 +30,10 @@ class SessionOptions:
     eou_incomplete_ms: int = 1500
     eou_complete_ms: int = 0
     """The least silence before a complete utterance commits (transcript detector)."""
+    smart_turn_threshold: float = 0.5
+    eou_unsure_ms: int = 700
+    smart_turn_model: Path | None = None
+    """The Smart Turn model file ("smart_turn" and "hybrid" detectors)."""
     speculation_max_per_turn: int = 0
     speculation_max_wasted: int = 0
     min_interruption_ms: int = 400
@@ -52,6 +58,9 @@ def session_options(settings: Settings, profile: AgentProfile | None = None) -> 
         turn_detector=settings.turn_detector,
         eou_incomplete_ms=settings.eou_incomplete_ms,
         eou_complete_ms=settings.eou_complete_ms,
+        smart_turn_threshold=settings.smart_turn_threshold,
+        eou_unsure_ms=settings.eou_unsure_ms,
+        smart_turn_model=model_path(settings),
         speculation_max_per_turn=settings.speculation_max_per_turn,
         speculation_max_wasted=settings.speculation_max_wasted,
         min_interruption_ms=settings.min_interruption_ms,

@@ -25,7 +25,7 @@ from voice_agent.agent.call_tools import CallTools, ToolKit
 from voice_agent.agent.client_channel import ClientChannel
 from voice_agent.agent.job import JobContext
 from voice_agent.agent.options import session_options, spoken_lines
-from voice_agent.agent.session import AGENT_HANG_UPS, CallSession
+from voice_agent.agent.session import AGENT_HANG_UPS, CallSession, needed_turn_models
 from voice_agent.agent.worker import AgentWorker, WorkerOptions
 from voice_agent.call_record import CallJournal, CallRecordSink, FileRecordSink
 from voice_agent.logging import bind_context, get_logger
@@ -76,6 +76,8 @@ class CallRunner:
         # Shared by the worker's calls: fixed lines rendered once, VAD models loaded once.
         self._lines = spoken_lines(self._options)
         self.vad_models = SileroModelPool()
+        # The Smart Turn model when the detector needs it: loaded at worker start (`run_worker`).
+        self.turn_models = needed_turn_models(self._options)
         self._sink = sink or FileRecordSink(settings.data_dir / "records")
         self._journal_dir = settings.data_dir / "calls"
         self._claims = CallClaims(
@@ -88,6 +90,12 @@ class CallRunner:
             ),
         )
         self._rooms = CallRooms(settings)
+
+    async def load_turn_model(self) -> None:
+        """Load and warm up the Smart Turn model, if the detector needs it, before the first
+        call; one that cannot be loaded is logged, and its calls fall back to the rules."""
+        if self.turn_models is not None:
+            await self.turn_models.prewarm(log)
 
     async def aclose(self) -> None:
         """Release the claims' Redis connection."""
@@ -138,6 +146,7 @@ class CallRunner:
             lines=self._lines,
             vad_models=self.vad_models,
             rooms=self._rooms,
+            turn_models=self.turn_models,
         )
         try:
             await session.run()
@@ -292,6 +301,7 @@ async def run_worker(
     try:
         # Models for the first calls, loaded before the worker takes any (about 50 ms each).
         await runner.vad_models.prewarm(_PREWARMED_VAD_MODELS)
+        await runner.load_turn_model()
         async with (
             sink if isinstance(sink, AbstractAsyncContextManager) else contextlib.nullcontext(),
             _services(services),

@@ -49,8 +49,11 @@ from voice_agent.agent.turn_taking import Floor, Speculation, TurnTaking
 from voice_agent.agent.typed_chat import TypedChat
 from voice_agent.agent.voice import AgentVoice, CallMemory
 from voice_agent.call_record import CallJournal, CallRecordSink, CallUsage
+from voice_agent.logging import Logger
+from voice_agent.pipeline.acoustic_turn import HybridTurnDetector, SmartTurnDetector
 from voice_agent.pipeline.completeness import TranscriptTurnDetector
 from voice_agent.pipeline.context import ConversationContext
+from voice_agent.pipeline.smart_turn import SmartTurnModels
 from voice_agent.pipeline.turn import SilenceTurnDetector, TurnDetector
 from voice_agent.pipeline.vad_model import SileroModelPool
 from voice_agent.profile import ClientActionPolicy
@@ -74,15 +77,53 @@ AGENT_HANG_UPS = frozenset({"max_duration", "user_silent", "repeated_failures"})
 """End reasons of a call the agent hung up (after its goodbye): it disconnects the caller."""
 
 
-def _turn_detector(options: SessionOptions) -> TurnDetector:
-    """The end-of-turn detector the options name."""
-    if options.turn_detector == "transcript":
-        return TranscriptTurnDetector(
+ACOUSTIC_DETECTORS = frozenset({"smart_turn", "hybrid"})
+"""Turn detectors that need the Smart Turn model."""
+
+
+def _turn_detector(
+    options: SessionOptions, models: SmartTurnModels | None, log: Logger
+) -> TurnDetector:
+    """The end-of-turn detector the options name; the transcript detector in place of an
+    acoustic one whose model is not available (a `turn.model_unavailable` warning)."""
+    transcript = TranscriptTurnDetector(
+        silence_ms=options.eou_silence_ms,
+        incomplete_silence_ms=options.eou_incomplete_ms,
+        complete_silence_ms=options.eou_complete_ms,
+    )
+    if options.turn_detector in ACOUSTIC_DETECTORS:
+        if models is None or not models.available:
+            log.warning(
+                "turn.model_unavailable",
+                detector=options.turn_detector,
+                path=str(models.path if models is not None else options.smart_turn_model),
+                fallback="transcript",
+            )
+            return transcript
+        if options.turn_detector == "hybrid":
+            return HybridTurnDetector(
+                model=models,
+                threshold=options.smart_turn_threshold,
+                silence_ms=options.eou_silence_ms,
+                incomplete_silence_ms=options.eou_incomplete_ms,
+                unsure_silence_ms=options.eou_unsure_ms,
+            )
+        return SmartTurnDetector(
+            model=models,
+            threshold=options.smart_turn_threshold,
             silence_ms=options.eou_silence_ms,
             incomplete_silence_ms=options.eou_incomplete_ms,
-            complete_silence_ms=options.eou_complete_ms,
         )
+    if options.turn_detector == "transcript":
+        return transcript
     return SilenceTurnDetector(min_silence_ms=options.eou_silence_ms)
+
+
+def needed_turn_models(options: SessionOptions) -> SmartTurnModels | None:
+    """The Smart Turn model the options need (not loaded yet), if they need one."""
+    if options.turn_detector not in ACOUSTIC_DETECTORS or options.smart_turn_model is None:
+        return None
+    return SmartTurnModels(options.smart_turn_model)
 
 
 class CallSession:
@@ -103,6 +144,7 @@ class CallSession:
         lines: SpokenLines | None = None,
         vad_models: SileroModelPool | None = None,
         rooms: CallRooms | None = None,
+        turn_models: SmartTurnModels | None = None,
     ) -> None:
         self.job = job
         self.opts = options
@@ -173,7 +215,8 @@ class CallSession:
             host=self,
             voice=self.voice,
             turns=self.turns,
-            turn_detector=turn_detector or _turn_detector(options),
+            turn_detector=turn_detector
+            or _turn_detector(options, turn_models or needed_turn_models(options), self.log),
             stt=providers.stt,
             memory=memory,
             captions=self.captions,
