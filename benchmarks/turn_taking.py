@@ -208,6 +208,19 @@ class TimedModel:
 
 
 TURN_MODEL = TimedModel()
+
+
+def hybrid(unsure_ms: int) -> Callable[[], TurnDetector]:
+    """The hybrid detector on the timed model, waiting `unsure_ms` when words and sound disagree."""
+    return lambda: HybridTurnDetector(
+        model=TURN_MODEL,
+        threshold=0.5,
+        silence_ms=500,
+        incomplete_silence_ms=1500,
+        unsure_silence_ms=unsure_ms,
+    )
+
+
 CONFIGS += [
     Config(  # Smart Turn v3.2 alone: P(end) >= 0.5 ends the turn, else 1.5 s of silence
         "smart_turn",
@@ -220,29 +233,12 @@ CONFIGS += [
         300,
     ),
     Config(  # the transcript rules and Smart Turn: both complete ends now, disagreeing 700 ms
-        "hybrid",
-        200,
-        lambda: HybridTurnDetector(
-            model=TURN_MODEL,
-            threshold=0.5,
-            silence_ms=500,
-            incomplete_silence_ms=1500,
-            unsure_silence_ms=700,
-        ),
-        Speculation(max_per_turn=3, max_wasted_per_call=50),
-        1200,
-        300,
+        "hybrid", 200, hybrid(700), Speculation(max_per_turn=3, max_wasted_per_call=50), 1200, 300
     ),
     Config(  # the same, timed as the side-by-side's scripted STT (120 ms)
         "hybrid, STT 120 ms",
         200,
-        lambda: HybridTurnDetector(
-            model=TURN_MODEL,
-            threshold=0.5,
-            silence_ms=500,
-            incomplete_silence_ms=1500,
-            unsure_silence_ms=700,
-        ),
+        hybrid(700),
         Speculation(max_per_turn=3, max_wasted_per_call=50),
         1200,
         300,
@@ -251,13 +247,7 @@ CONFIGS += [
     Config(  # hybrid waiting as long on disagreement as on unfinished words (1.5 s)
         "hybrid, unsure 1.5 s, STT 120 ms",
         200,
-        lambda: HybridTurnDetector(
-            model=TURN_MODEL,
-            threshold=0.5,
-            silence_ms=500,
-            incomplete_silence_ms=1500,
-            unsure_silence_ms=1500,
-        ),
+        hybrid(1500),
         Speculation(max_per_turn=3, max_wasted_per_call=50),
         1200,
         300,
