@@ -302,7 +302,6 @@ class TurnTaking(Generic[R]):
         self._awaiting = False  # a short sound's words are being judged: no resume before
         self._caller_speaking = False
         self._onset_pending = False  # voice heard, not yet confirmed as speech
-        self._commit_due = False  # an end of turn came while an onset was pending
         self._paused = False
         self._interrupted: R | None = None  # the reply an interruption cut, until its transcript
         self._reply: R | None = None  # the reply running now
@@ -358,15 +357,11 @@ class TurnTaking(Generic[R]):
         self._onset_pending = event.pending
         if event.pending or self._caller_speaking:
             return []
-        # The voice faded without becoming speech: a commit it held back is due now.
-        if self._commit_due:
-            self._commit_due = False
-            return self._commit(event.at)
-        return self.tick(at=event.at)
+        return self.tick(at=event.at)  # it faded without becoming speech: a held commit is due
 
     def _speech_started(self, event: SpeechStarted) -> list[Action[R]]:
         self._caller_speaking = True
-        self._onset_pending = self._commit_due = False
+        self._onset_pending = False
         self._recheck_at = None  # the caller spoke again: their next utterance decides
         actions = self._discard(wasted=True)
         if self._paused:  # more speech over the paused agent: it adds up
@@ -493,8 +488,8 @@ class TurnTaking(Generic[R]):
         if ask != self._ask or self._held is None or self._caller_speaking:
             return []
         if decision.end_of_turn:
-            if self._onset_pending:  # the caller may be resuming: the onset decides
-                self._commit_due = True
+            if self._onset_pending:  # the caller may be resuming: due once the voice fades
+                self._recheck_at = at
                 return []
             return self._commit(at)
         if decision.recheck_after_s is not None and not self._caller_speaking:
@@ -510,7 +505,6 @@ class TurnTaking(Generic[R]):
 
     def _commit(self, at: float) -> list[Action[R]]:
         held, self._held, self._recheck_at = self._held, None, None
-        self._commit_due = False
         if held is None:
             return []
         turn = CallerTurn(
