@@ -158,29 +158,26 @@ class Config:
     stt_s: float | None = None  # a fixed transcription time instead of Whisper's wall time
 
 
+def shipped(name: str, *, stt_s: float | None = None) -> Config:
+    """The defaults: a 120 ms pause, a 250 ms commit silence under complete words, speculation,
+    backchannels judged up to 1200 ms (`stt_s`: a fixed transcription time)."""
+    return Config(
+        name,
+        120,
+        lambda: TranscriptTurnDetector(
+            silence_ms=500, incomplete_silence_ms=1500, complete_silence_ms=250
+        ),
+        Speculation(max_per_turn=3, max_wasted_per_call=50),
+        1200,
+        380,
+        stt_s=stt_s,
+    )
+
+
 CONFIGS = [
     Config("silence", 500, lambda: SilenceTurnDetector(min_silence_ms=500), Speculation(), None, 0),
-    Config(  # the defaults: a 120 ms pause, a 250 ms commit silence under complete words
-        "shipped",
-        120,
-        lambda: TranscriptTurnDetector(
-            silence_ms=500, incomplete_silence_ms=1500, complete_silence_ms=250
-        ),
-        Speculation(max_per_turn=3, max_wasted_per_call=50),
-        1200,
-        380,
-    ),
-    Config(  # the same words, timed as the side-by-side's scripted STT (120 ms)
-        "shipped, STT 120 ms",
-        120,
-        lambda: TranscriptTurnDetector(
-            silence_ms=500, incomplete_silence_ms=1500, complete_silence_ms=250
-        ),
-        Speculation(max_per_turn=3, max_wasted_per_call=50),
-        1200,
-        380,
-        stt_s=0.12,
-    ),
+    shipped("shipped"),  # the defaults: a 120 ms pause, a 250 ms commit silence
+    shipped("shipped, STT 120 ms", stt_s=0.12),  # timed as the side-by-side's scripted STT
     Config(  # the defaults before: a 200 ms pause, complete words end the turn at once
         "200 ms pause, no commit silence, STT 120 ms",
         200,

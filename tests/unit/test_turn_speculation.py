@@ -43,10 +43,12 @@ def speculating(*, per_turn: int = 2, wasted: int = 10) -> Call:
     return Call(machine=TurnTaking(min_interruption_ms=400, speculation=limits))
 
 
-def backchannelling(*, resume_after_ms: int = 300) -> Call:
-    """A call whose machine judges backchannels (up to 800 ms) over the agent."""
+def backchannelling(*, resume_after_ms: int = 300, backchannel_max_ms: int = 800) -> Call:
+    """A call whose machine judges backchannels (up to `backchannel_max_ms`) over the agent."""
     machine: TurnTaking[Reply] = TurnTaking(
-        min_interruption_ms=400, resume_after_ms=resume_after_ms, backchannel_max_ms=800
+        min_interruption_ms=400,
+        resume_after_ms=resume_after_ms,
+        backchannel_max_ms=backchannel_max_ms,
     )
     return Call(machine=machine)
 
@@ -328,10 +330,7 @@ def test_a_misheard_hum_resumes(text: str, seconds: float) -> None:
 
 def test_the_same_words_spoken_longer_interrupt() -> None:
     """The hum rule holds only for short speech: 0.9 s of unknown words is a turn."""
-    machine: TurnTaking[Reply] = TurnTaking(
-        min_interruption_ms=400, resume_after_ms=300, backchannel_max_ms=1200
-    )
-    call = Call(machine=machine)
+    call = backchannelling(backchannel_max_ms=1200)
     reply = call.start_reply("answer")
     judge = utterance(call, 0.95, agent_audible=True)[-1]
     assert isinstance(judge, JudgeBackchannel)
