@@ -155,16 +155,30 @@ def test_no_speculation_while_a_reply_runs() -> None:
     assert [type(a) for a in actions] == [DecideTurn]
 
 
-def test_speculation_stops_at_the_per_turn_cap() -> None:
-    """At most max_per_turn speculations in one turn; the cap starts again at the next turn."""
+def test_past_the_per_turn_cap_a_pause_is_transcribed_without_a_reply() -> None:
+    """At most max_per_turn speculations of a turn prepare a reply; later pauses of the same
+    turn are still transcribed for the detector (prepare false); the cap starts again at the
+    next turn."""
     call = speculating(per_turn=1)
-    utterance(call, 0.5, agent_audible=False)
+    assert speculated(utterance(call, 0.5, agent_audible=False)).prepare
     call.wait(0.3)
     second = utterance(call, 0.5, agent_audible=False)
-    assert not any(isinstance(a, Speculate) for a in second)
-    call.machine.turn_decided(END, ask=asked(second).ask, at=call.now)
+    assert not speculated(second).prepare
+    call.wait(0.3)
+    third = utterance(call, 0.5, agent_audible=False)
+    assert not speculated(third).prepare
+    assert (call.machine.speculations, call.machine.wasted) == (3, 2)
+    [commit] = call.machine.turn_decided(END, ask=asked(third).ask, at=call.now)
+    assert isinstance(commit, CommitTurn)
+    assert commit.speculation == speculated(third).key
     call.wait(1.0)
-    assert any(isinstance(a, Speculate) for a in utterance(call, 0.5, agent_audible=False))
+    assert speculated(utterance(call, 0.5, agent_audible=False)).prepare
+
+
+def test_no_speculation_at_all_when_the_per_turn_cap_is_zero() -> None:
+    """max_per_turn 0 turns speculation off: the pause only asks the detector."""
+    call = speculating(per_turn=0)
+    assert [type(a) for a in utterance(call, 0.8, agent_audible=False)] == [DecideTurn]
 
 
 def test_speculation_stops_once_the_call_has_wasted_its_cap() -> None:

@@ -29,8 +29,10 @@ short pause, long before the turn detector may commit it. At that pause the mach
 turn so far to be transcribed and its reply prepared but not played (`Speculate`). The commit of
 exactly that audio carries the speculation (`CommitTurn.speculation`): its transcript is reused
 and its prepared reply played. New speech first discards it (`DiscardSpeculation`, counted as
-wasted). A speculation starts only while no reply runs, at most `max_per_turn` times per turn and
-until `max_wasted_per_call` have been wasted.
+wasted). A speculation starts only while no reply runs and until `max_wasted_per_call` have been
+wasted. At most `max_per_turn` of a turn's speculations prepare a reply (an LLM request); past
+that, a halting turn's pauses are still transcribed (`Speculate.prepare` false), so the turn
+detector keeps judging the words rather than falling back to silence alone.
 
 Backchannels (when `backchannel_max_ms` is set): paused speech past `min_interruption_ms` is not
 yet an interruption. Speech lasting `backchannel_max_ms` is; shorter speech is transcribed when it
@@ -180,11 +182,14 @@ class CommitTurn:
 
 @dataclass(frozen=True, slots=True)
 class Speculate:
-    """Transcribe the turn so far and prepare its reply without playing it; `key` names it."""
+    """Transcribe the turn so far and prepare its reply without playing it; `key` names it.
+
+    `prepare` false: transcribe only (the turn's replies prepared so far reached the cap)."""
 
     turn: CallerTurn
     key: int
     transcript: str | None = None  # the words, when already known (no transcription needed)
+    prepare: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +259,7 @@ class Speculation:
     """How far speculation may go (`max_per_turn=0`: never speculate)."""
 
     max_per_turn: int = 0
+    """Speculations per turn that prepare a reply; 0: none at all (no speculative STT either)."""
     max_wasted_per_call: int = 0
 
 
@@ -430,11 +436,12 @@ class TurnTaking(Generic[R]):
         limits = self._speculation
         if (
             self._reply is None
-            and self._speculated < limits.max_per_turn
+            and limits.max_per_turn > 0
             and self.wasted < limits.max_wasted_per_call
         ):
+            prepare = self._speculated < limits.max_per_turn
             self._speculating = self._ask
-            self._speculated += 1
+            self._speculated += prepare
             self.speculations += 1
             turn = CallerTurn(
                 audio=self._held.audio,
@@ -442,7 +449,11 @@ class TurnTaking(Generic[R]):
                 ended_at=self._held.ended_at,
                 committed_at=ended_at,
             )
-            actions.append(Speculate(turn=turn, key=self._ask, transcript=self._held.transcript))
+            actions.append(
+                Speculate(
+                    turn=turn, key=self._ask, transcript=self._held.transcript, prepare=prepare
+                )
+            )
         return actions
 
     def _discard(self, *, wasted: bool) -> list[Action[R]]:
