@@ -6,13 +6,13 @@ becomes the async driver's, and where it is rendered for logs without its passwo
 
 from __future__ import annotations
 
-from sqlalchemy.engine import make_url
-
 from voice_agent.exceptions import ConfigError
 
 
 def safe_url(url: str) -> str:
     """The URL with any password hidden, for logs."""
+    from sqlalchemy.engine import make_url  # imported when a database is used (~25 MB)
+
     return make_url(url).render_as_string(hide_password=True)
 
 

@@ -151,13 +151,16 @@ class Settings(BaseSettings):
     # eou_incomplete_ms); "hybrid" ends a turn at once only when the words and the model agree it
     # is complete, waits eou_unsure_ms when they disagree. Both need `voice-agent
     # fetch-turn-model` (the file at smart_turn_model, default
-    # $XDG_CACHE_HOME/voice-agent/models/); without it: "transcript".
+    # $XDG_CACHE_HOME/voice-agent/models/); without it: "transcript". stt_punctuates: the STT
+    # ends finished sentences with . ? or ! (Whisper and OpenAI's models do), so the rules read
+    # words without one as unfinished; set it false for an STT that writes no punctuation.
     speech_pause_ms: int = Field(120, ge=60, le=5000)
     eou_complete_ms: int = Field(250, ge=0, le=5000)
-    turn_detector: Literal["transcript", "silence", "smart_turn", "hybrid"] = "transcript"
+    stt_punctuates: bool = True
+    turn_detector: Literal["transcript", "silence", "smart_turn", "hybrid"] = "hybrid"
     eou_incomplete_ms: int = Field(1500, ge=100, le=10_000)
     smart_turn_threshold: float = Field(0.5, ge=0, le=1)
-    eou_unsure_ms: int = Field(700, ge=100, le=10_000)
+    eou_unsure_ms: int = Field(1500, ge=100, le=10_000)
     smart_turn_model: Path | None = None
     xdg_cache_home: Path | None = Field(None, validation_alias="XDG_CACHE_HOME")
     speculation_max_per_turn: int = Field(3, ge=0, le=20)

@@ -151,3 +151,73 @@ async def test_short_words_over_the_agent_that_are_no_backchannel_interrupt_it(
     assert LONG_ANSWER.startswith(first["agent_text"])
     assert (second["user_text"], second["agent_text"]) == ("Wait.", "Sure, go ahead.")
     assert len(models.requests_to(STT)) == 2
+
+
+async def _one_turn_of(
+    livekit_server: LiveKitEndpoint,
+    tmp_path: Path,
+    parts: list[str],
+    transcripts: list[str],
+    pause_s: float,
+    **settings: Any,
+) -> tuple[dict[str, Any], ScriptedOpenAI, Any]:
+    """The caller says `parts` with `pause_s` between them; the scripted STT hears `transcripts`
+    (one per pause), and the chat answers the whole sentence (the last transcript)."""
+    whole = transcripts[-1]
+    models = ScriptedOpenAI(
+        transcriptions=[TranscriptionReply(text=t) for t in transcripts],
+        chat_router=_answer_by_last_words({whole: "Thanks, I have it."}),
+    )
+    pause = b"\0\0" * int(ROOM_RATE * pause_s)
+    pcm = pause.join([(await speech(p)).pcm for p in parts])
+    async with models, voice_stack(livekit_server, tmp_path, models=models, **settings) as stack:
+        result = await stack.call(Utterance(label="a halting turn", pcm=pcm))
+        await _idle(stack.worker)
+    [record] = stack.sink.records.values()
+    return result, models, record
+
+
+async def test_a_sentence_the_stt_leaves_unmarked_waits_for_the_caller_to_go_on(
+    livekit_server: LiveKitEndpoint, tmp_path: Path
+) -> None:
+    """ "I was wondering ... if you could help me": the STT writes the first part without a full
+    stop, as Whisper does when a sentence breaks off, so the 0.8 s pause does not end the turn;
+    the whole sentence is one turn."""
+    whole = "I was wondering if you could help me."
+    result, _models, record = await _one_turn_of(
+        livekit_server,
+        tmp_path,
+        ["I was wondering", "if you could help me"],
+        ["I was wondering", whole],
+        0.8,
+    )
+    assert result["ok"], result
+    [turn] = result["turns"]
+    assert (turn["user_text"], turn["agent_text"]) == (whole, "Thanks, I have it.")
+    assert [t.text for t in record.transcript if t.speaker == "user"] == [whole]
+    assert _user_caption_finals(result) == [whole]
+
+
+async def test_pauses_past_the_speculation_cap_are_still_judged_by_their_words(
+    livekit_server: LiveKitEndpoint, tmp_path: Path
+) -> None:
+    """A code read digit by digit with one prepared reply allowed per turn: the later pauses are
+    transcribed without a reply (one STT request per pause, no further LLM request), their
+    unfinished words keep the turn open past the silence rule's 0.5 s, and the whole code is
+    one turn."""
+    whole = "The code is four seven two, thanks."
+    result, models, record = await _one_turn_of(
+        livekit_server,
+        tmp_path,
+        ["The code is", "four", "seven", "two thanks"],
+        ["The code is", "The code is 4.", "The code is 4, 7.", whole],
+        0.8,
+        speculation_max_per_turn=1,
+    )
+    assert result["ok"], result
+    [turn] = result["turns"]
+    assert (turn["user_text"], turn["agent_text"]) == (whole, "Thanks, I have it.")
+    assert len(models.requests_to(STT)) == 4  # one per pause; the commit reused the last
+    assert len(models.requests_to(CHAT)) == 2  # the first pause's prepared reply, and the answer
+    assert (record.usage.speculations, record.usage.speculations_wasted) == (4, 3)
+    assert [t.text for t in record.transcript if t.speaker == "user"] == [whole]

@@ -40,6 +40,34 @@ def test_unfinished_sentences_are_incomplete(text: str) -> None:
     assert utterance_complete(text) is False
 
 
+@pytest.mark.parametrize(
+    "text", ["I was wondering", "I need eggs", "my phone number is 5555", "Thank you"]
+)
+def test_a_punctuating_stt_without_a_final_mark_is_unfinished(text: str) -> None:
+    """Whisper leaves the full stop off a sentence it hears break off: with `punctuated`, words
+    without a final mark are unfinished; without it, the words alone decide."""
+    assert utterance_complete(text, punctuated=True) is False
+
+
+@pytest.mark.parametrize(
+    "text", ["Where is my order?", "Thanks.", "Hello!", '"Okay."', "I need eggs."]
+)
+def test_a_punctuating_stt_with_a_final_mark_reads_the_words(text: str) -> None:
+    """A final mark (after a closing quote too) leaves the decision to the words."""
+    assert utterance_complete(text, punctuated=True) is True
+
+
+async def test_the_detector_waits_on_an_unmarked_transcript_when_the_stt_punctuates() -> None:
+    """The punctuating detector waits the unfinished silence on "I was wondering"; the other ends
+    the turn."""
+    evidence = TurnEvidence(transcript="I was wondering", trailing_silence_s=0.3)
+    marked = await TranscriptTurnDetector(punctuated=True).decide(evidence)
+    unmarked = await TranscriptTurnDetector().decide(evidence)
+    assert (marked.end_of_turn, marked.reason) == (False, "incomplete")
+    assert marked.recheck_after_s == pytest.approx(1.2)
+    assert unmarked.end_of_turn
+
+
 def test_no_words_are_neither() -> None:
     """An empty transcript says nothing about completeness."""
     assert utterance_complete("  ") is None

@@ -144,6 +144,7 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "VOICE_AGENT_TURN_DETECTOR": ("silence", "silence"),
     "VOICE_AGENT_EOU_INCOMPLETE_MS": ("1800", 1800),
     "VOICE_AGENT_EOU_COMPLETE_MS": ("150", 150),
+    "VOICE_AGENT_STT_PUNCTUATES": ("false", False),
     "VOICE_AGENT_SMART_TURN_THRESHOLD": ("0.7", 0.7),
     "VOICE_AGENT_EOU_UNSURE_MS": ("900", 900),
     "VOICE_AGENT_SMART_TURN_MODEL": ("/opt/models/st.onnx", Path("/opt/models/st.onnx")),

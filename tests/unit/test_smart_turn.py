@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import tempfile
@@ -33,7 +34,7 @@ from voice_agent.pipeline.smart_turn_weights import (
     fetch_turn_model,
     model_path,
 )
-from voice_agent.pipeline.turn import TurnEvidence
+from voice_agent.pipeline.turn import TurnEvidence, listen_ahead
 from voice_agent.settings import Settings
 
 WINDOW = 8 * SAMPLE_RATE
@@ -205,6 +206,108 @@ async def test_a_failing_model_leaves_the_decision_to_the_rules() -> None:
         )
         assert not held.end_of_turn
         assert held.recheck_after_s == pytest.approx(1.3)
+
+
+async def test_hybrid_keeps_the_rules_commit_silence_when_both_agree() -> None:
+    """Words and model agree before the commit silence has passed: wait out its remainder."""
+    model = FakeModel(0.9)
+    detector = HybridTurnDetector(
+        model=model,
+        threshold=0.5,
+        silence_ms=500,
+        incomplete_silence_ms=1500,
+        unsure_silence_ms=1500,
+        complete_silence_ms=250,
+    )
+    early = await detector.decide(
+        TurnEvidence(transcript="Where is my order?", trailing_silence_s=0.15, audio=AUDIO)
+    )
+    assert (early.end_of_turn, early.reason, early.probability) == (False, "complete_short", 0.9)
+    assert early.recheck_after_s == pytest.approx(0.1)
+
+
+async def test_hybrid_reads_a_missing_final_mark_as_unfinished_when_the_stt_punctuates() -> None:
+    """With a punctuating STT, "I was wondering" (Whisper's hearing of "I was wondering if")
+    waits as unfinished words do, and the model is not asked."""
+    model = FakeModel(0.99)
+    detector = HybridTurnDetector(
+        model=model,
+        threshold=0.5,
+        silence_ms=500,
+        incomplete_silence_ms=1500,
+        unsure_silence_ms=1500,
+        punctuated=True,
+    )
+    evidence = TurnEvidence(transcript="I was wondering", trailing_silence_s=0.2, audio=AUDIO)
+    decision = await detector.decide(evidence)
+    assert (decision.end_of_turn, decision.reason) == (False, "incomplete")
+    assert decision.recheck_after_s == pytest.approx(1.3)
+    assert model.asked == 0
+
+
+class GatedModel(FakeModel):
+    """A model whose answer waits for `release`: it is running while the words are unknown."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__(p)
+        self.release = asyncio.Event()
+
+    async def end_probability(self, pcm: bytes) -> float:
+        self.asked += 1
+        await self.release.wait()
+        return self.p or 0.0
+
+
+async def test_hybrid_listens_ahead_while_the_words_are_transcribed() -> None:
+    """`listen_ahead` starts the model on the turn's audio at the pause; `decide` on the same
+    audio uses that run instead of starting another."""
+    model = GatedModel(0.8)
+    detector = HybridTurnDetector(
+        model=model,
+        threshold=0.5,
+        silence_ms=500,
+        incomplete_silence_ms=1500,
+        unsure_silence_ms=700,
+    )
+    ahead = listen_ahead(detector, AUDIO)
+    assert ahead is not None
+    await asyncio.sleep(0)
+    assert model.asked == 1  # running before any words are known
+    model.release.set()
+    evidence = TurnEvidence(transcript="Where is my order?", trailing_silence_s=0.3, audio=AUDIO)
+    decision = await detector.decide(evidence)
+    assert (decision.end_of_turn, decision.probability) == (True, 0.8)
+    assert model.asked == 1
+
+
+async def test_hybrid_asks_again_for_audio_it_did_not_listen_ahead_to() -> None:
+    """Audio other than the one listened ahead to (the caller went on): the early run is
+    dropped and the model asked about the audio decided on."""
+    heard: list[int] = []
+
+    class ByLength(FakeModel):
+        async def end_probability(self, pcm: bytes) -> float:
+            heard.append(len(pcm))
+            return 0.9 if len(pcm) > len(AUDIO) else 0.1
+
+    detector = HybridTurnDetector(
+        model=ByLength(None),
+        threshold=0.5,
+        silence_ms=500,
+        incomplete_silence_ms=1500,
+        unsure_silence_ms=700,
+    )
+    listen_ahead(detector, AUDIO)
+    longer = AUDIO + AUDIO
+    evidence = TurnEvidence(transcript="Where is my order?", trailing_silence_s=0.3, audio=longer)
+    decision = await detector.decide(evidence)
+    assert (decision.end_of_turn, decision.probability) == (True, 0.9)
+    assert heard[-1] == len(longer)
+
+
+def test_detectors_without_an_acoustic_model_ignore_listen_ahead() -> None:
+    """The transcript and silence detectors have nothing to start early."""
+    assert listen_ahead(TranscriptTurnDetector(), AUDIO) is None
 
 
 # Fallback when the model is missing

@@ -55,7 +55,7 @@ from voice_agent.call_record import TranscriptTurn
 from voice_agent.chat import ChatMessage
 from voice_agent.exceptions import ProviderError
 from voice_agent.logging import Logger
-from voice_agent.pipeline.turn import TurnDetector, TurnEvidence, reads_transcript
+from voice_agent.pipeline.turn import TurnDetector, TurnEvidence, listen_ahead, reads_transcript
 from voice_agent.pipeline.vad_model import SileroModelPool
 from voice_agent.protocol import AgentState, TurnKind
 from voice_agent.providers.base import STT, PcmAudio
@@ -237,6 +237,7 @@ class Conversation:
         """Ask the turn detector about the held speech; the machine decides what it means."""
         speculation = self._speculations.get(ask)
         if speculation is not None and reads_transcript(self._detector):
+            listen_ahead(self._detector, evidence.audio)  # while the words are transcribed
             # Wait for the words as long as an unfinished utterance may pause; the silence
             # since the question counts toward the detector's waits.
             asked_at = time.monotonic()
@@ -305,7 +306,7 @@ class Conversation:
                 text = await self._transcribe(audio, self._segment)
             timer.stt_done = time.monotonic()
         speculation.transcript.set_result(text)
-        if text and not self._voice.busy and not self._host.ending:
+        if action.prepare and text and not self._voice.busy and not self._host.ending:
             speculation.prepared = self._voice.prepare(user_text=text, timer=timer)
 
     def _discard(self, key: int, *, wasted: bool) -> None:

@@ -29,6 +29,8 @@ class SessionOptions:
     turn_detector: str = "silence"
     eou_incomplete_ms: int = 1500
     eou_complete_ms: int = 0
+    stt_punctuates: bool = False
+    """Whether the STT marks finished sentences (the transcript rules read a missing mark)."""
     """The least silence before a complete utterance commits (transcript detector)."""
     smart_turn_threshold: float = 0.5
     eou_unsure_ms: int = 700
@@ -58,6 +60,7 @@ def session_options(settings: Settings, profile: AgentProfile | None = None) -> 
         turn_detector=settings.turn_detector,
         eou_incomplete_ms=settings.eou_incomplete_ms,
         eou_complete_ms=settings.eou_complete_ms,
+        stt_punctuates=settings.stt_punctuates,
         smart_turn_threshold=settings.smart_turn_threshold,
         eou_unsure_ms=settings.eou_unsure_ms,
         smart_turn_model=model_path(settings),

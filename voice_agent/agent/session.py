@@ -90,6 +90,7 @@ def _turn_detector(
         silence_ms=options.eou_silence_ms,
         incomplete_silence_ms=options.eou_incomplete_ms,
         complete_silence_ms=options.eou_complete_ms,
+        punctuated=options.stt_punctuates,
     )
     if options.turn_detector in ACOUSTIC_DETECTORS:
         if models is None or not models.available:
@@ -107,6 +108,8 @@ def _turn_detector(
                 silence_ms=options.eou_silence_ms,
                 incomplete_silence_ms=options.eou_incomplete_ms,
                 unsure_silence_ms=options.eou_unsure_ms,
+                complete_silence_ms=options.eou_complete_ms,
+                punctuated=options.stt_punctuates,
             )
         return SmartTurnDetector(
             model=models,

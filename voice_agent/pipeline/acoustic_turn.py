@@ -7,11 +7,15 @@ finished: P(end) at or over `threshold` ends the turn now; under it the turn wai
 
 `HybridTurnDetector` reads the words first (`completeness.py`):
 
-- the rules say unfinished ("my number is"): wait `incomplete_silence_ms`, as the rules do,
-  without asking the model;
-- no words (no transcript, STT failed): wait `silence_ms`, as the rules do;
-- the rules say complete and so does the model: end the turn now;
+- the rules say unfinished ("my number is"), or there are no words: the rules decide, without
+  asking the model;
+- the rules say complete and so does the model: the rules decide (the turn ends once their
+  commit silence has passed);
 - the rules say complete and the model does not: unsure, wait `unsure_silence_ms`.
+
+The session tells the hybrid detector the turn's audio as soon as the caller pauses
+(`listen_ahead`), before the words are known, so the model runs while the speech is being
+transcribed and its answer is usually ready when the words arrive.
 
 A model that fails (a broken file found only when loading it) answers nothing: both detectors
 then decide as the transcript rules would, and say so in the decision's reason. The model runs
@@ -20,8 +24,11 @@ in a thread; the event loop never waits on it.
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import replace
+
 from voice_agent.exceptions import TurnModelError
-from voice_agent.pipeline.completeness import TranscriptTurnDetector, utterance_complete
+from voice_agent.pipeline.completeness import TranscriptTurnDetector
 from voice_agent.pipeline.smart_turn import EndOfTurnModel
 from voice_agent.pipeline.turn import TurnDecision, TurnEvidence
 
@@ -44,6 +51,8 @@ class _ModelDetector:
         threshold: float,
         silence_ms: int,
         incomplete_silence_ms: int,
+        complete_silence_ms: int = 0,
+        punctuated: bool = False,
     ) -> None:
         if not 0.0 <= threshold <= 1.0:
             raise ValueError("threshold must be within [0, 1]")
@@ -54,7 +63,10 @@ class _ModelDetector:
         self._silence_s = silence_ms / 1000
         self._incomplete_s = max(incomplete_silence_ms, silence_ms) / 1000
         self._rules = TranscriptTurnDetector(
-            silence_ms=silence_ms, incomplete_silence_ms=incomplete_silence_ms
+            silence_ms=silence_ms,
+            incomplete_silence_ms=incomplete_silence_ms,
+            complete_silence_ms=complete_silence_ms,
+            punctuated=punctuated,
         )
 
     async def _probability(self, audio: bytes) -> float | None:
@@ -103,29 +115,46 @@ class HybridTurnDetector(_ModelDetector):
         silence_ms: int,
         incomplete_silence_ms: int,
         unsure_silence_ms: int,
+        complete_silence_ms: int = 0,
+        punctuated: bool = False,
     ) -> None:
         super().__init__(
             model=model,
             threshold=threshold,
             silence_ms=silence_ms,
             incomplete_silence_ms=incomplete_silence_ms,
+            complete_silence_ms=complete_silence_ms,
+            punctuated=punctuated,
         )
         if unsure_silence_ms < 0:
             raise ValueError("silences must not be negative")
         self._unsure_s = unsure_silence_ms / 1000
+        self._ahead: tuple[bytes, asyncio.Future[float | None]] | None = None
+
+    def listen_ahead(self, audio: bytes) -> asyncio.Future[float | None] | None:
+        """Start the model on the turn's `audio` now; `decide` on the same audio awaits it."""
+        if self._ahead is not None:
+            self._ahead[1].cancel()
+        self._ahead = (audio, asyncio.ensure_future(self._probability(audio))) if audio else None
+        return self._ahead[1] if self._ahead is not None else None
+
+    async def _probability_of(self, audio: bytes) -> float | None:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] is audio:
+            return await ahead[1]
+        if ahead is not None:
+            ahead[1].cancel()
+        return await self._probability(audio)
 
     async def decide(self, evidence: TurnEvidence) -> TurnDecision:
         """End now when words and sound agree it is over; otherwise wait (see the module)."""
         if evidence.speaking:
             return TurnDecision(end_of_turn=False, reason="speaking")
-        complete = utterance_complete(evidence.transcript)
-        if complete is None:
-            return _wait(self._silence_s, evidence, "no_words", None)
-        if not complete:
-            return _wait(self._incomplete_s, evidence, "incomplete", None)
-        p = await self._probability(evidence.audio) if evidence.audio else None
+        if not self._rules.complete(evidence.transcript):
+            return await self._rules.decide(evidence)
+        p = await self._probability_of(evidence.audio) if evidence.audio else None
         if p is None:
             return await self._by_rules(evidence)
         if p >= self._threshold:
-            return TurnDecision(end_of_turn=True, probability=p, reason="complete")
+            return replace(await self._rules.decide(evidence), probability=p)
         return _wait(self._unsure_s, evidence, "unsure", p)

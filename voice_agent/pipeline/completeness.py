@@ -6,6 +6,10 @@ one at the caller's first short pause) and judges whether the caller has finishe
 - unfinished: the words end on a conjunction, preposition, article, auxiliary, filler or a comma
   ("my account number is", "eggs, milk,", "I want to um"), or on a number while the turn is about
   a number ("my number is four five six" may go on): wait for `incomplete_silence_ms` of silence;
+  with `punctuated` (an STT that ends finished sentences with a full stop, question or
+  exclamation mark, as Whisper and OpenAI's transcription models do), words without one are
+  unfinished too: Whisper leaves the mark off a sentence it hears break off ("I was wondering"
+  for "I was wondering if", "I need eggs" for "I need eggs, ...");
 - finished otherwise: end the turn once the caller has been silent for `complete_silence_ms`
   (a floor under every commit: a fast STT returning a whole sentence from a comma pause must
   not end the turn there; the speculation still starts at the shorter pause);
@@ -191,10 +195,13 @@ _NUMBER_TOPICS = re.compile(
     r"\b(number|phone|account|code|card|zip|postcode|pin|id|digits?|order|reference|ticket)\b"
 )
 _WORD = re.compile(r"[a-z0-9']+")
+_SENTENCE_ENDS = (".", "?", "!", "\u3002", "\uff1f", "\uff01")  # and the CJK full-width ones
+_CLOSERS = "\"'\u201d\u2019)]"  # quotes and brackets after a sentence's final mark
 
 
-def utterance_complete(transcript: str) -> bool | None:
-    """Whether the words read as a finished utterance; None when there are no words."""
+def utterance_complete(transcript: str, *, punctuated: bool = False) -> bool | None:
+    """Whether the words read as a finished utterance; None when there are no words.
+    `punctuated`: the STT marks finished sentences, so words without a final mark are not."""
     text = transcript.strip().lower()
     words = _WORD.findall(text)
     if not words:
@@ -202,6 +209,8 @@ def utterance_complete(transcript: str) -> bool | None:
     if text.endswith(("?", "!")):
         return True
     if text.endswith((",", "...", "…", "-", "\u2013", ":", ";")):
+        return False
+    if punctuated and not text.rstrip(_CLOSERS).endswith(_SENTENCE_ENDS):
         return False
     last = words[-1]
     if last in _UNFINISHED_WORDS:
@@ -222,18 +231,25 @@ class TranscriptTurnDetector:
         silence_ms: int = 500,
         incomplete_silence_ms: int = 1500,
         complete_silence_ms: int = 0,
+        punctuated: bool = False,
     ) -> None:
         if min(silence_ms, incomplete_silence_ms, complete_silence_ms) < 0:
             raise ValueError("silences must not be negative")
         self._silence_s = silence_ms / 1000
         self._incomplete_s = max(incomplete_silence_ms, silence_ms) / 1000
         self._complete_s = min(complete_silence_ms, silence_ms) / 1000
+        self.punctuated = punctuated
+        """Whether the STT marks finished sentences (see the module docstring)."""
+
+    def complete(self, transcript: str) -> bool | None:
+        """`utterance_complete` as this detector reads it (with its `punctuated`)."""
+        return utterance_complete(transcript, punctuated=self.punctuated)
 
     async def decide(self, evidence: TurnEvidence) -> TurnDecision:
         """End of turn now, or how much more silence to wait for."""
         if evidence.speaking:
             return TurnDecision(end_of_turn=False, reason="speaking")
-        complete = utterance_complete(evidence.transcript)
+        complete = self.complete(evidence.transcript)
         if complete:
             wait_s, reason = self._complete_s, "complete"
         elif complete is None:

@@ -13,11 +13,19 @@ the model's input shape (`input_features`: batch x 80 x 800, which is 8 s).
 
 onnxruntime comes with the `local` extra (faster-whisper needs it); without it, or without the
 file, the model is unavailable and the session falls back to the transcript detector.
+
+Memory: by default onnxruntime keeps an arena sized for the largest run and malloc keeps what
+the encoder's activations freed, about 40 MB more per worker than the session needs. The session
+runs without the arena and the memory pattern, and after each run freed heap memory is handed
+back to the system (`malloc_trim`, glibc only): measured on this model, the worker holds about
+48 MB for it instead of 77-86 MB, and a run takes no longer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import importlib.util
 import time
 from pathlib import Path
@@ -42,6 +50,18 @@ SAMPLE_RATE = 16_000
 N_FFT = 400
 HOP = 160
 _FLOAT = npt.NDArray[np.float32]
+
+
+def _malloc_trim() -> Any:
+    """glibc's `malloc_trim`, or a no-op where the C library has none (musl, macOS)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc.malloc_trim
+    except (OSError, AttributeError):
+        return lambda _pad: 0
+
+
+_TRIM = _malloc_trim()
 
 
 class EndOfTurnModel(Protocol):
@@ -139,6 +159,8 @@ class SmartTurnModel:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.enable_cpu_mem_arena = False  # see the module docstring, "Memory"
+        options.enable_mem_pattern = False
         try:
             session = ort.InferenceSession(
                 str(path), sess_options=options, providers=["CPUExecutionProvider"]
@@ -155,7 +177,10 @@ class SmartTurnModel:
     def probability(self, pcm: bytes) -> float:
         """P(end of turn) for the turn's audio (blocking: call it in a thread)."""
         (output,) = self._session.run(None, {self._input: self.features(pcm)})
-        return float(np.asarray(output).reshape(-1)[0])
+        p = float(np.asarray(output).reshape(-1)[0])
+        del output
+        _TRIM(0)  # hand the activations' freed memory back (see the module docstring)
+        return p
 
     async def end_probability(self, pcm: bytes) -> float:
         """P(end of turn), computed in a thread so the event loop never waits on it."""

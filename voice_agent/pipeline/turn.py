@@ -10,8 +10,9 @@ protocol. `decide` is async so such a model can run in a thread without blocking
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, cast, runtime_checkable
 
 if TYPE_CHECKING:
     from voice_agent.pipeline.vad import VadEvent
@@ -21,6 +22,7 @@ __all__ = [
     "TurnDecision",
     "TurnDetector",
     "TurnEvidence",
+    "listen_ahead",
     "reads_transcript",
 ]
 
@@ -75,6 +77,14 @@ def reads_transcript(detector: TurnDetector) -> bool:
     """Whether `detector` judges the words (a `reads_transcript = True` attribute): the session
     then asks it once the speculative transcript of the turn so far is known."""
     return bool(getattr(detector, "reads_transcript", False))
+
+
+def listen_ahead(detector: TurnDetector, audio: bytes) -> Awaitable[object] | None:
+    """Let `detector` start on the turn's audio before its words are known (a detector with a
+    `listen_ahead(audio)` method, such as one running an acoustic model; it returns what it
+    started, or None). Other detectors ignore it."""
+    start = getattr(detector, "listen_ahead", None)
+    return None if start is None else cast("Awaitable[object] | None", start(audio))
 
 
 class SilenceTurnDetector:

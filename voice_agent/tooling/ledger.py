@@ -23,8 +23,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic_core import to_jsonable_python
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
 from voice_agent.closing import AsyncClosing
 from voice_agent.database_url import normalise_url
@@ -160,6 +158,10 @@ class IdempotencyLedger(AsyncClosing):
 
 def is_postgres_url(url: str) -> bool:
     """True when a database URL names PostgreSQL (any driver spelling we accept)."""
+    # SQLAlchemy only once a database is configured: a worker without one never loads it.
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         return make_url(normalise_url(url)).get_backend_name() == "postgresql"
     except (ConfigError, ArgumentError):  # the report store reports a bad URL at start-up
