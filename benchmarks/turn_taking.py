@@ -11,15 +11,16 @@ measured wall time is added to the virtual clock, so a slow transcription delays
 as it would on a call.
 
 Configurations: "silence" is the detector of old (the VAD ends an utterance after 500 ms of
-silence; no speculation; speech over the agent past 400 ms interrupts it); "transcript" is the
-words' rules alone (a 120 ms pause, speculation, a 250 ms commit silence under complete words,
-words without a final mark read as unfinished, a 500 ms fallback and 1.5 s for unfinished
-words, backchannels judged up to 1200 ms).
+silence; no speculation; speech over the agent past 400 ms interrupts it); "shipped
+(transcript)" is the default: the words' rules (a 120 ms pause, speculation, a 250 ms commit
+silence under complete words, words without a final mark read as unfinished, a 500 ms
+fallback and 1.5 s for unfinished words, backchannels judged up to 1200 ms).
 
 With the Smart Turn model fetched (`voice-agent fetch-turn-model`), the acoustic ones run too:
 "smart_turn" (the model alone) and "hybrid" (the words and the model, 1.5 s when they
-disagree: the default that ships; a 700 ms variant beside it), the model started at the pause
-while the words are transcribed; its wall time per decision is added to the clock and printed.
+disagree, the option with the fewest cut-offs; a 700 ms variant beside it), the model started
+at the pause while the words are transcribed; its wall time per decision is added to the clock
+and printed.
 
 Figures: false cut-off rate (a turn committed before the caller finished), the median end-of-turn
 delay on complete utterances (end of voiced speech to the commit), false interruptions
@@ -182,8 +183,9 @@ def shipped(name: str, *, stt_s: float | None = None, punctuated: bool = True) -
 
 CONFIGS = [
     Config("silence", 500, lambda: SilenceTurnDetector(min_silence_ms=500), Speculation(), None, 0),
-    shipped("transcript"),  # the words' rules: a 120 ms pause, a 250 ms commit silence
-    shipped("transcript, STT 120 ms", stt_s=0.12),  # timed as the side-by-side's scripted STT
+    shipped("shipped (transcript)"),  # the words' rules: a 120 ms pause, a 250 ms commit silence
+    # timed as the side-by-side's scripted STT:
+    shipped("shipped (transcript), STT 120 ms", stt_s=0.12),
     shipped("transcript without the punctuation rule, STT 120 ms", stt_s=0.12, punctuated=False),
     Config(  # the defaults before: a 200 ms pause, complete words end the turn at once
         "200 ms pause, no commit silence, STT 120 ms",
@@ -247,8 +249,8 @@ CONFIGS += [
         1200,
         380,
     ),
-    Config(  # what ships: hybrid waiting as long on disagreement as on unfinished words (1.5 s)
-        "shipped (hybrid, unsure 1.5 s)",
+    Config(  # hybrid waiting as long on disagreement as on unfinished words (1.5 s)
+        "hybrid, unsure 1.5 s",
         120,
         hybrid(1500),
         Speculation(max_per_turn=3, max_wasted_per_call=50),
@@ -256,7 +258,7 @@ CONFIGS += [
         380,
     ),
     Config(  # the same, timed as the side-by-side's scripted STT (120 ms)
-        "shipped (hybrid, unsure 1.5 s), STT 120 ms",
+        "hybrid, unsure 1.5 s, STT 120 ms",
         120,
         hybrid(1500),
         Speculation(max_per_turn=3, max_wasted_per_call=50),

@@ -153,11 +153,13 @@ class Settings(BaseSettings):
     # fetch-turn-model` (the file at smart_turn_model, default
     # $XDG_CACHE_HOME/voice-agent/models/); without it: "transcript". stt_punctuates: the STT
     # ends finished sentences with . ? or ! (Whisper and OpenAI's models do), so the rules read
-    # words without one as unfinished; set it false for an STT that writes no punctuation.
+    # words without one as unfinished; "auto": true for Whisper on this machine, otherwise from
+    # the call's first transcript that has such a mark (an STT that writes none never turns it
+    # on).
     speech_pause_ms: int = Field(120, ge=60, le=5000)
     eou_complete_ms: int = Field(250, ge=0, le=5000)
-    stt_punctuates: bool = True
-    turn_detector: Literal["transcript", "silence", "smart_turn", "hybrid"] = "hybrid"
+    stt_punctuates: Literal["auto"] | bool = "auto"
+    turn_detector: Literal["transcript", "silence", "smart_turn", "hybrid"] = "transcript"
     eou_incomplete_ms: int = Field(1500, ge=100, le=10_000)
     smart_turn_threshold: float = Field(0.5, ge=0, le=1)
     eou_unsure_ms: int = Field(1500, ge=100, le=10_000)

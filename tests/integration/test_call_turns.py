@@ -153,25 +153,28 @@ async def test_short_words_over_the_agent_that_are_no_backchannel_interrupt_it(
     assert len(models.requests_to(STT)) == 2
 
 
-async def _one_turn_of(
+async def _turns_of(
     livekit_server: LiveKitEndpoint,
     tmp_path: Path,
-    parts: list[str],
+    said: list[list[str]],
     transcripts: list[str],
+    answers: Mapping[str, str],
     pause_s: float,
     **settings: Any,
 ) -> tuple[dict[str, Any], ScriptedOpenAI, Any]:
-    """The caller says `parts` with `pause_s` between them; the scripted STT hears `transcripts`
-    (one per pause), and the chat answers the whole sentence (the last transcript)."""
-    whole = transcripts[-1]
+    """The caller says each of `said` (its parts with `pause_s` between them) in one call; the
+    scripted STT hears `transcripts` (one per pause), and the chat answers by `answers`."""
     models = ScriptedOpenAI(
         transcriptions=[TranscriptionReply(text=t) for t in transcripts],
-        chat_router=_answer_by_last_words({whole: "Thanks, I have it."}),
+        chat_router=_answer_by_last_words(answers),
     )
     pause = b"\0\0" * int(ROOM_RATE * pause_s)
-    pcm = pause.join([(await speech(p)).pcm for p in parts])
+    utterances = [
+        Utterance(label=" ... ".join(parts), pcm=pause.join([(await speech(p)).pcm for p in parts]))
+        for parts in said
+    ]
     async with models, voice_stack(livekit_server, tmp_path, models=models, **settings) as stack:
-        result = await stack.call(Utterance(label="a halting turn", pcm=pcm))
+        result = await stack.call(*utterances)
         await _idle(stack.worker)
     [record] = stack.sink.records.values()
     return result, models, record
@@ -180,22 +183,46 @@ async def _one_turn_of(
 async def test_a_sentence_the_stt_leaves_unmarked_waits_for_the_caller_to_go_on(
     livekit_server: LiveKitEndpoint, tmp_path: Path
 ) -> None:
-    """ "I was wondering ... if you could help me": the STT writes the first part without a full
-    stop, as Whisper does when a sentence breaks off, so the 0.8 s pause does not end the turn;
-    the whole sentence is one turn."""
+    """ "I was wondering ... if you could help me" with an STT known to punctuate: it writes the
+    first part without a full stop, as Whisper does when a sentence breaks off, so the 0.8 s
+    pause does not end the turn; the whole sentence is one turn."""
     whole = "I was wondering if you could help me."
-    result, _models, record = await _one_turn_of(
+    result, _models, record = await _turns_of(
         livekit_server,
         tmp_path,
-        ["I was wondering", "if you could help me"],
+        [["I was wondering", "if you could help me"]],
         ["I was wondering", whole],
+        {whole: "Thanks, I have it."},
         0.8,
+        stt_punctuates=True,
     )
     assert result["ok"], result
     [turn] = result["turns"]
     assert (turn["user_text"], turn["agent_text"]) == (whole, "Thanks, I have it.")
     assert [t.text for t in record.transcript if t.speaker == "user"] == [whole]
     assert _user_caption_finals(result) == [whole]
+
+
+async def test_the_punctuation_rule_is_learned_from_the_calls_transcripts(
+    livekit_server: LiveKitEndpoint, tmp_path: Path
+) -> None:
+    """`VOICE_AGENT_STT_PUNCTUATES=auto` with a remote STT: once the call's first transcript
+    shows a final mark, an unmarked "I was wondering" later in the call waits for the rest."""
+    first, whole = "Hello there.", "I was wondering if you could help me."
+    result, _models, _record = await _turns_of(
+        livekit_server,
+        tmp_path,
+        [["hello there"], ["I was wondering", "if you could help me"]],
+        [first, "I was wondering", whole],
+        {first: "Hello!", whole: "Thanks, I have it."},
+        0.8,
+        stt_punctuates="auto",
+    )
+    assert result["ok"], result
+    assert [(t["user_text"], t["agent_text"]) for t in result["turns"]] == [
+        (first, "Hello!"),
+        (whole, "Thanks, I have it."),
+    ]
 
 
 async def test_pauses_past_the_speculation_cap_are_still_judged_by_their_words(
@@ -206,11 +233,12 @@ async def test_pauses_past_the_speculation_cap_are_still_judged_by_their_words(
     unfinished words keep the turn open past the silence rule's 0.5 s, and the whole code is
     one turn."""
     whole = "The code is four seven two, thanks."
-    result, models, record = await _one_turn_of(
+    result, models, record = await _turns_of(
         livekit_server,
         tmp_path,
-        ["The code is", "four", "seven", "two thanks"],
+        [["The code is", "four", "seven", "two thanks"]],
         ["The code is", "The code is 4.", "The code is 4, 7.", whole],
+        {whole: "Thanks, I have it."},
         0.8,
         speculation_max_per_turn=1,
     )

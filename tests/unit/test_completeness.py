@@ -68,6 +68,20 @@ async def test_the_detector_waits_on_an_unmarked_transcript_when_the_stt_punctua
     assert unmarked.end_of_turn
 
 
+async def test_the_punctuation_rule_is_learned_from_the_first_marked_transcript() -> None:
+    """`punctuated=None`: an STT that has written no sentence mark yet (a decimal point is none)
+    is not held to the rule; from its first marked transcript on, it is."""
+    detector = TranscriptTurnDetector(punctuated=None)
+    unmarked = TurnEvidence(transcript="I was wondering", trailing_silence_s=0.6)
+    assert (await detector.decide(unmarked)).end_of_turn
+    assert (await detector.decide(TurnEvidence(transcript="Version 3.5 please"))).end_of_turn
+    assert detector.punctuated is False
+    await detector.decide(TurnEvidence(transcript="Hello there.", trailing_silence_s=0.6))
+    assert detector.punctuated is True
+    held = await detector.decide(unmarked)
+    assert (held.end_of_turn, held.reason) == (False, "incomplete")
+
+
 def test_no_words_are_neither() -> None:
     """An empty transcript says nothing about completeness."""
     assert utterance_complete("  ") is None

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
-from voice_agent.agent.options import SessionOptions
+from voice_agent.agent.options import SessionOptions, session_options
 from voice_agent.agent.session import _turn_detector, needed_turn_models
 from voice_agent.exceptions import TurnModelError
 from voice_agent.logging import get_logger
@@ -308,6 +308,25 @@ async def test_hybrid_asks_again_for_audio_it_did_not_listen_ahead_to() -> None:
 def test_detectors_without_an_acoustic_model_ignore_listen_ahead() -> None:
     """The transcript and silence detectors have nothing to start early."""
     assert listen_ahead(TranscriptTurnDetector(), AUDIO) is None
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"stt": "local"}, True),  # Whisper on this machine always punctuates
+        ({"stt": "auto"}, True),  # no key: Whisper on this machine
+        ({"stt": "auto", "openai_api_key": "sk-test"}, None),  # a remote STT: learned
+        ({"stt": "openai", "openai_api_key": "sk-test"}, None),
+        ({"stt": "openai", "openai_api_key": "sk-test", "stt_punctuates": False}, False),
+        ({"stt": "local", "stt_punctuates": True}, True),
+    ],
+)
+def test_auto_punctuation_is_known_for_local_whisper_and_learned_otherwise(
+    values: dict[str, object], expected: bool | None
+) -> None:
+    """`VOICE_AGENT_STT_PUNCTUATES=auto` resolves per STT; an explicit value is kept."""
+    settings = Settings(_env_file=None, **values)  # type: ignore[arg-type]
+    assert session_options(settings).stt_punctuates is expected
 
 
 # Fallback when the model is missing

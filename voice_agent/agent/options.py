@@ -8,7 +8,7 @@ from pathlib import Path
 from voice_agent.agent.lines import LineName, SpokenLines
 from voice_agent.pipeline.smart_turn_weights import model_path
 from voice_agent.profile import AgentProfile
-from voice_agent.settings import Settings
+from voice_agent.settings import Settings, STTProviderKind
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,8 +29,9 @@ class SessionOptions:
     turn_detector: str = "silence"
     eou_incomplete_ms: int = 1500
     eou_complete_ms: int = 0
-    stt_punctuates: bool = False
-    """Whether the STT marks finished sentences (the transcript rules read a missing mark)."""
+    stt_punctuates: bool | None = False
+    """Whether the STT marks finished sentences (the transcript rules read a missing mark);
+    None: learn it from the call's transcripts."""
     """The least silence before a complete utterance commits (transcript detector)."""
     smart_turn_threshold: float = 0.5
     eou_unsure_ms: int = 700
@@ -60,7 +61,7 @@ def session_options(settings: Settings, profile: AgentProfile | None = None) -> 
         turn_detector=settings.turn_detector,
         eou_incomplete_ms=settings.eou_incomplete_ms,
         eou_complete_ms=settings.eou_complete_ms,
-        stt_punctuates=settings.stt_punctuates,
+        stt_punctuates=_stt_punctuates(settings),
         smart_turn_threshold=settings.smart_turn_threshold,
         eou_unsure_ms=settings.eou_unsure_ms,
         smart_turn_model=model_path(settings),
@@ -86,3 +87,14 @@ def spoken_lines(options: SessionOptions) -> SpokenLines:
             LineName.FAILURE_GOODBYE: options.failure_goodbye_line,
         }
     )
+
+
+def _stt_punctuates(settings: Settings) -> bool | None:
+    """`VOICE_AGENT_STT_PUNCTUATES` resolved: "auto" is true for Whisper on this machine (it
+    always punctuates) and learned from the call's transcripts for any other STT (None)."""
+    if settings.stt_punctuates != "auto":
+        return settings.stt_punctuates
+    local = settings.stt is STTProviderKind.LOCAL or (
+        settings.stt is STTProviderKind.AUTO and not settings.openai_api_key
+    )
+    return True if local else None

@@ -52,7 +52,7 @@ class _ModelDetector:
         silence_ms: int,
         incomplete_silence_ms: int,
         complete_silence_ms: int = 0,
-        punctuated: bool = False,
+        punctuated: bool | None = False,
     ) -> None:
         if not 0.0 <= threshold <= 1.0:
             raise ValueError("threshold must be within [0, 1]")
@@ -116,7 +116,7 @@ class HybridTurnDetector(_ModelDetector):
         incomplete_silence_ms: int,
         unsure_silence_ms: int,
         complete_silence_ms: int = 0,
-        punctuated: bool = False,
+        punctuated: bool | None = False,
     ) -> None:
         super().__init__(
             model=model,

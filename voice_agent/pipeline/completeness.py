@@ -9,7 +9,9 @@ one at the caller's first short pause) and judges whether the caller has finishe
   with `punctuated` (an STT that ends finished sentences with a full stop, question or
   exclamation mark, as Whisper and OpenAI's transcription models do), words without one are
   unfinished too: Whisper leaves the mark off a sentence it hears break off ("I was wondering"
-  for "I was wondering if", "I need eggs" for "I need eggs, ...");
+  for "I was wondering if", "I need eggs" for "I need eggs, ..."). `punctuated=None` learns it:
+  the rule applies from the first transcript with such a mark on (one detector is one call), so
+  an STT that writes no punctuation never has its turns held by it;
 - finished otherwise: end the turn once the caller has been silent for `complete_silence_ms`
   (a floor under every commit: a fast STT returning a whole sentence from a comma pause must
   not end the turn there; the speculation still starts at the shorter pause);
@@ -196,6 +198,7 @@ _NUMBER_TOPICS = re.compile(
 )
 _WORD = re.compile(r"[a-z0-9']+")
 _SENTENCE_ENDS = (".", "?", "!", "\u3002", "\uff1f", "\uff01")  # and the CJK full-width ones
+_MARKED = re.compile(r"[.?!\u3002\uff1f\uff01](?:\s|$)")  # a sentence mark, not "3.5"
 _CLOSERS = "\"'\u201d\u2019)]"  # quotes and brackets after a sentence's final mark
 
 
@@ -231,18 +234,22 @@ class TranscriptTurnDetector:
         silence_ms: int = 500,
         incomplete_silence_ms: int = 1500,
         complete_silence_ms: int = 0,
-        punctuated: bool = False,
+        punctuated: bool | None = False,
     ) -> None:
         if min(silence_ms, incomplete_silence_ms, complete_silence_ms) < 0:
             raise ValueError("silences must not be negative")
         self._silence_s = silence_ms / 1000
         self._incomplete_s = max(incomplete_silence_ms, silence_ms) / 1000
         self._complete_s = min(complete_silence_ms, silence_ms) / 1000
-        self.punctuated = punctuated
+        self._learn = punctuated is None
+        self.punctuated = bool(punctuated)
         """Whether the STT marks finished sentences (see the module docstring)."""
 
     def complete(self, transcript: str) -> bool | None:
-        """`utterance_complete` as this detector reads it (with its `punctuated`)."""
+        """`utterance_complete` as this detector reads it (with its `punctuated`, learned from
+        the transcripts when it was given None)."""
+        if self._learn and not self.punctuated:
+            self.punctuated = _MARKED.search(transcript.strip()) is not None
         return utterance_complete(transcript, punctuated=self.punctuated)
 
     async def decide(self, evidence: TurnEvidence) -> TurnDecision:
