@@ -29,10 +29,10 @@ class SessionOptions:
     turn_detector: str = "silence"
     eou_incomplete_ms: int = 1500
     eou_complete_ms: int = 0
+    """The least silence before a complete utterance commits (transcript detector)."""
     stt_punctuates: bool | None = False
     """Whether the STT marks finished sentences (the transcript rules read a missing mark);
     None: learn it from the call's transcripts."""
-    """The least silence before a complete utterance commits (transcript detector)."""
     smart_turn_threshold: float = 0.5
     eou_unsure_ms: int = 700
     smart_turn_model: Path | None = None
