@@ -221,6 +221,26 @@ async def test_short_turn_is_encoded_in_the_short_window_only(
     assert _words(transcript.text) == ["please", "cancel", "my", "subscription"]
 
 
+async def test_only_a_turn_past_the_short_window_is_decoded_with_timestamps(
+    stt: LocalWhisperSTT, tts: PiperTTS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whisper's windows resume at the last timestamp it decoded; without timestamps a window that
+    ends its decoding early loses the rest of its 30 s (as it did on AVX-512 kernels)."""
+    from faster_whisper import WhisperModel
+
+    asked: list[tuple[int, bool]] = []
+    original = WhisperModel.transcribe
+
+    def spy(self: WhisperModel, audio: Any, **kwargs: Any) -> Any:
+        asked.append((kwargs["chunk_length"], kwargs["without_timestamps"]))
+        return original(self, audio, **kwargs)
+
+    monkeypatch.setattr(WhisperModel, "transcribe", spy)
+    await stt.transcribe(await _speak(tts, SENTENCES[0]), language="en")
+    await stt.transcribe(await _speak(tts, " ".join(SENTENCES[:5])), language="en")
+    assert asked == [(stt.window_s, True), (FULL_WINDOW_S, False)]
+
+
 async def test_turn_longer_than_the_window_is_transcribed_whole(
     stt: LocalWhisperSTT, tts: PiperTTS, encoded_frames: list[int]
 ) -> None:

@@ -12,8 +12,12 @@ Whisper's encoder is trained on 30 s windows, and faster-whisper pads every segm
 quadratic in it), so a 2 s turn paid for 30 s: about 0.6 s of encoder time on one core, against
 0.08 s for a 10 s window, with the same words on the repo's test speech (docs/benchmarks.md, "Local
 STT window"). So a turn that fits a shorter window (`Settings.local_stt_window_s`, with
-`WINDOW_MARGIN_S` to spare) is encoded in that window only; a longer one is transcribed whole in
-Whisper's own 30 s windows, as before.
+`WINDOW_MARGIN_S` to spare) is encoded in that window only, without timestamps.
+
+A longer turn goes through Whisper's own 30 s windows with timestamps on: each window then starts
+where the last segment the decoder finished ended. Without them faster-whisper steps a full 30 s
+per window, so when greedy decoding stops early (seen with the int8 weights on AVX2 and AVX-512
+kernels: four sentences of a window heard out of ten) the rest of that window was lost.
 """
 
 from __future__ import annotations
@@ -174,16 +178,19 @@ class LocalWhisperSTT(STT):
         return Transcript(text=text, language=language or detected, duration_s=audio.duration_s)
 
     def _run(self, samples: np.ndarray[Any, Any], language: str | None) -> tuple[str, str]:
+        window = window_for(samples.size / SAMPLE_RATE, self.window_s)
         segments, info = self._model.transcribe(
             samples,
             language=language,
             # faster-whisper steps through the audio in windows of this length (it keeps the
             # length on the model's feature extractor: safe, this is the only inference thread)
             # and the model encodes only that much of each (see _load_whisper).
-            chunk_length=window_for(samples.size / SAMPLE_RATE, self.window_s),
+            chunk_length=window,
             beam_size=1,  # greedy: a third faster than beam search, the same on clear speech
             condition_on_previous_text=False,  # a segment is one turn; no carried-over context
-            without_timestamps=True,
+            # A turn in one short window needs no timestamps (fewer tokens to decode); a longer
+            # one needs them, so the next window resumes where decoding stopped, not 30 s on.
+            without_timestamps=window < FULL_WINDOW_S,
         )
         # `segments` is lazy: decoding happens here, on the inference thread.
         text = " ".join(segment.text.strip() for segment in segments)
