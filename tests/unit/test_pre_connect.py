@@ -3,6 +3,8 @@ bounded size) and how it decodes, with real Opus in WebM made by FFmpeg's encode
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncGenerator
 
 import numpy as np
@@ -103,3 +105,45 @@ async def test_buffers_past_the_per_call_limit_are_not_read() -> None:
         )
     assert await buffers.take(f"TR_{MAX_STREAMS - 1}") is not None
     assert not buffers.pending(f"TR_{MAX_STREAMS}")
+
+
+async def test_a_buffer_still_arriving_at_the_deadline_is_taken_as_far_as_it_came() -> None:
+    """livekit-client can miss the agent's subscription and record on for 10 s: what arrived by
+    the deadline is heard, less what the live track carries too, and the rest is not read."""
+    buffers = PreConnectBuffers(sample_rate=16000, log=get_logger("test.pre_connect"))
+    data = webm_opus(_tone(5.0), sample_rate=16000)
+    head = data[: len(data) * 3 // 5]
+    arrived_s = len(decode(head, sample_rate=16000)) / 2 / 16000
+    head_in, more = asyncio.Event(), asyncio.Event()
+    read_after = 0
+
+    async def recording() -> AsyncGenerator[bytes, None]:
+        nonlocal read_after
+        yield head
+        head_in.set()  # asked for the next chunk: the head is in
+        await more.wait()
+        for i in range(len(head), len(data), 4096):
+            read_after += 1
+            yield data[i : i + 4096]
+
+    receiving = asyncio.create_task(
+        buffers.receive(recording(), sender=USER, user=USER, attributes=GOOD, mime_type=WEBM)
+    )
+    await head_in.wait()
+    live_since = time.monotonic() - 0.5  # the live track's first frame came half a second ago
+    taken = await buffers.take("TR_mic", wait_s=0.2, live_since=live_since)
+    assert taken is not None
+    # 0.5 s before the wait and its 0.2 s: at least 0.7 s overlap (more when the loop is late)
+    assert arrived_s - 1.2 <= taken.duration_s <= arrived_s - 0.69
+    assert taken.pcm == decode(head, sample_rate=16000)[: len(taken.pcm)]
+    more.set()
+    await asyncio.wait_for(receiving, 5)
+    assert read_after == 1  # the chunk in flight; nothing after it
+    assert await buffers.take("TR_mic") is None
+
+
+async def test_a_late_buffer_with_nothing_arrived_is_none() -> None:
+    """An announced buffer that never starts arriving leaves the track to the live audio."""
+    buffers = PreConnectBuffers(sample_rate=16000, log=get_logger("test.pre_connect"))
+    assert await buffers.take("TR_mic", announced=True, wait_s=0.05) is None
+    assert not buffers.pending("TR_mic")

@@ -146,7 +146,9 @@ class Conversation:
                     # The live track starts where the buffer ends: open it (its frames queue)
                     # before waiting for the buffer.
                     first = await anext(frames, None)
-                    buffered = await pre_connect.take(audio.sid, announced=announced)
+                    buffered = await pre_connect.take(
+                        audio.sid, announced=announced, live_since=time.monotonic()
+                    )
                     if buffered is not None:
                         self._hear_buffered(listener, buffered.pcm)
                     on_listening()

@@ -8,6 +8,11 @@ WebM (or MP4 where the browser has no WebM), with the attributes `trackId`, `sam
 live track meet: the listener hears the buffer first, then the track, and words said before the
 agent joined are answered (and the caller need not wait for the agent before speaking).
 
+`livekit-client` stops recording when it hears the agent subscribed, but it registers for that
+event only after publishing (a race its own source notes), so a buffer can go on recording for its
+full 10 s. The listener waits `WAIT_S` for the stream to end; past that it takes what has arrived,
+less the stretch the live track also carries, and ignores the rest of the stream.
+
 It is outside input like any other: only the call's user may send it, for one track, of a bounded
 size and duration, in a known container; anything else is dropped and logged, never raised.
 """
@@ -105,6 +110,7 @@ class PreConnectBuffers:
         self._log = log
         self._buffers: dict[str, asyncio.Future[PreConnectAudio | None]] = {}
         self._taken: set[str] = set()
+        self._arrived: dict[str, bytearray] = {}
         self._streams = 0
 
     async def receive(
@@ -135,8 +141,17 @@ class PreConnectBuffers:
         future = self._buffers.get(track)
         if future is None or future.done():
             future = self._buffers[track] = asyncio.get_running_loop().create_future()
+        arrived = self._arrived[track] = bytearray()
         try:
-            data = await self._read(chunks)
+            data = await self._read(chunks, arrived, track)
+            if track in self._taken:
+                self._log.info(
+                    "call.pre_connect_ignored",
+                    track_sid=track,
+                    bytes=len(data),
+                    reason="the live track was taken with what had arrived",
+                )
+                return
             pcm = await asyncio.to_thread(decode, data, sample_rate=self._rate)
         except PreConnectRejectedError as e:
             self._log.warning("call.pre_connect_rejected", sender=sender, error=str(e))
@@ -148,6 +163,9 @@ class PreConnectBuffers:
             if not future.done():
                 future.set_result(None)
             return
+        finally:
+            if self._arrived.get(track) is arrived:
+                del self._arrived[track]
         audio = PreConnectAudio(track_sid=track, pcm=pcm, sample_rate=self._rate)
         self._log.info(
             "call.pre_connect_audio",
@@ -164,11 +182,18 @@ class PreConnectBuffers:
         return track_sid in self._buffers
 
     async def take(
-        self, track_sid: str, *, announced: bool = False, wait_s: float = WAIT_S
+        self,
+        track_sid: str,
+        *,
+        announced: bool = False,
+        wait_s: float = WAIT_S,
+        live_since: float | None = None,
     ) -> PreConnectAudio | None:
         """The buffer of `track_sid`, waited for (bounded) if it has started arriving or the
         track `announced` one (its client sends it once the agent is in, often only after the
-        agent subscribed); None when there is none."""
+        agent subscribed); None when there is none. A buffer still arriving after `wait_s` is
+        taken as far as it came, less the audio since `live_since` (`time.monotonic()` of the
+        live track's first frame), which the live track carries too."""
         future = self._buffers.get(track_sid)
         if future is None and announced:
             future = self._buffers[track_sid] = asyncio.get_running_loop().create_future()
@@ -177,17 +202,40 @@ class PreConnectBuffers:
         try:
             with contextlib.suppress(TimeoutError):
                 return await asyncio.wait_for(asyncio.shield(future), wait_s)
-            self._log.warning("call.pre_connect_late", track_sid=track_sid, waited_s=wait_s)
-            return None
         finally:
             # Taken once: the live track has begun, a buffer arriving later is stale.
             self._buffers.pop(track_sid, None)
             self._taken.add(track_sid)
+        return await self._so_far(track_sid, wait_s=wait_s, live_since=live_since)
 
-    @staticmethod
-    async def _read(chunks: AsyncIterator[bytes]) -> bytes:
-        data = bytearray()
+    async def _so_far(
+        self, track_sid: str, *, wait_s: float, live_since: float | None
+    ) -> PreConnectAudio | None:
+        """What has arrived of a buffer still streaming, up to where the live track began."""
+        data = bytes(self._arrived.get(track_sid, b""))
+        overlap_s = max(0.0, time.monotonic() - live_since) if live_since is not None else 0.0
+        pcm = b""
+        if data:
+            with contextlib.suppress(PreConnectRejectedError):
+                pcm = await asyncio.to_thread(decode, data, sample_rate=self._rate)
+        keep = max(0, len(pcm) // 2 - int(overlap_s * self._rate)) * 2
+        self._log.warning(
+            "call.pre_connect_late",
+            track_sid=track_sid,
+            waited_s=wait_s,
+            arrived_s=round(len(pcm) / 2 / self._rate, 2),
+            kept_s=round(keep / 2 / self._rate, 2),
+        )
+        if not keep:
+            return None
+        return PreConnectAudio(track_sid=track_sid, pcm=pcm[:keep], sample_rate=self._rate)
+
+    async def _read(self, chunks: AsyncIterator[bytes], data: bytearray, track: str) -> bytes:
+        """The stream's bytes, gathered in `data` as they come (a late `take` reads them there);
+        not read on once the track's buffer was taken."""
         async for chunk in chunks:
+            if track in self._taken:
+                break
             data += chunk
             if len(data) > MAX_BUFFER_BYTES:
                 raise PreConnectRejectedError(f"larger than {MAX_BUFFER_BYTES} bytes")
