@@ -8,6 +8,7 @@ import hashlib
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from voice_agent.pipeline.completeness import TranscriptTurnDetector
 from voice_agent.pipeline.smart_turn import (
     HOP,
     SAMPLE_RATE,
+    EndOfTurnModel,
     SmartTurnModels,
     log_mel,
     mel_filters,
@@ -114,16 +116,21 @@ def _smart(p: float | None) -> tuple[SmartTurnDetector, FakeModel]:
     return detector, model
 
 
+def _hybrid_with(model: EndOfTurnModel, **settings: Any) -> HybridTurnDetector:
+    """A hybrid detector on `model`: a 500 ms fallback, 1.5 s for unfinished words, 700 ms when
+    unsure, unless `settings` say otherwise."""
+    defaults: dict[str, Any] = {
+        "threshold": 0.5,
+        "silence_ms": 500,
+        "incomplete_silence_ms": 1500,
+        "unsure_silence_ms": 700,
+    }
+    return HybridTurnDetector(model=model, **{**defaults, **settings})
+
+
 def _hybrid(p: float | None) -> tuple[HybridTurnDetector, FakeModel]:
     model = FakeModel(p)
-    detector = HybridTurnDetector(
-        model=model,
-        threshold=0.5,
-        silence_ms=500,
-        incomplete_silence_ms=1500,
-        unsure_silence_ms=700,
-    )
-    return detector, model
+    return _hybrid_with(model), model
 
 
 async def test_smart_turn_ends_the_turn_at_the_threshold() -> None:
@@ -211,14 +218,7 @@ async def test_a_failing_model_leaves_the_decision_to_the_rules() -> None:
 async def test_hybrid_keeps_the_rules_commit_silence_when_both_agree() -> None:
     """Words and model agree before the commit silence has passed: wait out its remainder."""
     model = FakeModel(0.9)
-    detector = HybridTurnDetector(
-        model=model,
-        threshold=0.5,
-        silence_ms=500,
-        incomplete_silence_ms=1500,
-        unsure_silence_ms=1500,
-        complete_silence_ms=250,
-    )
+    detector = _hybrid_with(model, unsure_silence_ms=1500, complete_silence_ms=250)
     early = await detector.decide(
         TurnEvidence(transcript="Where is my order?", trailing_silence_s=0.15, audio=AUDIO)
     )
@@ -230,14 +230,7 @@ async def test_hybrid_reads_a_missing_final_mark_as_unfinished_when_the_stt_punc
     """With a punctuating STT, "I was wondering" (Whisper's hearing of "I was wondering if")
     waits as unfinished words do, and the model is not asked."""
     model = FakeModel(0.99)
-    detector = HybridTurnDetector(
-        model=model,
-        threshold=0.5,
-        silence_ms=500,
-        incomplete_silence_ms=1500,
-        unsure_silence_ms=1500,
-        punctuated=True,
-    )
+    detector = _hybrid_with(model, unsure_silence_ms=1500, punctuated=True)
     evidence = TurnEvidence(transcript="I was wondering", trailing_silence_s=0.2, audio=AUDIO)
     decision = await detector.decide(evidence)
     assert (decision.end_of_turn, decision.reason) == (False, "incomplete")
@@ -262,13 +255,7 @@ async def test_hybrid_listens_ahead_while_the_words_are_transcribed() -> None:
     """`listen_ahead` starts the model on the turn's audio at the pause; `decide` on the same
     audio uses that run instead of starting another."""
     model = GatedModel(0.8)
-    detector = HybridTurnDetector(
-        model=model,
-        threshold=0.5,
-        silence_ms=500,
-        incomplete_silence_ms=1500,
-        unsure_silence_ms=700,
-    )
+    detector = _hybrid_with(model)
     ahead = listen_ahead(detector, AUDIO)
     assert ahead is not None
     await asyncio.sleep(0)
@@ -290,13 +277,7 @@ async def test_hybrid_asks_again_for_audio_it_did_not_listen_ahead_to() -> None:
             heard.append(len(pcm))
             return 0.9 if len(pcm) > len(AUDIO) else 0.1
 
-    detector = HybridTurnDetector(
-        model=ByLength(None),
-        threshold=0.5,
-        silence_ms=500,
-        incomplete_silence_ms=1500,
-        unsure_silence_ms=700,
-    )
+    detector = _hybrid_with(ByLength(None))
     listen_ahead(detector, AUDIO)
     longer = AUDIO + AUDIO
     evidence = TurnEvidence(transcript="Where is my order?", trailing_silence_s=0.3, audio=longer)
