@@ -65,7 +65,7 @@ from voice_agent.devstack.livekit_server import (  # noqa: E402
     livekit_process,
     new_key_pair,
 )
-from voice_agent.devstack.processes import ManagedProcess, free_port  # noqa: E402
+from voice_agent.devstack.processes import ManagedProcess, free_port, free_udp_range  # noqa: E402
 from voice_agent.providers.local_tts import PiperTTS, packaged_voice  # noqa: E402
 from voice_agent.server.app import create_app  # noqa: E402
 from voice_agent.settings import Settings  # noqa: E402
@@ -152,7 +152,7 @@ async def main() -> int:
     lk = LiveKitEndpoint(port=free_port(), api_key=key, api_secret=secret)
     dispatcher_port = free_port()
     livekit = livekit_process(
-        binary=find_livekit_server(), endpoint=lk, udp_range=(47000, 47999),
+        binary=find_livekit_server(), endpoint=lk, udp_range=free_udp_range(1000),
         webhook_url=f"http://127.0.0.1:{dispatcher_port}/webhook", log_file=logs / "livekit.log",
     )  # fmt: skip
     livekit.argv = ["nice", "-n", str(SERVICE_NICENESS), *livekit.argv]

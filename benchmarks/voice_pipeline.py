@@ -54,7 +54,12 @@ from voice_agent.devstack.livekit_server import (  # noqa: E402
     new_key_pair,
 )
 from voice_agent.devstack.local_llm import MODEL_ALIAS, local_llm_process  # noqa: E402
-from voice_agent.devstack.processes import ManagedProcess, ReadyCheck, free_port  # noqa: E402
+from voice_agent.devstack.processes import (  # noqa: E402
+    ManagedProcess,
+    ReadyCheck,
+    free_port,
+    free_udp_range,
+)
 from voice_agent.server.app import create_app  # noqa: E402
 from voice_agent.settings import Settings  # noqa: E402
 
@@ -201,7 +206,7 @@ async def main() -> int:
     key, secret = new_key_pair()
     lk = LiveKitEndpoint(port=free_port(), api_key=key, api_secret=secret)
     livekit = livekit_process(
-        binary=find_livekit_server(), endpoint=lk, udp_range=(46000, 46999),
+        binary=find_livekit_server(), endpoint=lk, udp_range=free_udp_range(1000),
         log_file=tmp / "livekit.log",
     )  # fmt: skip
     livekit.argv = ["nice", "-n", str(SERVICE_NICENESS), *livekit.argv]

@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import json
 import os
-import random
 import signal
 import sys
 import time
@@ -46,7 +45,7 @@ from voice_agent.devstack.livekit_server import (
     livekit_process,
     new_key_pair,
 )
-from voice_agent.devstack.processes import ManagedProcess, free_port
+from voice_agent.devstack.processes import ManagedProcess, free_port, free_udp_range
 from voice_agent.devstack.redis_server import redis_process
 from voice_agent.postcall.queue import connect, worker_alive
 from voice_agent.testing.openai_script import ChatReply, ChatScript
@@ -288,13 +287,11 @@ class Cluster:
         endpoint = LiveKitEndpoint(
             port=free_port(), api_key=self.api_key, api_secret=self.api_secret
         )
-        # Each node its own UDP range: both advertise 127.0.0.1.
-        udp_start = random.randrange(40000, 48000, 100)
         log_file = self.root / f"livekit-{name}.log"
         process = livekit_process(
             binary=find_livekit_server(),
             endpoint=endpoint,
-            udp_range=(udp_start, udp_start + 99),
+            udp_range=free_udp_range(),  # each node its own: both advertise 127.0.0.1
             webhook_url=webhook_url,
             log_file=log_file,
             name=f"livekit-{name}",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from voice_agent.devstack.livekit_server import (
     livekit_process,
     new_key_pair,
 )
-from voice_agent.devstack.processes import free_port
+from voice_agent.devstack.processes import free_port, free_udp_range
 from voice_agent.devstack.redis_server import redis_process
 
 # The example profile's conversation tests (tests/conversations/*.toml) run as tests.
@@ -46,11 +45,10 @@ async def livekit_server(artifacts_dir: Path) -> AsyncIterator[LiveKitEndpoint]:
     """A real LiveKit server bound to 127.0.0.1 for the whole test session."""
     key, secret = new_key_pair()
     endpoint = LiveKitEndpoint(port=free_port(), api_key=key, api_secret=secret)
-    udp_start = random.randrange(40000, 48000, 100)
     proc = livekit_process(
         binary=find_livekit_server(),
         endpoint=endpoint,
-        udp_range=(udp_start, udp_start + 99),
+        udp_range=free_udp_range(),
         log_file=artifacts_dir / "livekit.log",
     )
     await proc.start()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import random
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from voice_agent.devstack.livekit_server import (
     livekit_process,
     new_key_pair,
 )
-from voice_agent.devstack.processes import free_port
+from voice_agent.devstack.processes import free_port, free_udp_range
 from voice_agent.postcall.queue import PostCallQueue, QueuedRecord, connect
 from voice_agent.server import webhooks
 from voice_agent.server.app import create_app
@@ -46,11 +45,10 @@ async def test_livekit_room_finished_enqueues_the_call(redis_url: str, tmp_path:
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", service_port).start()
-    udp_start = random.randrange(48000, 49800, 100)
     livekit = livekit_process(
         binary=find_livekit_server(),
         endpoint=endpoint,
-        udp_range=(udp_start, udp_start + 99),
+        udp_range=free_udp_range(),
         webhook_url=f"http://127.0.0.1:{service_port}/webhooks/livekit",
         log_file=tmp_path / "livekit.log",
     )

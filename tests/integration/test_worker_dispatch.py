@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import random
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
@@ -24,7 +23,7 @@ from voice_agent.devstack.livekit_server import (
     livekit_process,
     new_key_pair,
 )
-from voice_agent.devstack.processes import ManagedProcess, free_port
+from voice_agent.devstack.processes import ManagedProcess, free_port, free_udp_range
 from voice_agent.exceptions import ConfigError, DependencyUnavailableError
 from voice_agent.server.auth import Caller
 from voice_agent.server.tokens import VoiceToken, VoiceTokenMinter
@@ -335,13 +334,13 @@ async def test_a_draining_worker_takes_no_new_call_and_stops_when_its_call_ends(
 @pytest.fixture
 def own_livekit(tmp_path: Path) -> Callable[[LiveKitEndpoint], ManagedProcess]:
     """Makes LiveKit server processes for one endpoint (this test's own, not the session's)."""
-    udp_start = random.randrange(48200, 49800, 100)
+    udp_range = free_udp_range()
 
     def make(endpoint: LiveKitEndpoint) -> ManagedProcess:
         return livekit_process(
             binary=find_livekit_server(),
             endpoint=endpoint,
-            udp_range=(udp_start, udp_start + 99),
+            udp_range=udp_range,
             log_file=tmp_path / "livekit.log",
         )
 

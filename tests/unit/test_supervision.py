@@ -15,6 +15,7 @@ from structlog.testing import capture_logs
 from voice_agent.backoff import ReconnectPolicy
 from voice_agent.devstack.processes import ManagedProcess
 from voice_agent.devstack.supervision import CrashLoopError, RestartPolicy, Supervisor
+from voice_agent.exceptions import DevStackError
 
 FAST = ReconnectPolicy(initial_delay_s=0.01, max_delay_s=0.05)
 
@@ -140,3 +141,26 @@ async def test_hurry_cuts_a_long_grace_short(tmp_path: Path) -> None:
     hurry.set()
     await asyncio.wait_for(sup.stop(hurry=hurry), 10)
     assert stubborn.returncode == -signal.SIGKILL
+
+
+async def test_a_child_that_dies_before_ready_says_what_its_log_ended_with(
+    tmp_path: Path,
+) -> None:
+    """A child that exits before it is ready (LiveKit exits 0 on a port it cannot bind) raises
+    with the end of its log in the message, which a CI transcript shows where the file is gone."""
+
+    code = "for i in range(40): print(f'line {i}')\nprint('could not bind 7881')\n"
+    child = ManagedProcess(
+        name="dies",
+        argv=[sys.executable, "-c", code],
+        ready=_never,
+        log_file=tmp_path / "dies.log",
+    )
+    await child.start()
+    await child.wait()
+    with pytest.raises(DevStackError, match="exited with code 0") as raised:
+        await child.wait_ready(5)
+    message = str(raised.value)
+    assert message.endswith("line 39\ncould not bind 7881")
+    assert "line 35" not in message
+    await child.stop()

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import ctypes
 import os
+import random
 import signal
 import socket
 import sys
@@ -34,11 +35,64 @@ def _die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LOWEST_PORT = 15000
+_handed_out: set[int] = set()
+"""Ports (TCP and UDP) this process handed out: a port is picked before its server binds it,
+so a second pick in that window must not return it again."""
+
+
+def _outside_ephemeral() -> range:
+    """Ports the kernel never gives an outgoing connection (or a bind to port 0): below its
+    ephemeral range, or above it when that starts too low to leave room."""
+    try:
+        low, high = (int(v) for v in _EPHEMERAL_RANGE.read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999  # Linux's default
+    if low - _LOWEST_PORT >= 2000:
+        return range(_LOWEST_PORT, low)
+    return range(high + 1, 65536)
+
+
+def _bindable(port: int, kind: socket.SocketKind) -> bool:
+    """Whether `port` can be bound on every interface (LiveKit listens on all of them)."""
+    with socket.socket(socket.AF_INET, kind) as s:
+        try:
+            s.bind(("", port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on `host` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A TCP port that is free on every interface (so on `host`) right now, for a server about
+    to be started on it. Picked outside the kernel's ephemeral range: a port taken from that
+    range (bind to port 0) can be handed to some outgoing connection before the server binds
+    it, and LiveKit then exits at once ("address already in use", exit code 0). Never the
+    same port twice in one process."""
+    candidates = _outside_ephemeral()
+    for _ in range(500):
+        port = random.choice(candidates)  # noqa: S311 - a port, not a secret
+        if port not in _handed_out and _bindable(port, socket.SOCK_STREAM):
+            _handed_out.add(port)
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # a crowded range: the kernel
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def free_udp_range(size: int = 100) -> tuple[int, int]:
+    """`size` consecutive UDP ports (first, last) free right now, outside the ephemeral range
+    (where clients' WebRTC sockets come from) and apart from every port handed out before: a
+    LiveKit server's media ports."""
+    candidates = _outside_ephemeral()
+    for _ in range(200):
+        first = random.randrange(candidates.start, candidates.stop - size, size)  # noqa: S311
+        ports = range(first, first + size)
+        if _handed_out.isdisjoint(ports) and all(_bindable(p, socket.SOCK_DGRAM) for p in ports):
+            _handed_out.update(ports)
+            return first, first + size - 1
+    raise DevStackError(f"no {size} free UDP ports in a row outside the ephemeral range")
 
 
 ReadyCheck = Callable[[], Awaitable[bool]]
@@ -106,7 +160,7 @@ class ManagedProcess:
             if not self.running:
                 raise DevStackError(
                     f"{self.name} exited with code {self.returncode} before it was ready"
-                    + (f"; see {self._log_file}" if self._log_file else "")
+                    + (f"; see {self._log_file}{self._log_tail()}" if self._log_file else "")
                 )
             ready = False
             # Any failure of the probe means "not yet". (asyncio.timeout, not wait_for: on 3.11
@@ -121,6 +175,19 @@ class ManagedProcess:
                 raise DevStackError(f"{self.name} was not ready after {timeout_s:.0f} s")
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, 0.5)
+
+    def _log_tail(self, lines: int = 5, limit: int = 2000) -> str:
+        """The last lines of the child's log, for an error that is read where the file is not
+        (a CI transcript)."""
+        assert self._log_file is not None
+        try:
+            with self._log_file.open("rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - 64 * 1024))
+                tail = f.read().decode("utf-8", "replace").splitlines()[-lines:]
+        except OSError:
+            return ""
+        text = "\n".join(tail)[-limit:]
+        return f"; it ended with:\n{text}" if text else ""
 
     @property
     def returncode(self) -> int | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
@@ -23,7 +22,7 @@ from voice_agent.devstack.livekit_server import (
     livekit_process,
     new_key_pair,
 )
-from voice_agent.devstack.processes import free_port
+from voice_agent.devstack.processes import free_port, free_udp_range
 from voice_agent.providers.factory import build_providers
 from voice_agent.server.app import create_app
 from voice_agent.settings import AuthMode, Settings
@@ -44,11 +43,10 @@ async def livekit_server(settings: Settings) -> AsyncIterator[LiveKitEndpoint]:
     """A LiveKit server of its own, bound to 127.0.0.1, for one test call."""
     key, secret = new_key_pair()
     endpoint = LiveKitEndpoint(port=free_port(), api_key=key, api_secret=secret)
-    udp_start = random.randrange(40000, 48000, 100)  # noqa: S311 - a port range, not a secret
     process = livekit_process(
         binary=find_livekit_server(settings.livekit_server_bin),
         endpoint=endpoint,
-        udp_range=(udp_start, udp_start + 99),
+        udp_range=free_udp_range(),
         log_file=settings.data_dir / "livekit.log",
     )
     await process.start()
