@@ -36,7 +36,7 @@ from voice_agent.pipeline.smart_turn_weights import (
     fetch_turn_model,
     model_path,
 )
-from voice_agent.pipeline.turn import TurnEvidence, listen_ahead
+from voice_agent.pipeline.turn import TurnEvidence, close_detector, listen_ahead
 from voice_agent.settings import Settings
 
 WINDOW = 8 * SAMPLE_RATE
@@ -265,6 +265,21 @@ async def test_hybrid_listens_ahead_while_the_words_are_transcribed() -> None:
     decision = await detector.decide(evidence)
     assert (decision.end_of_turn, decision.probability) == (True, 0.8)
     assert model.asked == 1
+
+
+async def test_closing_the_hybrid_cancels_a_model_run_no_decision_took() -> None:
+    """The call ends while the model listened ahead (the caller hung up in the pause): closing
+    the detector cancels that run instead of leaving it pending past the call."""
+    model = GatedModel(0.8)
+    detector = _hybrid_with(model)
+    ahead = listen_ahead(detector, AUDIO)
+    assert isinstance(ahead, asyncio.Future)
+    await asyncio.sleep(0)
+    close_detector(detector)
+    await asyncio.sleep(0)
+    assert ahead.cancelled()
+    close_detector(detector)  # twice is harmless
+    close_detector(TranscriptTurnDetector())  # a detector without close() is left alone
 
 
 async def test_hybrid_asks_again_for_audio_it_did_not_listen_ahead_to() -> None:

@@ -55,7 +55,13 @@ from voice_agent.call_record import TranscriptTurn
 from voice_agent.chat import ChatMessage
 from voice_agent.exceptions import ProviderError
 from voice_agent.logging import Logger
-from voice_agent.pipeline.turn import TurnDetector, TurnEvidence, listen_ahead, reads_transcript
+from voice_agent.pipeline.turn import (
+    TurnDetector,
+    TurnEvidence,
+    close_detector,
+    listen_ahead,
+    reads_transcript,
+)
 from voice_agent.pipeline.vad_model import SileroModelPool
 from voice_agent.protocol import AgentState, TurnKind
 from voice_agent.providers.base import STT, PcmAudio
@@ -178,10 +184,12 @@ class Conversation:
             self._hear(listener.push(chunk, at=at))
 
     def close(self) -> None:
-        """Stop a pending recheck and every speculation (the call is ending)."""
+        """Stop a pending recheck, every speculation and what the detector started (the call is
+        ending)."""
         self._stop_recheck()
         for key in [*self._speculations]:
             self._discard(key, wasted=False)
+        close_detector(self._detector)
 
     def _stop_recheck(self) -> None:
         if self._recheck is not None:

@@ -138,6 +138,12 @@ class HybridTurnDetector(_ModelDetector):
         self._ahead = (audio, asyncio.ensure_future(self._probability(audio))) if audio else None
         return self._ahead[1] if self._ahead is not None else None
 
+    def close(self) -> None:
+        """The call is over: cancel a model run `listen_ahead` started and no decision took."""
+        if self._ahead is not None:
+            self._ahead[1].cancel()
+            self._ahead = None
+
     async def _probability_of(self, audio: bytes) -> float | None:
         ahead, self._ahead = self._ahead, None
         if ahead is not None and ahead[0] is audio:

@@ -22,6 +22,7 @@ __all__ = [
     "TurnDecision",
     "TurnDetector",
     "TurnEvidence",
+    "close_detector",
     "listen_ahead",
     "reads_transcript",
 ]
@@ -85,6 +86,14 @@ def listen_ahead(detector: TurnDetector, audio: bytes) -> Awaitable[object] | No
     started, or None). Other detectors ignore it."""
     start = getattr(detector, "listen_ahead", None)
     return None if start is None else cast("Awaitable[object] | None", start(audio))
+
+
+def close_detector(detector: TurnDetector) -> None:
+    """The call is over: let `detector` stop what it started for it (a `close()` method, such
+    as one cancelling a model run begun by `listen_ahead`). Other detectors ignore it."""
+    close = getattr(detector, "close", None)
+    if close is not None:
+        close()
 
 
 class SilenceTurnDetector:
