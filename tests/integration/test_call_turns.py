@@ -249,3 +249,29 @@ async def test_pauses_past_the_speculation_cap_are_still_judged_by_their_words(
     assert len(models.requests_to(CHAT)) == 2  # the first pause's prepared reply, and the answer
     assert (record.usage.speculations, record.usage.speculations_wasted) == (4, 3)
     assert [t.text for t in record.transcript if t.speaker == "user"] == [whole]
+
+
+async def test_a_list_item_said_with_a_level_voice_waits_for_the_rest(
+    livekit_server: LiveKitEndpoint, tmp_path: Path
+) -> None:
+    """ "I need eggs, ... milk and bread." with an STT that writes the first part as a finished
+    sentence ("I need eggs.", as Whisper does): the words are complete, but espeak's voice stays
+    up on the comma, so the 0.7 s pause waits (1 s for a level pitch) and the list is one turn.
+    With the pitch rule off the same call is cut at the comma: the pitch is what held it."""
+    whole = "I need eggs, milk and bread."
+    said, heard = [["I need eggs,", "milk and bread."]], ["I need eggs.", whole]
+    result, _models, record = await _turns_of(
+        livekit_server, tmp_path / "pitch", said, heard, {whole: "Got it."}, 0.7,
+        stt_punctuates=True,
+    )  # fmt: skip
+    assert result["ok"], result
+    [turn] = result["turns"]
+    assert (turn["user_text"], turn["agent_text"]) == (whole, "Got it.")
+    assert [t.text for t in record.transcript if t.speaker == "user"] == [whole]
+    assert _user_caption_finals(result) == [whole]
+
+    cut, _models, _record = await _turns_of(
+        livekit_server, tmp_path / "off", said, heard, {whole: "Got it."}, 0.7,
+        stt_punctuates=True, eou_level_pitch_ms=0,
+    )  # fmt: skip
+    assert cut["turns"][0]["user_text"] == "I need eggs."

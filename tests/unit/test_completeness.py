@@ -1,11 +1,18 @@
-"""The transcript turn detector: complete utterances end the turn, unfinished ones wait."""
+"""The transcript turn detector: complete utterances end the turn, unfinished ones wait, and a
+statement whose voice did not fall waits a little."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
+import numpy as np
 import pytest
 
+from voice_agent.pipeline import completeness, prosody
 from voice_agent.pipeline.completeness import TranscriptTurnDetector, utterance_complete
-from voice_agent.pipeline.turn import TurnEvidence
+from voice_agent.pipeline.prosody import SAMPLE_RATE
+from voice_agent.pipeline.turn import TurnEvidence, close_detector, listen_ahead
 
 
 @pytest.mark.parametrize(
@@ -38,6 +45,44 @@ def test_finished_sentences_are_complete(text: str) -> None:
 def test_unfinished_sentences_are_incomplete(text: str) -> None:
     """Trailing function words, fillers, commas and numbers being read out wait for more."""
     assert utterance_complete(text) is False
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Can you tell me whether that?",
+        "Could you call me back when you?",
+        "Can you tell me about the?",
+        "Is it my?",
+        "I'd like tea and?",
+        "What if it!",
+    ],
+)
+def test_a_sentence_that_broke_off_is_unfinished_under_a_question_mark(text: str) -> None:
+    """An STT can hear a question in a sentence cut at its pause: an ending no sentence has (an
+    article, a possessive, a conjunction) or a clause with its subject and no verb waits."""
+    assert utterance_complete(text) is False
+    assert utterance_complete(text, punctuated=True) is False
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Can you help me?",
+        "What is it made of?",
+        "Who are you talking to?",
+        "Is that it?",
+        "Do you know if it is open?",
+        "Tell me when you are free.",
+        "What is that?",
+        "Tea or coffee?",
+        "Let me know if you can help.",
+    ],
+)
+def test_questions_ending_on_a_pronoun_or_a_stranded_preposition_are_complete(text: str) -> None:
+    """The broken-off rules leave finished questions alone: a pronoun object, a preposition
+    left at the end, a clause that has its verb."""
+    assert utterance_complete(text, punctuated=True) is True
 
 
 @pytest.mark.parametrize(
@@ -147,3 +192,127 @@ def test_a_negative_commit_silence_is_rejected() -> None:
     """Configuration errors are loud."""
     with pytest.raises(ValueError, match="negative"):
         TranscriptTurnDetector(complete_silence_ms=-1)
+
+
+# The pitch rule: a statement whose voice did not fall waits
+
+
+def _voice_ending(semitones: float) -> bytes:
+    """1.2 s of a steady 160 Hz voice that glides `semitones` over its last 300 ms."""
+    n, tail = int(SAMPLE_RATE * 1.2), int(SAMPLE_RATE * 0.3)
+    f0 = np.full(n, 160.0)
+    f0[-tail:] = np.geomspace(160.0, 160.0 * 2 ** (semitones / 12), tail)
+    phase = 2 * np.pi * np.cumsum(f0) / SAMPLE_RATE
+    return (6000 * (np.sin(phase) + 0.5 * np.sin(2 * phase))).astype(np.int16).tobytes()
+
+
+LEVEL, FALLING = _voice_ending(+1.0), _voice_ending(-5.0)
+
+
+def _pitched() -> TranscriptTurnDetector:
+    return TranscriptTurnDetector(
+        silence_ms=500,
+        incomplete_silence_ms=1500,
+        complete_silence_ms=250,
+        punctuated=True,
+        level_pitch_silence_ms=1000,
+    )
+
+
+async def test_a_statement_whose_voice_stays_up_waits_the_level_pitch_silence() -> None:
+    """ "I need eggs." heard from "I need eggs, ..." said with a list's level pitch: the words
+    are complete, the voice is not; wait 1 s of silence, then end the turn."""
+    detector = _pitched()
+    early = await detector.decide(
+        TurnEvidence(transcript="I need eggs.", trailing_silence_s=0.3, audio=LEVEL)
+    )
+    assert (early.end_of_turn, early.reason) == (False, "level_pitch")
+    assert early.recheck_after_s == pytest.approx(0.7)
+    due = await detector.decide(
+        TurnEvidence(transcript="I need eggs.", trailing_silence_s=1.0, audio=LEVEL)
+    )
+    assert (due.end_of_turn, due.reason) == (True, "level_pitch_silence")
+
+
+async def test_a_statement_that_falls_and_a_question_end_after_the_commit_silence() -> None:
+    """A closing fall ends a statement at the commit silence; a question is not judged by its
+    pitch (yes-no questions rise); without audio, or with the rule off, the words decide."""
+    falling = await _pitched().decide(
+        TurnEvidence(transcript="I need eggs.", trailing_silence_s=0.3, audio=FALLING)
+    )
+    question = await _pitched().decide(
+        TurnEvidence(transcript="Is it open today?", trailing_silence_s=0.3, audio=LEVEL)
+    )
+    no_audio = await _pitched().decide(TurnEvidence(transcript="Thanks.", trailing_silence_s=0.3))
+    off = await TranscriptTurnDetector(complete_silence_ms=250, punctuated=True).decide(
+        TurnEvidence(transcript="I need eggs.", trailing_silence_s=0.3, audio=LEVEL)
+    )
+    for decision in (falling, question, no_audio, off):
+        assert (decision.end_of_turn, decision.reason) == (True, "complete")
+
+
+async def test_unfinished_words_wait_their_own_silence_whatever_the_pitch() -> None:
+    """The pitch is only asked about finished words: "my number is" waits the unfinished 1.5 s
+    even over a falling voice, without measuring it."""
+    detector = _pitched()
+    decision = await detector.decide(
+        TurnEvidence(transcript="My number is", trailing_silence_s=0.3, audio=FALLING)
+    )
+    assert (decision.end_of_turn, decision.reason) == (False, "incomplete")
+    assert decision.recheck_after_s == pytest.approx(1.2)
+
+
+async def test_the_pitch_is_measured_once_from_the_pause_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`listen_ahead` at the pause starts the measurement while the words are transcribed; the
+    decision and its recheck on the same audio reuse it; new audio is measured anew; closing
+    the detector drops a measurement no decision took."""
+    measured: list[int] = []
+
+    def counting(pcm: bytes) -> Any:
+        measured.append(len(pcm))
+        return prosody.final_pitch(pcm)
+
+    monkeypatch.setattr(completeness, "final_pitch", counting)
+    detector = _pitched()
+    ahead = listen_ahead(detector, LEVEL)
+    assert ahead is not None
+    for silence in (0.3, 0.6):
+        evidence = TurnEvidence(transcript="I need eggs.", trailing_silence_s=silence, audio=LEVEL)
+        assert (await detector.decide(evidence)).reason == "level_pitch"
+    assert measured == [len(LEVEL)]
+    longer = LEVEL + FALLING
+    evidence = TurnEvidence(transcript="I need eggs, milk.", trailing_silence_s=0.3, audio=longer)
+    assert (await detector.decide(evidence)).end_of_turn
+    assert measured == [len(LEVEL), len(longer)]
+    assert listen_ahead(TranscriptTurnDetector(), LEVEL) is None  # the rule off: nothing to do
+    pending = listen_ahead(detector, FALLING)
+    assert isinstance(pending, asyncio.Future)
+    close_detector(detector)
+    await asyncio.sleep(0)
+    assert pending.cancelled()
+
+
+def test_a_negative_level_pitch_silence_is_rejected() -> None:
+    with pytest.raises(ValueError, match="negative"):
+        TranscriptTurnDetector(level_pitch_silence_ms=-1)
+
+
+def test_the_session_turns_the_pitch_rule_on_from_the_settings() -> None:
+    """`VOICE_AGENT_EOU_LEVEL_PITCH_MS` reaches the call's detector (1 s by default); 0 turns the
+    measurement off altogether."""
+    from voice_agent.agent.options import session_options
+    from voice_agent.agent.session import _turn_detector
+    from voice_agent.logging import get_logger
+    from voice_agent.settings import Settings
+
+    def detector(**settings: Any) -> Any:
+        options = session_options(Settings(_env_file=None, **settings))
+        return _turn_detector(options, None, get_logger("test"))
+
+    assert Settings(_env_file=None).eou_level_pitch_ms == 1000
+    on, off = detector(eou_level_pitch_ms=800), detector(eou_level_pitch_ms=0)
+    assert isinstance(on, TranscriptTurnDetector)
+    assert on._level_s == pytest.approx(0.8)
+    assert listen_ahead(off, LEVEL) is None

@@ -147,6 +147,7 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "VOICE_AGENT_STT_PUNCTUATES": ("false", False),
     "VOICE_AGENT_SMART_TURN_THRESHOLD": ("0.7", 0.7),
     "VOICE_AGENT_EOU_UNSURE_MS": ("900", 900),
+    "VOICE_AGENT_EOU_LEVEL_PITCH_MS": ("800", 800),
     "VOICE_AGENT_SMART_TURN_MODEL": ("/opt/models/st.onnx", Path("/opt/models/st.onnx")),
     "XDG_CACHE_HOME": ("/var/cache/u", Path("/var/cache/u")),
     "VOICE_AGENT_SPECULATION_MAX_PER_TURN": ("0", 0),

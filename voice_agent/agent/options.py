@@ -35,6 +35,9 @@ class SessionOptions:
     None: learn it from the call's transcripts."""
     smart_turn_threshold: float = 0.5
     eou_unsure_ms: int = 700
+    eou_level_pitch_ms: int = 0
+    """Silence before complete words whose pitch did not fall end the turn (transcript
+    detector; 0: the pitch is not measured)."""
     smart_turn_model: Path | None = None
     """The Smart Turn model file ("smart_turn" and "hybrid" detectors)."""
     speculation_max_per_turn: int = 0
@@ -64,6 +67,7 @@ def session_options(settings: Settings, profile: AgentProfile | None = None) -> 
         stt_punctuates=_stt_punctuates(settings),
         smart_turn_threshold=settings.smart_turn_threshold,
         eou_unsure_ms=settings.eou_unsure_ms,
+        eou_level_pitch_ms=settings.eou_level_pitch_ms,
         smart_turn_model=model_path(settings),
         speculation_max_per_turn=settings.speculation_max_per_turn,
         speculation_max_wasted=settings.speculation_max_wasted,

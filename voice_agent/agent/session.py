@@ -91,6 +91,7 @@ def _turn_detector(
         incomplete_silence_ms=options.eou_incomplete_ms,
         complete_silence_ms=options.eou_complete_ms,
         punctuated=options.stt_punctuates,
+        level_pitch_silence_ms=options.eou_level_pitch_ms or None,
     )
     if options.turn_detector in ACOUSTIC_DETECTORS:
         if models is None or not models.available:

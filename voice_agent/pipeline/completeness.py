@@ -11,7 +11,10 @@ one at the caller's first short pause) and judges whether the caller has finishe
   unfinished too: Whisper leaves the mark off a sentence it hears break off ("I was wondering"
   for "I was wondering if", "I need eggs" for "I need eggs, ..."). `punctuated=None` learns it:
   the rule applies from the first transcript with such a mark on (one detector is one call), so
-  an STT that writes no punctuation never has its turns held by it;
+  an STT that writes no punctuation never has its turns held by it. Two endings are unfinished
+  even under a question or exclamation mark, where the STT heard a question in a sentence that
+  broke off: an article, possessive or conjunction no sentence ends on ("about the?"), and a
+  subordinate clause with its subject but no verb yet ("can you tell me whether that?");
 - finished otherwise: end the turn once the caller has been silent for `complete_silence_ms`
   (a floor under every commit: a fast STT returning a whole sentence from a comma pause must
   not end the turn there; the speculation still starts at the shorter pause);
@@ -25,8 +28,10 @@ through the fallback whenever the rules do not fire, which they rarely do on oth
 
 from __future__ import annotations
 
+import asyncio
 import re
 
+from voice_agent.pipeline.prosody import PitchEnding, final_pitch
 from voice_agent.pipeline.turn import TurnDecision, TurnEvidence
 
 __all__ = ["TranscriptTurnDetector", "utterance_complete"]
@@ -196,6 +201,19 @@ _NUMBER_WORDS = frozenset(
 _NUMBER_TOPICS = re.compile(
     r"\b(number|phone|account|code|card|zip|postcode|pin|id|digits?|order|reference|ticket)\b"
 )
+_NEVER_LAST = frozenset(
+    ["the", "a", "an", "my", "your", "our", "their", "whether", "and", "but", "because", "unless"]
+)
+"""Words no English sentence ends on, not even a question that strands a preposition ("what is it
+made of?"): a transcript ending on one is unfinished whatever its mark ("about the?")."""
+_SUBORDINATORS = frozenset(
+    ["whether", "if", "because", "although", "though", "unless", "until", "while", "when"]
+)
+_CLAUSE_SUBJECTS = frozenset(
+    ["i", "you", "we", "they", "he", "she", "it", "that", "this", "there", "these", "those"]
+)
+"""A subordinate clause that has its subject and no verb yet is unfinished, whatever the mark
+("can you tell me whether that?", "call me back when you"): a clause needs its verb."""
 _WORD = re.compile(r"[a-z0-9']+")
 _SENTENCE_ENDS = (".", "?", "!", "\u3002", "\uff1f", "\uff01")  # and the CJK full-width ones
 _MARKED = re.compile(r"[.?!\u3002\uff1f\uff01](?:\s|$)")  # a sentence mark, not "3.5"
@@ -209,6 +227,8 @@ def utterance_complete(transcript: str, *, punctuated: bool = False) -> bool | N
     words = _WORD.findall(text)
     if not words:
         return None
+    if words[-1] in _NEVER_LAST or _verbless_clause(words):
+        return False
     if text.endswith(("?", "!")):
         return True
     if text.endswith((",", "...", "…", "-", "\u2013", ":", ";")):
@@ -220,6 +240,11 @@ def utterance_complete(transcript: str, *, punctuated: bool = False) -> bool | N
         return False
     number = last.isdigit() or last in _NUMBER_WORDS
     return not (number and _NUMBER_TOPICS.search(text))
+
+
+def _verbless_clause(words: list[str]) -> bool:
+    """The words end on a subordinator and its subject alone ("whether that", "if you")."""
+    return len(words) >= 2 and words[-2] in _SUBORDINATORS and words[-1] in _CLAUSE_SUBJECTS
 
 
 class TranscriptTurnDetector:
@@ -235,12 +260,17 @@ class TranscriptTurnDetector:
         incomplete_silence_ms: int = 1500,
         complete_silence_ms: int = 0,
         punctuated: bool | None = False,
+        level_pitch_silence_ms: int | None = None,
     ) -> None:
         if min(silence_ms, incomplete_silence_ms, complete_silence_ms) < 0:
+            raise ValueError("silences must not be negative")
+        if level_pitch_silence_ms is not None and level_pitch_silence_ms < 0:
             raise ValueError("silences must not be negative")
         self._silence_s = silence_ms / 1000
         self._incomplete_s = max(incomplete_silence_ms, silence_ms) / 1000
         self._complete_s = min(complete_silence_ms, silence_ms) / 1000
+        self._level_s = None if level_pitch_silence_ms is None else level_pitch_silence_ms / 1000
+        self._pitch: tuple[tuple[int, bytes], asyncio.Future[PitchEnding | None]] | None = None
         self._learn = punctuated is None
         self.punctuated = bool(punctuated)
         """Whether the STT marks finished sentences (see the module docstring)."""
@@ -257,7 +287,10 @@ class TranscriptTurnDetector:
         if evidence.speaking:
             return TurnDecision(end_of_turn=False, reason="speaking")
         complete = self.complete(evidence.transcript)
-        if complete:
+        if complete and await self._level_statement(evidence):
+            wait_s, reason = max(self._level_s or 0.0, self._complete_s), "level_pitch"
+            complete = False  # finished words, a voice held up for more: wait as unsure
+        elif complete:
             wait_s, reason = self._complete_s, "complete"
         elif complete is None:
             wait_s, reason = self._silence_s, "no_words"
@@ -271,3 +304,34 @@ class TranscriptTurnDetector:
         if complete:
             reason = "complete_short"  # finished words, but the commit silence is not over yet
         return TurnDecision(end_of_turn=False, recheck_after_s=remaining, reason=reason)
+
+    def listen_ahead(self, audio: bytes) -> asyncio.Future[PitchEnding | None] | None:
+        """With the pitch rule on, start measuring how the turn's `audio` ends while its words
+        are transcribed (the session calls this at the pause); `decide` awaits the same run."""
+        if self._level_s is None or not audio:
+            return None
+        return self._pitch_of(audio)
+
+    def close(self) -> None:
+        """The call is over: drop a pitch measurement no decision took."""
+        if self._pitch is not None:
+            self._pitch[1].cancel()
+            self._pitch = None
+
+    def _pitch_of(self, audio: bytes) -> asyncio.Future[PitchEnding | None]:
+        key = (len(audio), audio[-320:])  # a recheck, or the decision after listen_ahead
+        if self._pitch is None or self._pitch[0] != key:
+            if self._pitch is not None:
+                self._pitch[1].cancel()
+            self._pitch = (key, asyncio.ensure_future(asyncio.to_thread(final_pitch, audio)))
+        return self._pitch[1]
+
+    async def _level_statement(self, evidence: TurnEvidence) -> bool:
+        """Whether the words are a statement (no question or exclamation mark) whose voice did
+        not fall at the end, with the pitch rule on (`level_pitch_silence_ms`)."""
+        if self._level_s is None or not evidence.audio:
+            return False
+        if evidence.transcript.strip().rstrip(_CLOSERS).endswith(("?", "!", "\uff1f", "\uff01")):
+            return False
+        ending = await self._pitch_of(evidence.audio)
+        return ending is not None and not ending.falls
