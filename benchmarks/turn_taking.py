@@ -13,8 +13,9 @@ as it would on a call.
 Configurations: "silence" is the detector of old (the VAD ends an utterance after 500 ms of
 silence; no speculation; speech over the agent past 400 ms interrupts it); "shipped
 (transcript)" is the default: the words' rules (a 120 ms pause, speculation, a 250 ms commit
-silence under complete words, words without a final mark read as unfinished, a 500 ms
-fallback and 1.5 s for unfinished words, backchannels judged up to 1200 ms).
+silence under complete words, words without a final mark read as unfinished, a statement whose
+pitch did not fall at the end waiting 1 s, a 500 ms fallback and 1.5 s for unfinished words,
+backchannels judged up to 1200 ms).
 
 With the Smart Turn model fetched (`voice-agent fetch-turn-model`), the acoustic ones run too:
 "smart_turn" (the model alone) and "hybrid" (the words and the model, 1.5 s when they
@@ -161,10 +162,13 @@ class Config:
     stt_s: float | None = None  # a fixed transcription time instead of Whisper's wall time
 
 
-def shipped(name: str, *, stt_s: float | None = None, punctuated: bool = True) -> Config:
+def shipped(
+    name: str, *, stt_s: float | None = None, punctuated: bool = True, pitch: bool = True
+) -> Config:
     """The words' rules with the shipped timing: a 120 ms pause, a 250 ms commit silence under
-    complete words, words without a final mark read as unfinished, speculation, backchannels
-    judged up to 1200 ms (`stt_s`: a fixed transcription time)."""
+    complete words, words without a final mark read as unfinished, a statement whose voice did
+    not fall waiting 1 s (`pitch`), speculation, backchannels judged up to 1200 ms (`stt_s`: a
+    fixed transcription time)."""
     return Config(
         name,
         120,
@@ -173,6 +177,7 @@ def shipped(name: str, *, stt_s: float | None = None, punctuated: bool = True) -
             incomplete_silence_ms=1500,
             complete_silence_ms=250,
             punctuated=punctuated,
+            level_pitch_silence_ms=1000 if pitch else None,
         ),
         Speculation(max_per_turn=3, max_wasted_per_call=50),
         1200,
@@ -186,6 +191,8 @@ CONFIGS = [
     shipped("shipped (transcript)"),  # the words' rules: a 120 ms pause, a 250 ms commit silence
     # timed as the side-by-side's scripted STT:
     shipped("shipped (transcript), STT 120 ms", stt_s=0.12),
+    shipped("transcript without the pitch rule", pitch=False),
+    shipped("transcript without the pitch rule, STT 120 ms", stt_s=0.12, pitch=False),
     shipped("transcript without the punctuation rule, STT 120 ms", stt_s=0.12, punctuated=False),
     Config(  # the defaults before: a 200 ms pause, complete words end the turn at once
         "200 ms pause, no commit silence, STT 120 ms",
@@ -274,6 +281,7 @@ ACOUSTIC = {c.name for c in CONFIGS if "smart_turn" in c.name or "hybrid" in c.n
 @dataclass
 class Outcome:
     commits: list[float] = field(default_factory=list)
+    committed_words: list[str] = field(default_factory=list)  # the speculative words, if known
     interrupted: bool = False
     interrupted_at: float | None = None  # virtual time of the first InterruptAgent
     resumed: bool = False
@@ -400,6 +408,8 @@ class Simulation:
                 await self.ask(action)
             elif isinstance(action, CommitTurn):
                 self.outcome.commits.append(self.now)
+                known = self.transcripts.get(action.speculation or -1)
+                self.outcome.committed_words.append((known[1] or "") if known else "?")
             elif isinstance(action, JudgeBackchannel):
                 spent, text = await self.transcribe(action.audio)
                 self.at(self.now + spent, self._heard_back(text, action.ask))
@@ -475,6 +485,7 @@ class Figures:
     wasted: int = 0
     stt_audio_s: float = 0.0
     stt_wall_s: list[float] = field(default_factory=list)
+    cut: list[str] = field(default_factory=list)  # each cut-off: voice, case and words heard
 
 
 def judge(case: Case, outcome: Outcome, figures: Figures) -> None:
@@ -497,6 +508,8 @@ def judge(case: Case, outcome: Outcome, figures: Figures) -> None:
     first = outcome.commits[0] if outcome.commits else None
     if first is None or first < end or len(outcome.commits) > 1:
         figures.cut_offs += 1  # committed before the caller finished (or split in two)
+        heard = " | ".join(outcome.committed_words) or "no commit"
+        figures.cut.append(f"{case.voice}: {case.label!r} committed as {heard!r}")
     elif first is not None:
         figures.all_delays.append(first - end)
         if case.kind == "complete":
@@ -568,6 +581,9 @@ async def main() -> int:
     )
     print(table)
     print(model_cost)
+    for name, f in results.items():
+        for cut in f.cut:
+            print(f"  cut-off, {name}: {cut}")
     if not args.no_docs:
         write_section(
             "Turn taking",
