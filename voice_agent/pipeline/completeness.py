@@ -215,7 +215,8 @@ _CLAUSE_SUBJECTS = frozenset(
 """A subordinate clause that has its subject and no verb yet is unfinished, whatever the mark
 ("can you tell me whether that?", "call me back when you"): a clause needs its verb."""
 _WORD = re.compile(r"[a-z0-9']+")
-_SENTENCE_ENDS = (".", "?", "!", "\u3002", "\uff1f", "\uff01")  # and the CJK full-width ones
+_ASKING_ENDS = ("?", "!", "\uff1f", "\uff01")  # a question or exclamation, CJK full width too
+_SENTENCE_ENDS = (".", "\u3002", *_ASKING_ENDS)
 _MARKED = re.compile(r"[.?!\u3002\uff1f\uff01](?:\s|$)")  # a sentence mark, not "3.5"
 _CLOSERS = "\"'\u201d\u2019)]"  # quotes and brackets after a sentence's final mark
 
@@ -331,7 +332,7 @@ class TranscriptTurnDetector:
         not fall at the end, with the pitch rule on (`level_pitch_silence_ms`)."""
         if self._level_s is None or not evidence.audio:
             return False
-        if evidence.transcript.strip().rstrip(_CLOSERS).endswith(("?", "!", "\uff1f", "\uff01")):
+        if evidence.transcript.strip().rstrip(_CLOSERS).endswith(_ASKING_ENDS):
             return False
         ending = await self._pitch_of(evidence.audio)
         return ending is not None and not ending.falls
