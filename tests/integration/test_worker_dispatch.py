@@ -177,6 +177,9 @@ def _settle(future: asyncio.Future[str], value: str) -> None:
         future.set_result(value)
 
 
+WAIT_S = 60.0  # how long a test waits for a log event before failing
+
+
 class LogWatch:
     """A structlog processor that keeps every event and lets a test await one."""
 
@@ -198,17 +201,31 @@ class LogWatch:
         """Every event called `event` whose fields include `fields`."""
         return [e for e in self.entries if _matches(e, event, fields)]
 
-    async def wait_for(self, event: str, **fields: Any) -> dict[str, Any]:
-        """The first event called `event` with `fields`, already logged or still to come."""
+    async def wait_for(
+        self, event: str, *, timeout_s: float = WAIT_S, **fields: Any
+    ) -> dict[str, Any]:
+        """The first event called `event` with `fields`, already logged or still to come; an
+        AssertionError naming what was logged instead when none comes within `timeout_s`."""
         if found := self.named(event, **fields):
             return found[0]
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         waiter = (lambda e: _matches(e, event, fields), future)
         self._waiters.append(waiter)
         try:
-            return await future
+            async with asyncio.timeout(timeout_s):
+                return await future
+        except TimeoutError:
+            raise AssertionError(self._missing(event, fields, timeout_s)) from None
         finally:
             self._waiters.remove(waiter)
+
+    def _missing(self, event: str, fields: dict[str, Any], timeout_s: float) -> str:
+        same_name = [e for e in self.entries if e["event"] == event]
+        last = [{k: e.get(k) for k in ("event", "call_id", "reason")} for e in self.entries[-15:]]
+        return (
+            f"no {event!r} with {fields} within {timeout_s:.0f} s;"
+            f" {event!r} events logged: {same_name}; the last events: {last}"
+        )
 
 
 def _matches(entry: dict[str, Any], event: str, fields: dict[str, Any]) -> bool:
