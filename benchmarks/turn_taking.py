@@ -14,8 +14,9 @@ Configurations: "silence" is the detector of old (the VAD ends an utterance afte
 silence; no speculation; speech over the agent past 400 ms interrupts it); "shipped
 (transcript)" is the default: the words' rules (a 120 ms pause, speculation, a 250 ms commit
 silence under complete words, words without a final mark read as unfinished, a statement whose
-pitch did not fall at the end waiting 1 s, a 500 ms fallback and 1.5 s for unfinished words,
-backchannels judged up to 1200 ms).
+pitch did not fall at the end waiting 1 s, complete words Whisper scored below 0.6 read as
+unfinished, a 500 ms fallback and 1.5 s for unfinished words, backchannels judged up to
+1200 ms); rows "without" a rule measure what that rule holds.
 
 With the Smart Turn model fetched (`voice-agent fetch-turn-model`), the acoustic ones run too:
 "smart_turn" (the model alone) and "hybrid" (the words and the model, 1.5 s when they
@@ -163,12 +164,18 @@ class Config:
 
 
 def shipped(
-    name: str, *, stt_s: float | None = None, punctuated: bool = True, pitch: bool = True
+    name: str,
+    *,
+    stt_s: float | None = None,
+    punctuated: bool = True,
+    pitch: bool = True,
+    confidence: bool = True,
 ) -> Config:
     """The words' rules with the shipped timing: a 120 ms pause, a 250 ms commit silence under
     complete words, words without a final mark read as unfinished, a statement whose voice did
-    not fall waiting 1 s (`pitch`), speculation, backchannels judged up to 1200 ms (`stt_s`: a
-    fixed transcription time)."""
+    not fall waiting 1 s (`pitch`), complete words Whisper scored below 0.6 read as unfinished
+    (`confidence`), speculation, backchannels judged up to 1200 ms (`stt_s`: a fixed
+    transcription time)."""
     return Config(
         name,
         120,
@@ -178,6 +185,7 @@ def shipped(
             complete_silence_ms=250,
             punctuated=punctuated,
             level_pitch_silence_ms=1000 if pitch else None,
+            min_confidence=0.6 if confidence else 0.0,
         ),
         Speculation(max_per_turn=3, max_wasted_per_call=50),
         1200,
@@ -193,6 +201,8 @@ CONFIGS = [
     shipped("shipped (transcript), STT 120 ms", stt_s=0.12),
     shipped("transcript without the pitch rule", pitch=False),
     shipped("transcript without the pitch rule, STT 120 ms", stt_s=0.12, pitch=False),
+    shipped("transcript without the confidence rule", confidence=False),
+    shipped("transcript without the pitch and confidence rules", pitch=False, confidence=False),
     shipped("transcript without the punctuation rule, STT 120 ms", stt_s=0.12, punctuated=False),
     Config(  # the defaults before: a 200 ms pause, complete words end the turn at once
         "200 ms pause, no commit silence, STT 120 ms",
@@ -234,6 +244,7 @@ def hybrid(unsure_ms: int) -> Callable[[], TurnDetector]:
         unsure_silence_ms=unsure_ms,
         complete_silence_ms=250,
         punctuated=True,
+        min_confidence=0.6,
     )
 
 
@@ -289,6 +300,14 @@ class Outcome:
     wasted: int = 0
     stt_audio_s: float = 0.0
     stt_wall_s: list[float] = field(default_factory=list)
+
+
+def _heard(known: tuple[float, str | None, float | None] | None) -> str:
+    """The speculative words a commit carried, with Whisper's confidence in them."""
+    if known is None:
+        return "?"
+    _, text, confidence = known
+    return f"{text or ''} ({confidence:.2f})" if confidence is not None else (text or "")
 
 
 def voiced_end(pcm: bytes) -> float:
@@ -377,22 +396,22 @@ class Simulation:
         )
         self.events: list[tuple[float, int, Callable[[], object]]] = []
         self.order = itertools.count()
-        self.transcripts: dict[int, tuple[float, str | None]] = {}
+        self.transcripts: dict[int, tuple[float, str | None, float | None]] = {}
         self.outcome = Outcome()
         self.now = 0.0
 
     def at(self, when: float, action: Callable[[], object]) -> None:
         heapq.heappush(self.events, (when, next(self.order), action))
 
-    async def transcribe(self, pcm: bytes) -> tuple[float, str | None]:
+    async def transcribe(self, pcm: bytes) -> tuple[float, str | None, float | None]:
         started = time.perf_counter()
-        text = (await self.stt.transcribe(PcmAudio(pcm, SAMPLE_RATE), language="en")).text
+        heard = await self.stt.transcribe(PcmAudio(pcm, SAMPLE_RATE), language="en")
         spent = time.perf_counter() - started
         self.outcome.stt_audio_s += len(pcm) / 2 / SAMPLE_RATE
         self.outcome.stt_wall_s.append(spent)
         if self.config.stt_s is not None:
             spent = self.config.stt_s
-        return spent, text.strip()
+        return spent, heard.text.strip(), heard.confidence
 
     async def act(self, actions: list[object]) -> None:
         # The session registers a speculation before its question's task first runs.
@@ -400,8 +419,8 @@ class Simulation:
         for action in actions:
             if isinstance(action, Speculate):
                 self.outcome.speculations += 1
-                spent, text = await self.transcribe(action.turn.audio)
-                self.transcripts[action.key] = (self.now + spent, text)
+                spent, text, confidence = await self.transcribe(action.turn.audio)
+                self.transcripts[action.key] = (self.now + spent, text, confidence)
             elif isinstance(action, DiscardSpeculation) and action.wasted:
                 self.outcome.wasted += 1
             elif isinstance(action, DecideTurn):
@@ -409,9 +428,9 @@ class Simulation:
             elif isinstance(action, CommitTurn):
                 self.outcome.commits.append(self.now)
                 known = self.transcripts.get(action.speculation or -1)
-                self.outcome.committed_words.append((known[1] or "") if known else "?")
+                self.outcome.committed_words.append(_heard(known))
             elif isinstance(action, JudgeBackchannel):
-                spent, text = await self.transcribe(action.audio)
+                spent, text, _ = await self.transcribe(action.audio)
                 self.at(self.now + spent, self._heard_back(text, action.ask))
             elif isinstance(action, InterruptAgent):
                 if not self.outcome.interrupted:
@@ -438,6 +457,7 @@ class Simulation:
             when = max(when, known[0])
             evidence = type(evidence)(
                 transcript=known[1] or "",
+                transcript_confidence=known[2],
                 trailing_silence_s=evidence.trailing_silence_s + when - self.now,
                 audio=evidence.audio,
             )

@@ -157,6 +157,9 @@ class Settings(BaseSettings):
     # the call's first transcript that has such a mark (an STT that writes none never turns it
     # on). eou_level_pitch_ms ("transcript"): complete words read as a statement whose voice did
     # not fall at the end ("I need eggs," heard as "I need eggs.") wait this long (0: off).
+    # eou_min_confidence ("transcript", "hybrid"): complete words the STT scored below this
+    # (0-1; local Whisper says, OpenAI's endpoint is not asked) are read as unfinished: Whisper
+    # guesses a whole sentence from a fragment cut at a pause, and scores the guess low (0: off).
     speech_pause_ms: int = Field(120, ge=60, le=5000)
     eou_complete_ms: int = Field(250, ge=0, le=5000)
     stt_punctuates: Literal["auto"] | bool = "auto"
@@ -165,6 +168,7 @@ class Settings(BaseSettings):
     smart_turn_threshold: float = Field(0.5, ge=0, le=1)
     eou_unsure_ms: int = Field(1500, ge=100, le=10_000)
     eou_level_pitch_ms: int = Field(1000, ge=0, le=10_000)
+    eou_min_confidence: float = Field(0.6, ge=0, lt=1)
     smart_turn_model: Path | None = None
     xdg_cache_home: Path | None = Field(None, validation_alias="XDG_CACHE_HOME")
     speculation_max_per_turn: int = Field(3, ge=0, le=20)

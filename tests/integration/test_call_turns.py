@@ -275,3 +275,29 @@ async def test_a_list_item_said_with_a_level_voice_waits_for_the_rest(
         stt_punctuates=True, eou_level_pitch_ms=0,
     )  # fmt: skip
     assert cut["turns"][0]["user_text"] == "I need eggs."
+
+
+async def test_a_fragment_whisper_guesses_at_waits_for_the_rest(
+    livekit_server: LiveKitEndpoint, tmp_path: Path
+) -> None:
+    """ "My account number is ... four five six seven." through local Whisper, the pitch rule
+    off: whatever Whisper makes of espeak's first part, the number is one turn. Most runs it
+    guesses a finished sentence ("My counter-harm worries.") and scores it low, and the call's
+    record says the pause was held for that (`turn_held`, `unsure_words`, under 0.6); when
+    it hears the words as they are ("My count number is") they are unfinished and wait. (The
+    rule's effect, against the same call with it off, is tested deterministically on the call
+    session, tests/unit/test_call_session.py: what Whisper hears through Opus varies.)"""
+    said = [["My account number is", "four five six seven."]]
+    result, _models, record = await _turns_of(
+        livekit_server, tmp_path, said, [], {}, 1.0,
+        stt="local", provider_timeout_s=30.0, stt_punctuates=True, eou_level_pitch_ms=0,
+    )  # fmt: skip
+    assert result["ok"], result
+    [turn] = result["turns"]
+    assert "4567" in turn["user_text"].replace(" ", "").replace("-", ""), turn["user_text"]
+    assert [t.speaker for t in record.transcript].count("user") == 1
+    held = next(e.data for e in record.events if e.event == "turn_held")  # at the long pause
+    assert held["reason"] in {"unsure_words", "incomplete"}, held
+    if held["reason"] == "unsure_words":
+        assert held["confidence"] < 0.6, held
+    assert held["wait_ms"] > 0

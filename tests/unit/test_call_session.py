@@ -262,3 +262,53 @@ async def test_the_caller_leaving_ends_the_call_and_stores_the_record(start_call
     assert call.room.left.is_set()
     assert record.end_reason == "user_left"
     assert [t.kind for t in record.transcript] == ["greeting"]
+
+
+@pytest.mark.parametrize(("score", "turns"), [(0.4, 1), (0.9, 2)])
+async def test_complete_words_the_stt_scored_low_wait_for_the_rest(
+    start_call: Starter, score: float, turns: int
+) -> None:
+    """ "My account number is ... four five six seven" with a 0.8 s pause: the speculative
+    transcript of the first part comes back as a finished question the STT scored `score`.
+    Scored 0.4 (under the 0.6 floor) it waits as unfinished words do and the number is one
+    turn; scored 0.9 the pause ends the turn and the number is a second one."""
+    whole = "My account number is 4567."
+    call: Call = start_call(
+        answers=[FakeCompletion("Thanks, found it."), FakeCompletion("Anything else?")],
+        transcripts=[
+            FakeTranscription("What is it?", confidence=score),
+            # the turn so far at the next pause: all of it when held, the rest when cut
+            FakeTranscription(whole if turns == 1 else "4567.", confidence=0.9),
+        ],
+        turn_detector="transcript",
+        speech_pause_ms=120,
+        eou_complete_ms=250,
+        eou_incomplete_ms=1500,
+        stt_punctuates=True,
+        eou_min_confidence=0.6,
+        speculation_max_per_turn=3,
+        speculation_max_wasted=10,
+    )
+    microphone = await call.join()
+    pause = b"\0\0" * int(SAMPLE_RATE * 0.8)
+    microphone.say(
+        await speech("My account number is") + pause + await speech("four five six seven")
+    )
+    await call.room.wait_for(lambda: len(kinds(call.room)) == 1 + turns)
+    said = [t["user_text"] for t in call.room.turns[1:]]
+    assert said == ([whole] if turns == 1 else ["What is it?", "4567."])
+    record = await call.record()
+    held = [e.data for e in record.events if e.event == "turn_held"]
+    doubted = [h for h in held if h["reason"] == "unsure_words"]
+    if turns == 1:  # the record says why the agent waited at the pause
+        assert doubted == [
+            {
+                "reason": "unsure_words",
+                "words": 3,
+                "confidence": 0.4,
+                "wait_ms": doubted[0]["wait_ms"],
+            }
+        ]
+        assert 0 < doubted[0]["wait_ms"] <= 1500
+    else:
+        assert doubted == []

@@ -4,7 +4,8 @@ statement whose voice did not fall waits a little."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from dataclasses import replace
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -316,3 +317,82 @@ def test_the_session_turns_the_pitch_rule_on_from_the_settings() -> None:
     assert isinstance(on, TranscriptTurnDetector)
     assert on._level_s == pytest.approx(0.8)
     assert listen_ahead(off, LEVEL) is None
+
+
+def _doubting(min_confidence: float = 0.6) -> TranscriptTurnDetector:
+    return TranscriptTurnDetector(
+        silence_ms=500,
+        incomplete_silence_ms=1500,
+        complete_silence_ms=250,
+        punctuated=True,
+        min_confidence=min_confidence,
+    )
+
+
+async def test_complete_words_the_stt_doubts_wait_as_unfinished_words_do() -> None:
+    """ "What is it?" guessed from "Can you tell me whether the" and scored 0.45: read as
+    unfinished, the turn waits the 1.5 s silence and then ends; the same words scored 0.8, or
+    without a score, end after the commit silence."""
+    detector = _doubting()
+    guessed = TurnEvidence(transcript="What is it?", trailing_silence_s=0.3)
+    early = await detector.decide(replace(guessed, transcript_confidence=0.45))
+    assert (early.end_of_turn, early.reason) == (False, "unsure_words")
+    assert early.recheck_after_s == pytest.approx(1.2)
+    due = await detector.decide(
+        replace(guessed, transcript_confidence=0.45, trailing_silence_s=1.5)
+    )
+    assert (due.end_of_turn, due.reason) == (True, "unsure_words_silence")
+    for confidence in (0.8, 0.6, None):
+        sure = await detector.decide(replace(guessed, transcript_confidence=confidence))
+        assert (sure.end_of_turn, sure.reason) == (True, "complete"), confidence
+
+
+async def test_the_confidence_rule_leaves_unfinished_words_and_is_off_at_zero() -> None:
+    """Unfinished words wait their own silence whatever the score; with `min_confidence` 0 (the
+    detector's default) no score holds a turn."""
+    unfinished = await _doubting().decide(
+        TurnEvidence(transcript="My number is", trailing_silence_s=0.3, transcript_confidence=0.2)
+    )
+    assert (unfinished.end_of_turn, unfinished.reason) == (False, "incomplete")
+    off = await _doubting(0.0).decide(
+        TurnEvidence(transcript="Where is it?", trailing_silence_s=0.3, transcript_confidence=0.01)
+    )
+    assert (off.end_of_turn, off.reason) == (True, "complete")
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5])
+def test_a_min_confidence_outside_zero_to_one_is_rejected(bad: float) -> None:
+    with pytest.raises(ValueError, match="min_confidence"):
+        TranscriptTurnDetector(min_confidence=bad)
+
+
+async def test_the_session_reads_the_confidence_rule_from_the_settings() -> None:
+    """`VOICE_AGENT_EOU_MIN_CONFIDENCE` (0.6 by default) reaches the transcript detector and the
+    hybrid detector's rules."""
+    from voice_agent.agent.options import session_options
+    from voice_agent.agent.session import _turn_detector
+    from voice_agent.logging import get_logger
+    from voice_agent.pipeline.acoustic_turn import HybridTurnDetector
+    from voice_agent.settings import Settings
+
+    class Model:
+        available = True
+
+        async def end_probability(self, pcm: bytes) -> float:
+            return 0.9
+
+    assert Settings(_env_file=None).eou_min_confidence == pytest.approx(0.6)
+    options = session_options(Settings(_env_file=None, eou_min_confidence=0.7))
+    transcript = _turn_detector(options, None, get_logger("test"))
+    assert isinstance(transcript, TranscriptTurnDetector)
+    assert transcript._min_confidence == pytest.approx(0.7)
+    hybrid = _turn_detector(
+        replace(options, turn_detector="hybrid"), cast(Any, Model()), get_logger("test")
+    )
+    assert isinstance(hybrid, HybridTurnDetector)
+    # The model hears an end; the words are complete, but scored 0.65: they wait.
+    evidence = TurnEvidence(transcript="Where is it?", trailing_silence_s=0.3, audio=b"\0\0" * 1600)
+    doubted = await hybrid.decide(replace(evidence, transcript_confidence=0.65))
+    assert (doubted.end_of_turn, doubted.reason) == (False, "unsure_words")
+    sure = await hybrid.decide(replace(evidence, transcript_confidence=0.9))
+    assert sure.end_of_turn

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import shutil
 import time
@@ -19,6 +20,7 @@ from voice_agent.providers.local_stt import (
     MODEL_DIR_NAME,
     LocalWhisperSTT,
     WhisperBaseParts,
+    confidence_of,
     prepare_model_dir,
     window_for,
 )
@@ -346,3 +348,34 @@ def test_missing_voice_is_a_config_error_at_creation(tmp_path: Path) -> None:
     """A voice path that does not exist fails when the provider is created, naming it."""
     with pytest.raises(ConfigError, match=r"voice\.onnx is missing"):
         PiperTTS(model_path=tmp_path / "voice.onnx")
+
+
+# Confidence
+
+
+async def test_clear_speech_is_scored_above_the_default_confidence_and_a_guess_below(
+    stt: LocalWhisperSTT, tts: PiperTTS
+) -> None:
+    """A clear sentence is scored above `VOICE_AGENT_EOU_MIN_CONFIDENCE` (0.6), and espeak's "My
+    account number is", cut at the pause, which Whisper guesses into another sentence, below."""
+    from voice_agent.caller.audio import ROOM_RATE, synthesize
+
+    default = Settings(_env_file=None).eou_min_confidence
+    clear = await stt.transcribe(await _speak(tts, "Please cancel my subscription."))
+    assert clear.confidence is not None
+    assert clear.confidence > default
+    fragment = (await synthesize("My account number is")).pcm
+    guessed = await stt.transcribe(PcmAudio(fragment, ROOM_RATE), language="en")
+    assert guessed.confidence is not None
+    assert guessed.confidence < default, guessed
+
+
+def test_confidence_is_the_geometric_mean_of_the_token_probabilities() -> None:
+    """Segments weigh by their tokens; no tokens, no score."""
+    from types import SimpleNamespace
+
+    short = SimpleNamespace(tokens=[1], avg_logprob=-1.0)
+    long = SimpleNamespace(tokens=[1, 2, 3], avg_logprob=-0.2)
+    assert confidence_of([short, long]) == pytest.approx(math.exp((-1.0 - 0.6) / 4))
+    assert confidence_of([SimpleNamespace(tokens=[], avg_logprob=-0.1)]) is None
+    assert confidence_of([]) is None

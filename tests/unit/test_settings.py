@@ -68,6 +68,8 @@ def test_env_example_lists_every_setting_with_its_default() -> None:
         {"local_stt_window_s": 3},
         {"local_stt_window_s": 31},
         {"local_stt_threads": 0},
+        {"eou_min_confidence": 1.0},
+        {"eou_min_confidence": -0.1},
     ],
 )
 def test_invalid_settings_are_refused(overrides: dict[str, Any]) -> None:
@@ -148,6 +150,7 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "VOICE_AGENT_SMART_TURN_THRESHOLD": ("0.7", 0.7),
     "VOICE_AGENT_EOU_UNSURE_MS": ("900", 900),
     "VOICE_AGENT_EOU_LEVEL_PITCH_MS": ("800", 800),
+    "VOICE_AGENT_EOU_MIN_CONFIDENCE": ("0.45", 0.45),
     "VOICE_AGENT_SMART_TURN_MODEL": ("/opt/models/st.onnx", Path("/opt/models/st.onnx")),
     "XDG_CACHE_HOME": ("/var/cache/u", Path("/var/cache/u")),
     "VOICE_AGENT_SPECULATION_MAX_PER_TURN": ("0", 0),

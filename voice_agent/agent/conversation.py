@@ -64,8 +64,11 @@ from voice_agent.pipeline.turn import (
 )
 from voice_agent.pipeline.vad_model import SileroModelPool
 from voice_agent.protocol import AgentState, TurnKind
-from voice_agent.providers.base import STT, PcmAudio
+from voice_agent.providers.base import STT, PcmAudio, Transcript
 
+_ROUTINE_HOLDS = frozenset({"speaking", "complete_short", "silence_short"})
+"""Decisions to wait that every turn makes (the commit silence, the silence rule's own wait):
+not recorded; the others (unfinished words, a level voice, words the STT doubted, ...) are."""
 _AUDIO_LAG_MAX_S = 0.5
 """How long a due recheck waits for audio the clock says has arrived (a loaded loop's lag)."""
 
@@ -79,6 +82,7 @@ class _Speculation:
     transcript: asyncio.Future[str | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    confidence: float | None = None  # the STT's, of the transcript (when it says)
     prepared: PreparedReply | None = None
     task: asyncio.Task[None] | None = None
 
@@ -258,11 +262,25 @@ class Conversation:
             evidence = replace(
                 evidence,
                 transcript=(words.result() or "") if known else "",
+                transcript_confidence=speculation.confidence if known else None,
                 trailing_silence_s=evidence.trailing_silence_s + time.monotonic() - asked_at,
             )
         decision = await self._detector.decide(evidence)
         if not decision.end_of_turn and decision.recheck_after_s is None:
             self._log.debug("turn.held", reason=decision.reason)
+        if not decision.end_of_turn and decision.reason not in _ROUTINE_HOLDS:
+            # Why the agent waited at this pause, in the call's record: what an operator needs
+            # when a caller says it was slow to answer (or one says it cut them off).
+            confidence = evidence.transcript_confidence
+            self._memory.journal.add_event(
+                "turn_held",
+                reason=decision.reason,
+                words=len(evidence.transcript.split()),
+                confidence=None if confidence is None else round(confidence, 2),
+                wait_ms=None
+                if decision.recheck_after_s is None
+                else round(decision.recheck_after_s * 1000),
+            )
         self._act(self._turns.turn_decided(decision, ask=ask, at=time.monotonic()))
 
     def _schedule_recheck(self) -> None:
@@ -313,8 +331,10 @@ class Conversation:
             self._segment = self._segment or new_segment_id()
             audio = PcmAudio(action.turn.audio, SAMPLE_RATE)
             with tracing.span("stt", audio_s=round(audio.duration_s, 3)):
-                text = await self._transcribe(audio, self._segment)
+                heard = await self._transcription(audio, self._segment)
             timer.stt_done = time.monotonic()
+            text = None if heard is None else heard.text
+            speculation.confidence = None if heard is None else heard.confidence
         speculation.transcript.set_result(text)
         if action.prepare and text and not self._voice.busy and not self._host.ending:
             speculation.prepared = self._voice.prepare(user_text=text, timer=timer)
@@ -453,18 +473,23 @@ class Conversation:
         return prepared.messages == messages
 
     async def _transcribe(self, audio: PcmAudio, segment: str | None) -> str | None:
-        """The segment's text, captioned as it comes (not without a `segment`: judged speech);
-        None when STT failed (after its retry)."""
+        """The segment's text (see `_transcription`)."""
+        heard = await self._transcription(audio, segment)
+        return None if heard is None else heard.text
+
+    async def _transcription(self, audio: PcmAudio, segment: str | None) -> Transcript | None:
+        """The segment's transcript, its text stripped, captioned as it comes (not without a
+        `segment`: judged speech); None when STT failed (after its retry)."""
         self._memory.usage.stt_audio_s += audio.duration_s
         try:
             stream = self._stt.transcribe_stream(audio, language=self._opts.stt_language)
             async with contextlib.aclosing(stream):
                 async for event in stream:
                     if event.transcript is not None:
-                        return event.transcript.text.strip()
+                        return replace(event.transcript, text=event.transcript.text.strip())
                     if segment is not None:
                         self._caption(event.text, segment, final=False)
-            return ""
+            return Transcript(text="", language=None, duration_s=audio.duration_s)
         except ProviderError as e:
             self._log.warning("stt.failed", error=str(e), retryable=e.retryable)
             return None

@@ -38,6 +38,9 @@ class SessionOptions:
     eou_level_pitch_ms: int = 0
     """Silence before complete words whose pitch did not fall end the turn (transcript
     detector; 0: the pitch is not measured)."""
+    eou_min_confidence: float = 0.0
+    """Complete words the STT scored below this are read as unfinished (transcript and hybrid
+    detectors; 0: off)."""
     smart_turn_model: Path | None = None
     """The Smart Turn model file ("smart_turn" and "hybrid" detectors)."""
     speculation_max_per_turn: int = 0
@@ -68,6 +71,7 @@ def session_options(settings: Settings, profile: AgentProfile | None = None) -> 
         smart_turn_threshold=settings.smart_turn_threshold,
         eou_unsure_ms=settings.eou_unsure_ms,
         eou_level_pitch_ms=settings.eou_level_pitch_ms,
+        eou_min_confidence=settings.eou_min_confidence,
         smart_turn_model=model_path(settings),
         speculation_max_per_turn=settings.speculation_max_per_turn,
         speculation_max_wasted=settings.speculation_max_wasted,

@@ -92,6 +92,7 @@ def _turn_detector(
         complete_silence_ms=options.eou_complete_ms,
         punctuated=options.stt_punctuates,
         level_pitch_silence_ms=options.eou_level_pitch_ms or None,
+        min_confidence=options.eou_min_confidence,
     )
     if options.turn_detector in ACOUSTIC_DETECTORS:
         if models is None or not models.available:
@@ -111,6 +112,7 @@ def _turn_detector(
                 unsure_silence_ms=options.eou_unsure_ms,
                 complete_silence_ms=options.eou_complete_ms,
                 punctuated=options.stt_punctuates,
+                min_confidence=options.eou_min_confidence,
             )
         return SmartTurnDetector(
             model=models,

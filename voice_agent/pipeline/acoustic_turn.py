@@ -53,6 +53,7 @@ class _ModelDetector:
         incomplete_silence_ms: int,
         complete_silence_ms: int = 0,
         punctuated: bool | None = False,
+        min_confidence: float = 0.0,
     ) -> None:
         if not 0.0 <= threshold <= 1.0:
             raise ValueError("threshold must be within [0, 1]")
@@ -67,6 +68,7 @@ class _ModelDetector:
             incomplete_silence_ms=incomplete_silence_ms,
             complete_silence_ms=complete_silence_ms,
             punctuated=punctuated,
+            min_confidence=min_confidence,
         )
 
     async def _probability(self, audio: bytes) -> float | None:
@@ -117,6 +119,7 @@ class HybridTurnDetector(_ModelDetector):
         unsure_silence_ms: int,
         complete_silence_ms: int = 0,
         punctuated: bool | None = False,
+        min_confidence: float = 0.0,
     ) -> None:
         super().__init__(
             model=model,
@@ -125,6 +128,7 @@ class HybridTurnDetector(_ModelDetector):
             incomplete_silence_ms=incomplete_silence_ms,
             complete_silence_ms=complete_silence_ms,
             punctuated=punctuated,
+            min_confidence=min_confidence,
         )
         if unsure_silence_ms < 0:
             raise ValueError("silences must not be negative")

@@ -15,6 +15,11 @@ one at the caller's first short pause) and judges whether the caller has finishe
   even under a question or exclamation mark, where the STT heard a question in a sentence that
   broke off: an article, possessive or conjunction no sentence ends on ("about the?"), and a
   subordinate clause with its subject but no verb yet ("can you tell me whether that?");
+- finished words the STT was unsure of (`Transcript.confidence` below `min_confidence`) are
+  read as unfinished: Whisper guesses a whole sentence from a fragment cut at a pause ("Can you
+  tell me whether the" heard as "What is it?"), and scores its guess low;
+- finished words said with a voice that did not fall at the end (a list item, "I need eggs,
+  ..."), with the pitch rule on (`level_pitch_silence_ms`), wait that long;
 - finished otherwise: end the turn once the caller has been silent for `complete_silence_ms`
   (a floor under every commit: a fast STT returning a whole sentence from a comma pause must
   not end the turn there; the speculation still starts at the shorter pause);
@@ -262,9 +267,13 @@ class TranscriptTurnDetector:
         complete_silence_ms: int = 0,
         punctuated: bool | None = False,
         level_pitch_silence_ms: int | None = None,
+        min_confidence: float = 0.0,
     ) -> None:
         if min(silence_ms, incomplete_silence_ms, complete_silence_ms) < 0:
             raise ValueError("silences must not be negative")
+        if not 0.0 <= min_confidence < 1.0:
+            raise ValueError("min_confidence must be at least 0 and below 1")
+        self._min_confidence = min_confidence
         if level_pitch_silence_ms is not None and level_pitch_silence_ms < 0:
             raise ValueError("silences must not be negative")
         self._silence_s = silence_ms / 1000
@@ -288,7 +297,10 @@ class TranscriptTurnDetector:
         if evidence.speaking:
             return TurnDecision(end_of_turn=False, reason="speaking")
         complete = self.complete(evidence.transcript)
-        if complete and await self._level_statement(evidence):
+        if complete and self._unsure(evidence):
+            wait_s, reason = self._incomplete_s, "unsure_words"
+            complete = False  # a guess at a fragment reads as finished: wait as unfinished
+        elif complete and await self._level_statement(evidence):
             wait_s, reason = max(self._level_s or 0.0, self._complete_s), "level_pitch"
             complete = False  # finished words, a voice held up for more: wait as unsure
         elif complete:
@@ -305,6 +317,11 @@ class TranscriptTurnDetector:
         if complete:
             reason = "complete_short"  # finished words, but the commit silence is not over yet
         return TurnDecision(end_of_turn=False, recheck_after_s=remaining, reason=reason)
+
+    def _unsure(self, evidence: TurnEvidence) -> bool:
+        """Whether the STT scored the words below `min_confidence`."""
+        confidence = evidence.transcript_confidence
+        return confidence is not None and confidence < self._min_confidence
 
     def listen_ahead(self, audio: bytes) -> asyncio.Future[PitchEnding | None] | None:
         """With the pitch rule on, start measuring how the turn's `audio` ends while its words

@@ -34,6 +34,8 @@ class TurnEvidence:
 
     transcript: str = ""
     """What the caller has said in this turn so far (final STT text, possibly partial)."""
+    transcript_confidence: float | None = None
+    """How sure the STT was of `transcript`, 0-1, when it says (`Transcript.confidence`)."""
     trailing_silence_s: float = 0.0
     """Silence since the caller's speech last ended."""
     speaking: bool = False

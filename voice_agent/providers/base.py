@@ -87,6 +87,10 @@ class Transcript:
     text: str
     language: str | None
     duration_s: float  # of the audio transcribed
+    confidence: float | None = None
+    """How sure the STT is of the words, 0-1 (the geometric mean of their tokens' probabilities);
+    None when the provider does not say. Low on speech it had to guess at, such as a sentence
+    cut off mid-word."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,6 +76,7 @@ class FakeTranscription:
     text: str
     language: str | None = None  # None: the language asked for
     interim: Sequence[str] = ()
+    confidence: float | None = None  # the STT's score of the words (None: it gives none)
     timeline: FakeTimeline = field(default_factory=FakeTimeline)
 
 
@@ -239,7 +240,10 @@ class FakeSTT(_Closable, STT):
 
 def _transcript(result: FakeTranscription, audio: PcmAudio, language: str | None) -> Transcript:
     return Transcript(
-        text=result.text, language=result.language or language, duration_s=audio.duration_s
+        text=result.text,
+        language=result.language or language,
+        duration_s=audio.duration_s,
+        confidence=result.confidence,
     )
 
 

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import shutil
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
@@ -170,14 +172,21 @@ class LocalWhisperSTT(STT):
         samples = _to_float32(_at_16k(audio))
         loop = asyncio.get_running_loop()
         try:
-            text, detected = await loop.run_in_executor(
+            text, detected, confidence = await loop.run_in_executor(
                 self._executor, self._run, samples, language
             )
         except RuntimeError as e:
             raise ProviderError(f"{PROVIDER}: {e}", provider=PROVIDER) from e
-        return Transcript(text=text, language=language or detected, duration_s=audio.duration_s)
+        return Transcript(
+            text=text,
+            language=language or detected,
+            duration_s=audio.duration_s,
+            confidence=confidence,
+        )
 
-    def _run(self, samples: np.ndarray[Any, Any], language: str | None) -> tuple[str, str]:
+    def _run(
+        self, samples: np.ndarray[Any, Any], language: str | None
+    ) -> tuple[str, str, float | None]:
         window = window_for(samples.size / SAMPLE_RATE, self.window_s)
         segments, info = self._model.transcribe(
             samples,
@@ -193,8 +202,20 @@ class LocalWhisperSTT(STT):
             without_timestamps=window < FULL_WINDOW_S,
         )
         # `segments` is lazy: decoding happens here, on the inference thread.
-        text = " ".join(segment.text.strip() for segment in segments)
-        return text.strip(), str(info.language)
+        decoded = list(segments)
+        text = " ".join(segment.text.strip() for segment in decoded)
+        return text.strip(), str(info.language), confidence_of(decoded)
+
+
+def confidence_of(segments: Sequence[Any]) -> float | None:
+    """How sure Whisper is of the words: the geometric mean of every token's probability, the
+    exponent of the segments' mean log probability weighted by their tokens; None without
+    tokens."""
+    tokens = sum(len(segment.tokens) for segment in segments)
+    if tokens == 0:
+        return None
+    logprob = sum(segment.avg_logprob * len(segment.tokens) for segment in segments) / tokens
+    return math.exp(min(logprob, 0.0))
 
 
 def window_for(duration_s: float, window_s: int) -> int:
