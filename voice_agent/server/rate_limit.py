@@ -1,9 +1,13 @@
 """Abuse control for the token endpoint, on the `limits` library.
 
-Why `limits`: it is maintained, async, and offers a sliding-window counter that costs O(1) per hit
-in memory or Redis, so the same code serves one process and a fleet. With `REDIS_URL` set the
-counters live in Redis (one atomic script per hit), so every token-service replica counts against
-the same limit; without it, in this process's memory.
+Why `limits`: it is maintained, async, and the same strategy runs in memory or in Redis, so the
+same code serves one process and a fleet. The strategy is its moving window: exact, a timestamp
+per request within the window (a few hundred bytes a client at the limits a token endpoint
+uses). Its cheaper sliding-window counter approximates the previous window's share and rounds
+it down, so right after a window boundary it lets a whole limit's worth through again: with
+"1/minute" a second token a second after the first, whenever a minute turns between them.
+With `REDIS_URL` set the counters live in Redis (one atomic script per hit), so every
+token-service replica counts against the same limit; without it, in this process's memory.
 
 When Redis fails (refused, timed out, erroring), the limiter degrades rather than failing either
 way: for `recheck_s` it counts in this process's memory, then asks Redis again. Failing closed
@@ -23,7 +27,7 @@ from dataclasses import dataclass
 
 from limits import RateLimitItem
 from limits.aio.storage import MemoryStorage, RedisStorage
-from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 from redis.asyncio import ConnectionPool
 from redis.exceptions import RedisError
@@ -69,11 +73,11 @@ class TokenRateLimiter(AsyncClosing):
         recheck_s: float = 5.0,
     ) -> None:
         self._item = item
-        self._local = SlidingWindowCounterRateLimiter(MemoryStorage())
+        self._local = MovingWindowRateLimiter(MemoryStorage())
         self._timeout_s = timeout_s
         self._recheck_s = recheck_s
         self._pool: ConnectionPool | None = None
-        self._shared: SlidingWindowCounterRateLimiter | None = None
+        self._shared: MovingWindowRateLimiter | None = None
         if redis_url:
             self._pool = ConnectionPool.from_url(
                 redis_url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s
@@ -85,7 +89,7 @@ class TokenRateLimiter(AsyncClosing):
                 key_prefix=KEY_PREFIX,
                 connection_pool=self._pool,  # type: ignore[arg-type]  # passed on to redis-py
             )
-            self._shared = SlidingWindowCounterRateLimiter(storage)
+            self._shared = MovingWindowRateLimiter(storage)
         self._degraded_until: float | None = None  # monotonic; None while Redis answers
 
     @property
@@ -127,7 +131,7 @@ class TokenRateLimiter(AsyncClosing):
         self._degraded_until = time.monotonic() + self._recheck_s
 
     async def _decide(
-        self, limiter: SlidingWindowCounterRateLimiter, scope: str, key: str
+        self, limiter: MovingWindowRateLimiter, scope: str, key: str
     ) -> RateLimitDecision:
         if await limiter.hit(self._item, scope, key):
             return RateLimitDecision(allowed=True)
