@@ -115,6 +115,39 @@ async def test_server_without_json_schema_gets_json_object_with_the_schema() -> 
     assert outcome.stored.attempts == 1
 
 
+async def test_grammar_failure_500_also_switches_to_json_object() -> None:
+    """A local server's 500 about the schema's grammar is the request, not an outage: it
+    switches too, and the report is written on the same job attempt."""
+    async with ScriptedOpenAI(
+        chat=[
+            ErrorReply(500, "Failed to parse grammar built from the JSON schema"),
+            ChatReply(text=report_json()),
+        ]
+    ) as server:
+        writer = _writer(server)
+        try:
+            outcome = await writer.write(sample_record("r3"))
+        finally:
+            await writer.aclose()
+    assert writer.mode is OutputMode.JSON_OBJECT
+    assert server.requests_to(CHAT_PATH)[1].json["response_format"]["type"] == "json_object"
+    assert not outcome.stored.needs_review
+
+
+@pytest.mark.parametrize("status", [400, 500])
+async def test_unrelated_errors_keep_json_schema(status: int) -> None:
+    """A 400 or 500 about something else is raised as it is; the mode stays `json_schema`."""
+    async with ScriptedOpenAI(chat=[ErrorReply(status, "model overloaded")]) as server:
+        writer = _writer(server)
+        try:
+            with pytest.raises(ProviderResponseError):
+                await writer.write(sample_record("r4"))
+        finally:
+            await writer.aclose()
+    assert writer.mode is OutputMode.JSON_SCHEMA
+    assert len(server.requests_to(CHAT_PATH)) == 1
+
+
 async def test_provider_error_is_raised_for_the_job_to_decide() -> None:
     """A 5xx is not a validation failure: it is raised, retryable, and no fallback is made."""
     with pytest.raises(ProviderResponseError) as caught:

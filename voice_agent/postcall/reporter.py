@@ -4,8 +4,9 @@ The model is asked for JSON matching `PostCallReport` (OpenAI structured outputs
 `json_schema`, strict). Strict mode wants every property required and knows no length or range
 keywords, so the schema sent is a strict form of the pydantic one, with those limits moved into
 the descriptions; pydantic checks the answer against the real model either way. Servers that
-refuse `json_schema` with 400/422 (llama-cpp-python's server, the offline dev default) get
-`json_object` with the same schema, a grammar there, once and for the rest of the process.
+refuse `json_schema` (a 400/422 naming it, or a 500 from a grammar builder that failed on it:
+llama-cpp-python's server, the offline dev default) get `json_object` with the same schema, a
+grammar there, once and for the rest of the process.
 
 An answer that does not validate gets one more try that quotes the validation errors; a second
 failure gives the deterministic fallback report, flagged for review. A confident-enough report
@@ -209,9 +210,14 @@ def fallback_outcome(
 
 
 def _refuses_json_schema(error: ProviderResponseError) -> bool:
-    """A 400/422 that is about the structured-output request itself."""
+    """An error about the structured-output request itself: a 400/422 naming it, or a 500 from
+    a local server whose grammar builder failed on the schema (llama.cpp's servers raise that
+    as an internal error), which no retry of the same request would cure."""
     text = str(error).lower()
-    return error.status in {400, 422} and ("response_format" in text or "json_schema" in text)
+    about_it = "response_format" in text or "json_schema" in text
+    if error.status in {400, 422}:
+        return about_it
+    return error.status == 500 and (about_it or "grammar" in text)
 
 
 class ReportWriter:
