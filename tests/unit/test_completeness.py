@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from voice_agent.pipeline import completeness, prosody
-from voice_agent.pipeline.completeness import TranscriptTurnDetector, utterance_complete
+from voice_agent.pipeline.completeness import TranscriptTurnDetector, looped, utterance_complete
 from voice_agent.pipeline.prosody import SAMPLE_RATE
 from voice_agent.pipeline.turn import TurnEvidence, close_detector, listen_ahead
 
@@ -358,6 +358,41 @@ async def test_the_confidence_rule_leaves_unfinished_words_and_is_off_at_zero() 
         TurnEvidence(transcript="Where is it?", trailing_silence_s=0.3, transcript_confidence=0.01)
     )
     assert (off.end_of_turn, off.reason) == (True, "complete")
+
+
+@pytest.mark.parametrize(
+    ("transcript", "loops"),
+    [
+        ("My phone number is fine, fine, fine, fine.", True),
+        ("Milk Milk Milk Milk", True),
+        ("No, no, no.", True),
+        ("I said no, no.", False),  # twice is speech
+        ("Fine, fine, fine, thanks.", False),  # the repeat does not end the words
+        ("Is it five?", False),
+        ("", False),
+    ],
+)
+def test_looped_finds_a_word_repeated_at_the_end(transcript: str, loops: bool) -> None:
+    assert looped(transcript) is loops
+
+
+async def test_complete_words_that_end_in_a_loop_wait_as_unfinished_words_do() -> None:
+    """ "My phone number is fine, fine, fine, fine." (Whisper looping on "five five five",
+    scored 0.70, above the confidence floor) waits the 1.5 s silence, then ends; the words
+    without the loop end after the commit silence."""
+    detector = _doubting()
+    looping = TurnEvidence(
+        transcript="My phone number is fine, fine, fine, fine.",
+        trailing_silence_s=0.3,
+        transcript_confidence=0.7,
+    )
+    early = await detector.decide(looping)
+    assert (early.end_of_turn, early.reason) == (False, "looped_words")
+    assert early.recheck_after_s == pytest.approx(1.2)
+    due = await detector.decide(replace(looping, trailing_silence_s=1.5))
+    assert (due.end_of_turn, due.reason) == (True, "looped_words_silence")
+    plain = await detector.decide(replace(looping, transcript="My phone number is fine."))
+    assert (plain.end_of_turn, plain.reason) == (True, "complete")
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5])

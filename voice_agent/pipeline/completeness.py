@@ -18,6 +18,10 @@ one at the caller's first short pause) and judges whether the caller has finishe
 - finished words the STT was unsure of (`Transcript.confidence` below `min_confidence`) are
   read as unfinished: Whisper guesses a whole sentence from a fragment cut at a pause ("Can you
   tell me whether the" heard as "What is it?"), and scores its guess low;
+- finished words ending in one word said three times or more ("my phone number is fine, fine,
+  fine, fine.") are read as unfinished too: that is Whisper's decoder looping on a fragment it
+  could not make out, not what the caller said; a caller who did say "no, no, no." waits the
+  longer silence;
 - finished words said with a voice that did not fall at the end (a list item, "I need eggs,
   ..."), with the pitch rule on (`level_pitch_silence_ms`), wait that long;
 - finished otherwise: end the turn once the caller has been silent for `complete_silence_ms`
@@ -39,7 +43,7 @@ import re
 from voice_agent.pipeline.prosody import PitchEnding, final_pitch
 from voice_agent.pipeline.turn import TurnDecision, TurnEvidence
 
-__all__ = ["TranscriptTurnDetector", "utterance_complete"]
+__all__ = ["TranscriptTurnDetector", "looped", "utterance_complete"]
 
 _UNFINISHED_WORDS = frozenset(
     [
@@ -224,6 +228,7 @@ _ASKING_ENDS = ("?", "!", "\uff1f", "\uff01")  # a question or exclamation, CJK 
 _SENTENCE_ENDS = (".", "\u3002", *_ASKING_ENDS)
 _MARKED = re.compile(r"[.?!\u3002\uff1f\uff01](?:\s|$)")  # a sentence mark, not "3.5"
 _CLOSERS = "\"'\u201d\u2019)]"  # quotes and brackets after a sentence's final mark
+_LOOP_WORDS = 3
 
 
 def utterance_complete(transcript: str, *, punctuated: bool = False) -> bool | None:
@@ -246,6 +251,13 @@ def utterance_complete(transcript: str, *, punctuated: bool = False) -> bool | N
         return False
     number = last.isdigit() or last in _NUMBER_WORDS
     return not (number and _NUMBER_TOPICS.search(text))
+
+
+def looped(transcript: str) -> bool:
+    """Whether the words end in one word three times or more in a row ("fine, fine, fine."):
+    the mark of an STT decoder repeating itself on audio it could not make out."""
+    words = _WORD.findall(transcript.lower())
+    return len(words) >= _LOOP_WORDS and len(set(words[-_LOOP_WORDS:])) == 1
 
 
 def _verbless_clause(words: list[str]) -> bool:
@@ -300,6 +312,9 @@ class TranscriptTurnDetector:
         if complete and self._unsure(evidence):
             wait_s, reason = self._incomplete_s, "unsure_words"
             complete = False  # a guess at a fragment reads as finished: wait as unfinished
+        elif complete and looped(evidence.transcript):
+            wait_s, reason = self._incomplete_s, "looped_words"
+            complete = False  # the STT repeating itself on a fragment: wait as unfinished
         elif complete and await self._level_statement(evidence):
             wait_s, reason = max(self._level_s or 0.0, self._complete_s), "level_pitch"
             complete = False  # finished words, a voice held up for more: wait as unsure
