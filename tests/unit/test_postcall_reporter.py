@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -27,13 +29,20 @@ def _writer(server: ScriptedOpenAI, **options: Any) -> ReportWriter:
     return ReportWriter(client=client, model="gpt-4o-mini", review_confidence=0.6, **options)
 
 
-async def _write(*replies: ChatScript, complete: bool = True) -> tuple[Any, ScriptedOpenAI]:
+@contextlib.asynccontextmanager
+async def _serving(*replies: ChatScript) -> AsyncIterator[tuple[ScriptedOpenAI, ReportWriter]]:
+    """The scripted server answering `replies`, and a writer talking to it."""
     async with ScriptedOpenAI(chat=replies) as server:
         writer = _writer(server)
         try:
-            outcome = await writer.write(sample_record("r1", complete=complete))
+            yield server, writer
         finally:
             await writer.aclose()
+
+
+async def _write(*replies: ChatScript, complete: bool = True) -> tuple[Any, ScriptedOpenAI]:
+    async with _serving(*replies) as (server, writer):
+        outcome = await writer.write(sample_record("r1", complete=complete))
     return outcome, server
 
 
@@ -101,14 +110,11 @@ async def test_partial_record_is_flagged() -> None:
 
 async def test_server_without_json_schema_gets_json_object_with_the_schema() -> None:
     """A 400 to `json_schema` switches to `json_object` + schema (llama-cpp-python), once."""
-    async with ScriptedOpenAI(
-        chat=[ErrorReply(400, "response_format"), ChatReply(text=report_json())]
-    ) as server:
-        writer = _writer(server)
-        try:
-            outcome = await writer.write(sample_record("r2"))
-        finally:
-            await writer.aclose()
+    async with _serving(ErrorReply(400, "response_format"), ChatReply(text=report_json())) as (
+        server,
+        writer,
+    ):
+        outcome = await writer.write(sample_record("r2"))
     second = server.requests_to(CHAT_PATH)[1].json["response_format"]
     assert second == {"type": "json_object", "schema": strict_schema()}
     assert writer.mode is OutputMode.JSON_OBJECT
@@ -118,32 +124,20 @@ async def test_server_without_json_schema_gets_json_object_with_the_schema() -> 
 async def test_grammar_failure_500_also_switches_to_json_object() -> None:
     """A local server's 500 about the schema's grammar is the request, not an outage: it
     switches too, and the report is written on the same job attempt."""
-    async with ScriptedOpenAI(
-        chat=[
-            ErrorReply(500, "Failed to parse grammar built from the JSON schema"),
-            ChatReply(text=report_json()),
-        ]
-    ) as server:
-        writer = _writer(server)
-        try:
-            outcome = await writer.write(sample_record("r3"))
-        finally:
-            await writer.aclose()
+    grammar = ErrorReply(500, "Failed to parse grammar built from the JSON schema")
+    async with _serving(grammar, ChatReply(text=report_json())) as (server, writer):
+        outcome = await writer.write(sample_record("r3"))
     assert writer.mode is OutputMode.JSON_OBJECT
     assert server.requests_to(CHAT_PATH)[1].json["response_format"]["type"] == "json_object"
     assert not outcome.stored.needs_review
 
 
-@pytest.mark.parametrize("status", [400, 500])
-async def test_unrelated_errors_keep_json_schema(status: int) -> None:
-    """A 400 or 500 about something else is raised as it is; the mode stays `json_schema`."""
-    async with ScriptedOpenAI(chat=[ErrorReply(status, "model overloaded")]) as server:
-        writer = _writer(server)
-        try:
-            with pytest.raises(ProviderResponseError):
-                await writer.write(sample_record("r4"))
-        finally:
-            await writer.aclose()
+async def test_other_server_errors_do_not_switch_the_output_mode() -> None:
+    """A 500 about something else is an outage, raised as it is; the mode stays `json_schema`."""
+    async with _serving(ErrorReply(500, "model overloaded")) as (server, writer):
+        with pytest.raises(ProviderResponseError) as caught:
+            await writer.write(sample_record("r4"))
+    assert caught.value.status == 500
     assert writer.mode is OutputMode.JSON_SCHEMA
     assert len(server.requests_to(CHAT_PATH)) == 1
 
@@ -162,12 +156,8 @@ async def test_each_attempt_is_reported_to_the_hook() -> None:
     async def hook(attempt: ModelAttempt) -> None:
         seen.append(attempt)
 
-    async with ScriptedOpenAI(chat=[ChatReply(text="{"), ChatReply(text=report_json())]) as server:
-        writer = _writer(server)
-        try:
-            await writer.write(sample_record("r3"), on_attempt=hook)
-        finally:
-            await writer.aclose()
+    async with _serving(ChatReply(text="{"), ChatReply(text=report_json())) as (_, writer):
+        await writer.write(sample_record("r3"), on_attempt=hook)
     assert [(a.attempt, a.ok) for a in seen] == [(1, False), (2, True)]
     assert seen[0].error
 
@@ -199,13 +189,9 @@ def test_prompt_keeps_the_start_and_end_of_a_long_call() -> None:
 
 async def test_other_bad_requests_do_not_switch_the_output_mode() -> None:
     """A 400 about something else is raised as it is; the writer keeps asking for json_schema."""
-    async with ScriptedOpenAI(chat=[ErrorReply(400, "max_tokens is too large")]) as server:
-        writer = _writer(server)
-        try:
-            with pytest.raises(ProviderResponseError) as caught:
-                await writer.write(sample_record("r5"))
-        finally:
-            await writer.aclose()
+    async with _serving(ErrorReply(400, "max_tokens is too large")) as (server, writer):
+        with pytest.raises(ProviderResponseError) as caught:
+            await writer.write(sample_record("r5"))
     assert caught.value.status == 400
     assert not caught.value.retryable
     assert writer.mode is OutputMode.JSON_SCHEMA
