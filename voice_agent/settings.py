@@ -158,8 +158,9 @@ class Settings(BaseSettings):
     # on). eou_level_pitch_ms ("transcript"): complete words read as a statement whose voice did
     # not fall at the end ("I need eggs," heard as "I need eggs.") wait this long (0: off).
     # eou_min_confidence ("transcript", "hybrid"): complete words the STT scored below this
-    # (0-1; local Whisper says, OpenAI's endpoint is not asked) are read as unfinished: Whisper
-    # guesses a whole sentence from a fragment cut at a pause, and scores the guess low (0: off).
+    # (0-1; local Whisper and OpenAI's gpt-4o transcription models say) are read as unfinished:
+    # Whisper guesses a whole sentence from a fragment cut at a pause, and scores the guess low
+    # (0: off).
     speech_pause_ms: int = Field(120, ge=60, le=5000)
     eou_complete_ms: int = Field(250, ge=0, le=5000)
     stt_punctuates: Literal["auto"] | bool = "auto"

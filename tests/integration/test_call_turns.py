@@ -157,7 +157,7 @@ async def _turns_of(
     livekit_server: LiveKitEndpoint,
     tmp_path: Path,
     said: list[list[str]],
-    transcripts: list[str],
+    transcripts: list[str] | list[TranscriptionReply],
     answers: Mapping[str, str],
     pause_s: float,
     **settings: Any,
@@ -165,7 +165,10 @@ async def _turns_of(
     """The caller says each of `said` (its parts with `pause_s` between them) in one call; the
     scripted STT hears `transcripts` (one per pause), and the chat answers by `answers`."""
     models = ScriptedOpenAI(
-        transcriptions=[TranscriptionReply(text=t) for t in transcripts],
+        transcriptions=[
+            t if isinstance(t, TranscriptionReply) else TranscriptionReply(text=t)
+            for t in transcripts
+        ],
         chat_router=_answer_by_last_words(answers),
     )
     pause = b"\0\0" * int(ROOM_RATE * pause_s)
@@ -301,3 +304,36 @@ async def test_a_fragment_whisper_guesses_at_waits_for_the_rest(
     if held["reason"] == "unsure_words":
         assert held["confidence"] < 0.6, held
     assert held["wait_ms"] > 0
+
+
+async def test_words_the_remote_stt_doubts_wait_for_the_rest(
+    livekit_server: LiveKitEndpoint, tmp_path: Path
+) -> None:
+    """ "My account number is ... four five six seven." with the OpenAI STT (gpt-4o-mini-
+    transcribe, asked for logprobs): at the 1 s pause it hears a finished sentence it scores
+    0.4, so the pause is held (`turn_held`, `unsure_words`) and the number is one turn. With
+    the rule off the same call is cut at the guess: the score is what held it."""
+    whole = "My account number is 4567."
+    said = [["My account number is", "four five six seven."]]
+    heard = [
+        TranscriptionReply(text="My counter-harm worries.", confidence=0.4),
+        TranscriptionReply(text=whole, confidence=0.95),
+    ]
+    result, models, record = await _turns_of(
+        livekit_server, tmp_path / "on", said, heard, {whole: "Thanks, I found it."}, 1.0,
+        stt_punctuates=True, eou_level_pitch_ms=0,
+    )  # fmt: skip
+    assert result["ok"], result
+    [turn] = result["turns"]
+    assert (turn["user_text"], turn["agent_text"]) == (whole, "Thanks, I found it.")
+    assert [t.text for t in record.transcript if t.speaker == "user"] == [whole]
+    held = next(e.data for e in record.events if e.event == "turn_held")
+    assert held["reason"] == "unsure_words", held
+    assert held["confidence"] == pytest.approx(0.4, abs=0.01)
+    assert models.requests_to(STT)[0].form.get("include[]") == "logprobs"
+
+    cut, _models, _record = await _turns_of(
+        livekit_server, tmp_path / "off", said, heard, {}, 1.0,
+        stt_punctuates=True, eou_level_pitch_ms=0, eou_min_confidence=0,
+    )  # fmt: skip
+    assert cut["turns"][0]["user_text"] == "My counter-harm worries."

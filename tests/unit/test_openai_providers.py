@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import math
 import wave
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from typing import Any
 
 import pytest
+from openai.types.audio.transcription import Logprob
 
 from voice_agent.chat import ChatMessage, ToolCall
 from voice_agent.devstack.processes import free_port
@@ -23,7 +25,7 @@ from voice_agent.exceptions import (
 from voice_agent.providers.base import LLMDelta, PcmAudio
 from voice_agent.providers.openai_connection import PLACEHOLDER_API_KEY, OpenAIConnection
 from voice_agent.providers.openai_llm import OpenAILLM, wire_message, wire_tool_call
-from voice_agent.providers.openai_stt import OpenAISTT
+from voice_agent.providers.openai_stt import OpenAISTT, confidence_of
 from voice_agent.providers.openai_tts import OpenAITTS
 from voice_agent.settings import Settings
 from voice_agent.testing import (
@@ -356,6 +358,47 @@ async def test_stt_whisper_model_does_not_stream(
         events = [e async for e in stt.transcribe_stream(SEGMENT)]
     assert [(e.text, e.is_final) for e in events] == [("book a table", True)]
     assert "stream" not in server.requests_to(TRANSCRIPTIONS_PATH)[0].form
+
+
+async def test_stt_asks_a_gpt_4o_model_for_logprobs_and_scores_the_words(
+    stt: OpenAISTT, server: ScriptedOpenAI
+) -> None:
+    """A gpt-4o transcription model is asked for logprobs; the transcript's confidence is their
+    geometric mean, in one piece and streamed."""
+    server.transcriptions.append(TranscriptionReply(text="my account number is", confidence=0.4))
+    server.transcriptions.append(TranscriptionReply(text="book a table", confidence=0.9))
+    transcript = await stt.transcribe(SEGMENT)
+    async with asyncio.timeout(GUARD_S):
+        events = [e async for e in stt.transcribe_stream(SEGMENT)]
+    streamed = events[-1].transcript
+    assert transcript.confidence == pytest.approx(0.4)
+    assert streamed is not None
+    assert streamed.confidence == pytest.approx(0.9)
+    requests = server.requests_to(TRANSCRIPTIONS_PATH)
+    assert [r.form.get("include[]") for r in requests] == ["logprobs", "logprobs"]
+
+
+async def test_stt_whisper_model_is_not_asked_for_logprobs(
+    connection: OpenAIConnection, server: ScriptedOpenAI
+) -> None:
+    """whisper-1 refuses `include`; it is not sent, and the transcript carries no score."""
+    server.transcriptions.append(TranscriptionReply(text="book a table", confidence=0.3))
+    async with OpenAISTT(connection=connection, model="whisper-1") as stt:
+        transcript = await stt.transcribe(SEGMENT)
+    assert transcript.confidence is None
+    form = server.requests_to(TRANSCRIPTIONS_PATH)[0].form
+    assert "include[]" not in form
+    assert "include" not in form
+
+
+def test_stt_confidence_is_the_geometric_mean_of_the_token_probabilities() -> None:
+    """exp(mean logprob); tokens without a logprob are skipped; none at all gives None."""
+    tokens = [Logprob(token="a", logprob=math.log(0.5)), Logprob(token="b", logprob=math.log(0.8))]
+    assert confidence_of(tokens) == pytest.approx(math.sqrt(0.5 * 0.8))
+    assert confidence_of([*tokens, Logprob(token="c")]) == pytest.approx(math.sqrt(0.4))
+    assert confidence_of([Logprob(token="c")]) is None
+    assert confidence_of(None) is None
+    assert confidence_of([Logprob(token="d", logprob=0.2)]) == 1.0  # a rounding above 0 caps
 
 
 async def test_stt_server_error_is_a_retryable_response_error(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncGenerator, Sequence
+from typing import Any
 
 import openai
 from openai.types.audio import TranscriptionTextDeltaEvent, TranscriptionTextDoneEvent
@@ -16,6 +18,9 @@ from voice_agent.settings import Settings
 PROVIDER = "openai.stt"
 # Models that stream their transcript; whisper-1 and most local servers answer in one piece.
 STREAMING_MODEL_PREFIXES = ("gpt-4o-transcribe", "gpt-4o-mini-transcribe", "gpt-transcribe")
+# Models that return their tokens' log probabilities when asked (`include=["logprobs"]`);
+# whisper-1 refuses the parameter, and local servers mostly ignore it.
+LOGPROB_MODEL_PREFIXES = STREAMING_MODEL_PREFIXES
 
 
 class OpenAISTT(STT):
@@ -29,6 +34,9 @@ class OpenAISTT(STT):
             streaming = model.startswith(STREAMING_MODEL_PREFIXES)
         self.capabilities = STTCapabilities(streaming=streaming, interim_results=streaming)
         self.model = model
+        self._include: list[Any] | openai.Omit = (
+            ["logprobs"] if model.startswith(LOGPROB_MODEL_PREFIXES) else openai.omit
+        )
         self._client = connection.client()
 
     @classmethod
@@ -48,11 +56,13 @@ class OpenAISTT(STT):
                 model=self.model,
                 language=language or openai.omit,
                 response_format="json",
+                include=self._include,
             )
         return Transcript(
             text=result.text.strip(),
             language=language or _first_language(result.languages),
             duration_s=audio.duration_s,
+            confidence=confidence_of(result.logprobs),
         )
 
     async def transcribe_stream(
@@ -68,6 +78,7 @@ class OpenAISTT(STT):
                 file=_wav_file(audio),
                 model=self.model,
                 language=language or openai.omit,
+                include=self._include,
                 stream=True,
             )
             async with events:
@@ -81,6 +92,7 @@ class OpenAISTT(STT):
                                 text=event.text.strip(),
                                 language=language or _first_language(event.languages),
                                 duration_s=audio.duration_s,
+                                confidence=confidence_of(event.logprobs),
                             )
                         )
                         return
@@ -88,6 +100,16 @@ class OpenAISTT(STT):
             f"{PROVIDER}: the transcript stream ended without a final transcript",
             provider=PROVIDER,
         )
+
+
+def confidence_of(logprobs: Sequence[Any] | None) -> float | None:
+    """How sure the model is of the words: the geometric mean of its tokens' probabilities (the
+    exponent of their mean log probability), as local Whisper's score is; None when the server
+    gave none."""
+    values = [item.logprob for item in logprobs or () if item.logprob is not None]
+    if not values:
+        return None
+    return math.exp(min(sum(values) / len(values), 0.0))
 
 
 def _wav_file(audio: PcmAudio) -> tuple[str, bytes, str]:

@@ -67,6 +67,9 @@ class TranscriptionReply:
     text: str
     language: str = "en"
     timeline: Timeline = field(default_factory=Timeline)
+    # The words' probability, returned as one log probability per word when the request asks
+    # for logprobs (their geometric mean is then this); None: the same as 1.0.
+    confidence: float | None = None
 
 
 @dataclass(frozen=True)

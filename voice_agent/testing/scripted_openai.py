@@ -32,6 +32,7 @@ import base64
 import io
 import itertools
 import json
+import math
 import socket
 import struct
 import wave
@@ -220,16 +221,19 @@ class ScriptedOpenAI:
             text=self.default_transcript, timeline=self.default_pacing.transcription
         )
         self._last_heard = (pcm, reply)
+        logprobs = _logprobs(reply) if _asks_for_logprobs(form) else None
         if form.get("stream", "").lower() == "true":
             events = [
                 _sse({"type": "transcript.text.delta", "delta": word})
                 for word in split_words(reply.text)
             ]
-            done = {
+            done: dict[str, Any] = {
                 "type": "transcript.text.done",
                 "text": reply.text,
                 "usage": _audio_usage(duration_s),
             }
+            if logprobs is not None:
+                done["logprobs"] = logprobs
             events.append(_sse(done))
             return await self._stream(request, reply.timeline, events, "text/event-stream")
         await asyncio.sleep(reply.timeline.first_delay_s)
@@ -246,7 +250,10 @@ class ScriptedOpenAI:
                     "segments": [],
                 }
             )
-        return web.json_response({"text": reply.text, "usage": _audio_usage(duration_s)})
+        body: dict[str, Any] = {"text": reply.text, "usage": _audio_usage(duration_s)}
+        if logprobs is not None:
+            body["logprobs"] = logprobs
+        return web.json_response(body)
 
     async def _handle_speech(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
@@ -276,7 +283,7 @@ class ScriptedOpenAI:
                 for c in chunks
             ]
             usage = {"input_tokens": len(text.split()), "output_tokens": len(chunks)}
-            done = {
+            done: dict[str, Any] = {
                 "type": "speech.audio.done",
                 "usage": usage | {"total_tokens": sum(usage.values())},
             }
@@ -378,6 +385,21 @@ def _echo(body: Mapping[str, Any], timeline: Timeline) -> ChatReply:
     if isinstance(said, list):  # content parts, as some clients send even plain text
         said = " ".join(str(p.get("text", "")) for p in said if isinstance(p, dict)).strip()
     return ChatReply(text=f"You said: {said}" if said else "Hello.", timeline=timeline)
+
+
+def _asks_for_logprobs(form: Mapping[str, str]) -> bool:
+    # The SDK sends a list field as `include[]`; a plain form may name it `include`.
+    return "logprobs" in (form.get("include[]"), form.get("include"))
+
+
+def _logprobs(reply: TranscriptionReply) -> list[dict[str, Any]]:
+    """One entry a word, each with the log of the reply's confidence, so that their geometric
+    mean is that confidence."""
+    logprob = 0.0 if reply.confidence is None else math.log(max(reply.confidence, 1e-9))
+    return [
+        {"token": word, "logprob": logprob, "bytes": list(word.encode())}
+        for word in split_words(reply.text)
+    ]
 
 
 def _sse(data: Mapping[str, Any]) -> bytes:
