@@ -15,8 +15,9 @@ silence; no speculation; speech over the agent past 400 ms interrupts it); "ship
 (transcript)" is the default: the words' rules (a 120 ms pause, speculation, a 250 ms commit
 silence under complete words, words without a final mark read as unfinished, a statement whose
 pitch did not fall at the end waiting 1 s, complete words Whisper scored below 0.6 or ending
-in one word three times read as unfinished, a 500 ms fallback and 1.5 s for unfinished words,
-backchannels judged up to 1200 ms); rows "without" a rule measure what that rule holds.
+in a word or phrase said three times read as unfinished, a 500 ms fallback and 1.5 s for
+unfinished words, backchannels judged up to 1200 ms); rows "without" a rule measure what that
+rule holds.
 
 With the Smart Turn model fetched (`voice-agent fetch-turn-model`), the acoustic ones run too:
 "smart_turn" (the model alone) and "hybrid" (the words and the model, 1.5 s when they

@@ -370,9 +370,16 @@ async def test_the_confidence_rule_leaves_unfinished_words_and_is_off_at_zero() 
         ("Fine, fine, fine, thanks.", False),  # the repeat does not end the words
         ("Is it five?", False),
         ("", False),
+        # A phrase looped (Whisper on Piper's "milk, ... bread and butter"), the last time cut.
+        ("Milk, bread and butter Milk, bread and butter Milk, bread and butter Milk, bread", True),
+        ("I need eggs. Milk, bread and butter Milk, bread and butter Milk, bread and butter", True),
+        ("Thank you, thank you.", False),  # a phrase twice is speech
+        ("Milk, bread and butter Milk, bread and butter Milk, thanks.", False),
+        ("The code is 4, 7, 2, 9, 4, 7, 2, 9.", False),  # a code read twice
+        ("I need eggs, milk and bread.", False),
     ],
 )
-def test_looped_finds_a_word_repeated_at_the_end(transcript: str, loops: bool) -> None:
+def test_looped_finds_a_word_or_phrase_repeated_at_the_end(transcript: str, loops: bool) -> None:
     assert looped(transcript) is loops
 
 

@@ -18,10 +18,11 @@ one at the caller's first short pause) and judges whether the caller has finishe
 - finished words the STT was unsure of (`Transcript.confidence` below `min_confidence`) are
   read as unfinished: Whisper guesses a whole sentence from a fragment cut at a pause ("Can you
   tell me whether the" heard as "What is it?"), and scores its guess low;
-- finished words ending in one word said three times or more ("my phone number is fine, fine,
-  fine, fine.") are read as unfinished too: that is Whisper's decoder looping on a fragment it
-  could not make out, not what the caller said; a caller who did say "no, no, no." waits the
-  longer silence;
+- finished words ending in one word or a phrase (up to 8 words) said three times or more in a
+  row ("my phone number is fine, fine, fine, fine.", "milk, bread and butter milk, bread and
+  butter milk, bread") are read as unfinished too: that is Whisper's decoder looping on a
+  fragment it could not make out, not what the caller said; a caller who did say "no, no, no."
+  waits the longer silence;
 - finished words said with a voice that did not fall at the end (a list item, "I need eggs,
   ..."), with the pitch rule on (`level_pitch_silence_ms`), wait that long;
 - finished otherwise: end the turn once the caller has been silent for `complete_silence_ms`
@@ -228,7 +229,8 @@ _ASKING_ENDS = ("?", "!", "\uff1f", "\uff01")  # a question or exclamation, CJK 
 _SENTENCE_ENDS = (".", "\u3002", *_ASKING_ENDS)
 _MARKED = re.compile(r"[.?!\u3002\uff1f\uff01](?:\s|$)")  # a sentence mark, not "3.5"
 _CLOSERS = "\"'\u201d\u2019)]"  # quotes and brackets after a sentence's final mark
-_LOOP_WORDS = 3
+_LOOP_TIMES = 3  # a word or phrase said this often in a row at the end is a decoder loop
+_LOOP_PHRASE_WORDS = 8  # the longest phrase looked for
 
 
 def utterance_complete(transcript: str, *, punctuated: bool = False) -> bool | None:
@@ -254,10 +256,19 @@ def utterance_complete(transcript: str, *, punctuated: bool = False) -> bool | N
 
 
 def looped(transcript: str) -> bool:
-    """Whether the words end in one word three times or more in a row ("fine, fine, fine."):
-    the mark of an STT decoder repeating itself on audio it could not make out."""
+    """Whether the words end in a loop: one word or a phrase of up to `_LOOP_PHRASE_WORDS`
+    said three times or more in a row ("fine, fine, fine.", "milk, bread and butter milk, bread
+    and butter milk, bread and butter milk, bread"), the last time perhaps cut short. The mark
+    of an STT decoder repeating itself on audio it could not make out."""
     words = _WORD.findall(transcript.lower())
-    return len(words) >= _LOOP_WORDS and len(set(words[-_LOOP_WORDS:])) == 1
+    for period in range(1, _LOOP_PHRASE_WORDS + 1):
+        # The longest run at the end in which every word repeats the one `period` words before.
+        start = len(words)
+        while start > period and words[start - 1] == words[start - 1 - period]:
+            start -= 1
+        if len(words) - start + period >= _LOOP_TIMES * period:
+            return True
+    return False
 
 
 def _verbless_clause(words: list[str]) -> bool:
