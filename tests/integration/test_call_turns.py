@@ -337,3 +337,28 @@ async def test_words_the_remote_stt_doubts_wait_for_the_rest(
         stt_punctuates=True, eou_level_pitch_ms=0, eou_min_confidence=0,
     )  # fmt: skip
     assert cut["turns"][0]["user_text"] == "My counter-harm worries."
+
+
+async def test_words_the_stt_looped_on_are_answered_said_once(
+    livekit_server: LiveKitEndpoint, tmp_path: Path
+) -> None:
+    """The STT hears "I need eggs. Milk, bread and butter" and loops on the phrase (Whisper base
+    did, forty times over): the turn waits the loop's longer silence, and the model, the
+    captions and the record get the phrase once; the record says how many words were dropped."""
+    looping = "I need eggs. " + "Milk, bread and butter " * 12 + "milk, bread and butter."
+    once = "I need eggs. Milk, bread and butter."
+    result, models, record = await _turns_of(
+        livekit_server, tmp_path, [["I need eggs, milk, bread and butter."]], [looping],
+        {once: "Noted: eggs, milk, bread and butter."}, 0.0,
+    )  # fmt: skip
+    assert result["ok"], result
+    [turn] = result["turns"]
+    assert (turn["user_text"], turn["agent_text"]) == (once, "Noted: eggs, milk, bread and butter.")
+    assert [t.text for t in record.transcript if t.speaker == "user"] == [once]
+    assert _user_caption_finals(result) == [once]
+    last_prompt = models.requests_to(CHAT)[-1].json["messages"]
+    assert [m["content"] for m in last_prompt if m["role"] == "user"] == [once]
+    dropped = next(e.data for e in record.events if e.event == "loop_dropped")
+    assert dropped == {"words": 48}
+    held = next(e.data for e in record.events if e.event == "turn_held")
+    assert held["reason"] == "looped_words", held

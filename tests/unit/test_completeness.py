@@ -11,7 +11,12 @@ import numpy as np
 import pytest
 
 from voice_agent.pipeline import completeness, prosody
-from voice_agent.pipeline.completeness import TranscriptTurnDetector, looped, utterance_complete
+from voice_agent.pipeline.completeness import (
+    TranscriptTurnDetector,
+    looped,
+    unlooped,
+    utterance_complete,
+)
 from voice_agent.pipeline.prosody import SAMPLE_RATE
 from voice_agent.pipeline.turn import TurnEvidence, close_detector, listen_ahead
 
@@ -381,6 +386,40 @@ async def test_the_confidence_rule_leaves_unfinished_words_and_is_off_at_zero() 
 )
 def test_looped_finds_a_word_or_phrase_repeated_at_the_end(transcript: str, loops: bool) -> None:
     assert looped(transcript) is loops
+
+
+_MILK = "Milk, bread and butter "
+
+
+@pytest.mark.parametrize(
+    ("transcript", "said", "dropped"),
+    [
+        # Whisper on Piper's "I need eggs, ... milk, ... bread and butter.": the phrase forty
+        # times over, the last cut short; said once, the sentence's mark kept if it had one.
+        ("I need eggs. " + _MILK * 40 + "Milk, bread", "I need eggs. Milk, bread and butter", 158),
+        (
+            "I need eggs. " + _MILK.strip() + ". " + (_MILK.strip() + ". ") * 5,
+            "I need eggs. Milk, bread and butter.",
+            20,
+        ),
+        ("Fine, fine, fine, fine, fine, fine.", "Fine.", 5),
+        # Numbers are left as said: a phone number may be five fives.
+        ("My number is 5 5 5 5 5 5 5 5", "My number is 5 5 5 5 5 5 5 5", 0),
+        ("It is one one one one one one.", "It is one one one one one one.", 0),
+        # Shorter runs are left as said: a caller may repeat themselves.
+        ("No, no, no.", "No, no, no.", 0),
+        (
+            "My phone number is fine, fine, fine, fine.",
+            "My phone number is fine, fine, fine, fine.",
+            0,
+        ),
+        ("Thank you, thank you.", "Thank you, thank you.", 0),
+        ("I need eggs, milk and bread.", "I need eggs, milk and bread.", 0),
+        ("", "", 0),
+    ],
+)
+def test_unlooped_says_a_long_loop_once(transcript: str, said: str, dropped: int) -> None:
+    assert unlooped(transcript) == (said, dropped)
 
 
 async def test_complete_words_that_end_in_a_loop_wait_as_unfinished_words_do() -> None:

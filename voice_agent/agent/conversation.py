@@ -10,6 +10,9 @@ with words, answered by a reply prepared unplayed (`AgentVoice.prepare`). A dete
 transcript is asked once it is known. The commit of that audio reuses the transcript (no second
 STT request) and plays the prepared reply, if the conversation it was prepared on is still the
 one it would be sent now; otherwise it is discarded and the answer starts afresh.
+
+Committed words that end in a long loop (the STT's decoder repeating a phrase it could not make
+out, `unlooped`) are answered, captioned and recorded with the phrase said once.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from voice_agent.call_record import TranscriptTurn
 from voice_agent.chat import ChatMessage
 from voice_agent.exceptions import ProviderError
 from voice_agent.logging import Logger
+from voice_agent.pipeline.completeness import unlooped
 from voice_agent.pipeline.turn import (
     TurnDetector,
     TurnEvidence,
@@ -395,6 +399,11 @@ class Conversation:
             with tracing.span("stt", audio_s=round(audio.duration_s, 3)):
                 text = await self._transcribe(audio, segment)
             timer.stt_done = time.monotonic()
+        if text:
+            text, dropped = unlooped(text)
+            if dropped:  # the STT's decoder looped: the words once, not forty times over
+                self._log.info("stt.loop_dropped", words=dropped)
+                self._memory.journal.add_event("loop_dropped", words=dropped)
         actions = self._turns.transcribed(
             turn, text, at=time.monotonic(), speculation=commit.speculation
         )

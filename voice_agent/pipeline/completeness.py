@@ -22,7 +22,8 @@ one at the caller's first short pause) and judges whether the caller has finishe
   row ("my phone number is fine, fine, fine, fine.", "milk, bread and butter milk, bread and
   butter milk, bread") are read as unfinished too: that is Whisper's decoder looping on a
   fragment it could not make out, not what the caller said; a caller who did say "no, no, no."
-  waits the longer silence;
+  waits the longer silence (and a loop of five or more is said once in the committed words,
+  `unlooped`);
 - finished words said with a voice that did not fall at the end (a list item, "I need eggs,
   ..."), with the pitch rule on (`level_pitch_silence_ms`), wait that long;
 - finished otherwise: end the turn once the caller has been silent for `complete_silence_ms`
@@ -44,7 +45,7 @@ import re
 from voice_agent.pipeline.prosody import PitchEnding, final_pitch
 from voice_agent.pipeline.turn import TurnDecision, TurnEvidence
 
-__all__ = ["TranscriptTurnDetector", "looped", "utterance_complete"]
+__all__ = ["TranscriptTurnDetector", "looped", "unlooped", "utterance_complete"]
 
 _UNFINISHED_WORDS = frozenset(
     [
@@ -231,6 +232,8 @@ _MARKED = re.compile(r"[.?!\u3002\uff1f\uff01](?:\s|$)")  # a sentence mark, not
 _CLOSERS = "\"'\u201d\u2019)]"  # quotes and brackets after a sentence's final mark
 _LOOP_TIMES = 3  # a word or phrase said this often in a row at the end is a decoder loop
 _LOOP_PHRASE_WORDS = 8  # the longest phrase looked for
+_UNLOOP_TIMES = 5  # a loop this long is taken out of the committed words (see `unlooped`)
+_WORD_CASED = re.compile(r"[a-z0-9']+", re.IGNORECASE)  # `_WORD` on words not lowered first
 
 
 def utterance_complete(transcript: str, *, punctuated: bool = False) -> bool | None:
@@ -251,8 +254,11 @@ def utterance_complete(transcript: str, *, punctuated: bool = False) -> bool | N
     last = words[-1]
     if last in _UNFINISHED_WORDS:
         return False
-    number = last.isdigit() or last in _NUMBER_WORDS
-    return not (number and _NUMBER_TOPICS.search(text))
+    return not (_number(last) and _NUMBER_TOPICS.search(text))
+
+
+def _number(word: str) -> bool:
+    return word.isdigit() or word in _NUMBER_WORDS
 
 
 def looped(transcript: str) -> bool:
@@ -260,15 +266,38 @@ def looped(transcript: str) -> bool:
     said three times or more in a row ("fine, fine, fine.", "milk, bread and butter milk, bread
     and butter milk, bread and butter milk, bread"), the last time perhaps cut short. The mark
     of an STT decoder repeating itself on audio it could not make out."""
-    words = _WORD.findall(transcript.lower())
+    return _loop_at_end(_WORD.findall(transcript.lower()), times=_LOOP_TIMES) is not None
+
+
+def unlooped(transcript: str) -> tuple[str, int]:
+    """The words with a loop of `_UNLOOP_TIMES` or more at their end said once, and how many
+    words that dropped (0: the words as they were). Only a run that long: a caller may say
+    "no, no, no." but not a phrase five times over; Whisper's decoder, once looping, goes on
+    until its token limit ("Milk, bread and butter" forty times), which would otherwise reach
+    the model, the captions and the record. Numbers are left alone: "five five five five five"
+    may be what a phone number is."""
+    matches = list(_WORD_CASED.finditer(transcript))
+    words = [m.group().lower() for m in matches]
+    start = _loop_at_end(words, times=_UNLOOP_TIMES)  # its first word that repeats one before
+    if start is None or all(_number(word) for word in words[start:]):
+        return transcript, 0  # digits said over and over are a number ("5 5 5 5 5 5 5")
+    kept = transcript[: matches[start - 1].end()]
+    rest = transcript.rstrip().rstrip(_CLOSERS)
+    mark = rest[-1] if rest.endswith(_SENTENCE_ENDS) else ""
+    return kept + mark, len(matches) - start
+
+
+def _loop_at_end(words: list[str], *, times: int) -> int | None:
+    """Where the shortest loop said `times` or more at the end of `words` starts repeating:
+    the index of the first word equal to the one a period before it; None without one."""
     for period in range(1, _LOOP_PHRASE_WORDS + 1):
         # The longest run at the end in which every word repeats the one `period` words before.
         start = len(words)
         while start > period and words[start - 1] == words[start - 1 - period]:
             start -= 1
-        if len(words) - start + period >= _LOOP_TIMES * period:
-            return True
-    return False
+        if len(words) - start + period >= times * period:
+            return start
+    return None
 
 
 def _verbless_clause(words: list[str]) -> bool:
