@@ -171,8 +171,11 @@ async def staff_token(run: DevRun) -> str:
     return banner[0].split("staff token ", 1)[1].split()[0]
 
 
-async def stored_call(run: DevRun, call_id: str, *, timeout_s: float = 90) -> dict[str, Any]:
-    """The call as the staff API shows it once its post-call job is done or dead."""
+async def stored_call(run: DevRun, call_id: str, *, timeout_s: float = 240) -> dict[str, Any]:
+    """The call as the staff API shows it once its post-call job is done or dead. The budget
+    covers the offline demo model's worst case, not its usual 5-10 s: SmolLM2 at times writes
+    until `max_tokens` (2,000) without closing its JSON, twice (the repair attempt), which is
+    40-60 s an attempt on 2 busy cores, and then the report falls back to the rules."""
     staff = {"Authorization": f"Bearer {await staff_token(run)}"}
     async with aiohttp.ClientSession(headers=staff) as http, asyncio.timeout(timeout_s):
         while True:
