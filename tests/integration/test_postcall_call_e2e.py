@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,8 @@ async def test_real_call_becomes_a_report_in_the_staff_api_and_page(
                 return dict(await resp.json())
 
         call = await eventually(reported, timeout_s=30, what="the call's report")
-        shown = await _read_on_the_reports_page(f"{service}/reports", call["call_id"])
+        async with asyncio.timeout(120):  # a hang fails here, and the workers above stop
+            shown = await _read_on_the_reports_page(f"{service}/reports", call["call_id"])
     assert shown["summary"] == "The caller was charged twice for March; a refund was requested."
     assert QUESTION in shown["transcript"]
     assert ANSWER in shown["transcript"]
