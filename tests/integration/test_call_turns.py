@@ -49,6 +49,16 @@ def _user_caption_finals(result: dict[str, Any]) -> list[str]:
     return [c["text"] for c in result["captions"] if c["final"] and c["speaker"] == "user"]
 
 
+def _answered_as_one_turn(result: dict[str, Any], record: Any, words: str, answer: str) -> None:
+    """The call was one turn of `words`, answered `answer`; the record and the captions hold
+    those words, once."""
+    assert result["ok"], result
+    [turn] = result["turns"]
+    assert (turn["user_text"], turn["agent_text"]) == (words, answer)
+    assert [t.text for t in record.transcript if t.speaker == "user"] == [words]
+    assert _user_caption_finals(result) == [words]
+
+
 async def test_a_question_is_answered_by_its_speculative_reply_with_one_transcription(
     livekit_server: LiveKitEndpoint, tmp_path: Path
 ) -> None:
@@ -199,11 +209,7 @@ async def test_a_sentence_the_stt_leaves_unmarked_waits_for_the_caller_to_go_on(
         0.8,
         stt_punctuates=True,
     )
-    assert result["ok"], result
-    [turn] = result["turns"]
-    assert (turn["user_text"], turn["agent_text"]) == (whole, "Thanks, I have it.")
-    assert [t.text for t in record.transcript if t.speaker == "user"] == [whole]
-    assert _user_caption_finals(result) == [whole]
+    _answered_as_one_turn(result, record, whole, "Thanks, I have it.")
 
 
 async def test_the_punctuation_rule_is_learned_from_the_calls_transcripts(
@@ -267,11 +273,7 @@ async def test_a_list_item_said_with_a_level_voice_waits_for_the_rest(
         livekit_server, tmp_path / "pitch", said, heard, {whole: "Got it."}, 0.7,
         stt_punctuates=True,
     )  # fmt: skip
-    assert result["ok"], result
-    [turn] = result["turns"]
-    assert (turn["user_text"], turn["agent_text"]) == (whole, "Got it.")
-    assert [t.text for t in record.transcript if t.speaker == "user"] == [whole]
-    assert _user_caption_finals(result) == [whole]
+    _answered_as_one_turn(result, record, whole, "Got it.")
 
     cut, _models, _record = await _turns_of(
         livekit_server, tmp_path / "off", said, heard, {whole: "Got it."}, 0.7,
@@ -351,11 +353,7 @@ async def test_words_the_stt_looped_on_are_answered_said_once(
         livekit_server, tmp_path, [["I need eggs, milk, bread and butter."]], [looping],
         {once: "Noted: eggs, milk, bread and butter."}, 0.0,
     )  # fmt: skip
-    assert result["ok"], result
-    [turn] = result["turns"]
-    assert (turn["user_text"], turn["agent_text"]) == (once, "Noted: eggs, milk, bread and butter.")
-    assert [t.text for t in record.transcript if t.speaker == "user"] == [once]
-    assert _user_caption_finals(result) == [once]
+    _answered_as_one_turn(result, record, once, "Noted: eggs, milk, bread and butter.")
     last_prompt = models.requests_to(CHAT)[-1].json["messages"]
     assert [m["content"] for m in last_prompt if m["role"] == "user"] == [once]
     dropped = next(e.data for e in record.events if e.event == "loop_dropped")
